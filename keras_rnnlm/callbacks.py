@@ -1,0 +1,103 @@
+"""Keras callbacks that the stock set lacks: an atomic best-model checkpoint, a text
+sample after every epoch, and the loss / perplexity plot at the end."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import keras
+
+from keras_rnnlm.generate import Generator
+from keras_rnnlm.runs import read_history, save_model_atomically
+
+logger = logging.getLogger("keras_rnnlm")
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Saves the model whenever the validation loss improves, atomically.
+
+    Args:
+        path: Where the ``.keras`` file goes.
+        best: The best validation loss so far (a resumed run passes its history's).
+    """
+
+    def __init__(self, path: Path, best: float = math.inf):
+        super().__init__()
+        self.path = path
+        self.best = best
+        self.best_epoch: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("val_loss", math.nan)
+        if loss < self.best:  # False for NaN: a diverged model is never saved.
+            self.best, self.best_epoch = loss, epoch + 1
+            save_model_atomically(self.model, self.path)
+
+
+class SampleText(keras.callbacks.Callback):
+    """Prints a short generated text after every epoch, so a user sees the model learn.
+
+    Args:
+        generator: Writes with the model being trained.
+        prompt: The fixed text every sample continues.
+        length: Tokens per sample.
+        temperature: Sampling temperature.
+        seed: Seed of the sample; the same every epoch, so samples differ only by the model.
+    """
+
+    def __init__(self, generator: Generator, prompt: str, length: int, temperature: float, seed: int):
+        super().__init__()
+        self.generator = generator
+        self.prompt, self.length, self.temperature, self.seed = prompt, length, temperature, seed
+
+    def on_epoch_end(self, epoch, logs=None):
+        (text,) = self.generator.generate([self.prompt], self.length, temperature=self.temperature, seed=self.seed)
+        logger.info("sample after epoch %d:\n%s\n", epoch + 1, text)
+
+
+class CurvesPlot(keras.callbacks.Callback):
+    """Plots loss and perplexity per epoch, train vs validation, from ``history.csv``.
+
+    Reading the CSV rather than this run's ``History`` puts a resumed run's earlier
+    epochs on the plot too.
+
+    Args:
+        history: The CSVLogger file.
+        path: The PNG to write.
+    """
+
+    def __init__(self, history: Path, path: Path):
+        super().__init__()
+        self.history, self.path = history, path
+
+    def on_train_end(self, logs=None):
+        plot_curves(read_history(self.history), self.path)
+
+
+def plot_curves(rows: list[dict[str, float]], path: Path) -> None:
+    """Writes a two-panel PNG: cross-entropy and perplexity per epoch, train and validation."""
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")  # Files only: no window, works on a server without a display.
+    from matplotlib import pyplot
+
+    epochs = [int(row["epoch"]) + 1 for row in rows]
+    figure, (loss_axes, perplexity_axes) = pyplot.subplots(1, 2, figsize=(10, 4))
+    for axes, metric, label in ((loss_axes, "loss", "cross-entropy (nats)"), (perplexity_axes, "perplexity", "perplexity")):
+        axes.plot(epochs, [row[metric] for row in rows], "o-", label="train")
+        axes.plot(epochs, [row[f"val_{metric}"] for row in rows], "o-", label="validation")
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(label)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    perplexity_axes.set_yscale("log")
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.stem}.partial.png")
+    figure.savefig(temporary, format="png", dpi=100)
+    pyplot.close(figure)
+    os.replace(temporary, path)

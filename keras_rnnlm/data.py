@@ -1,0 +1,132 @@
+"""Token ids to training examples: fixed windows over the stream, built inside tf.data.
+
+Every example is ``window_size`` token ids and its target is the token that follows
+them: in "cause baby now we got bad", the window ``cause baby now we got`` has the
+target ``bad``. Windows run over line breaks (the line-break token is context). Each
+segment (a document's training part, or its held-out part) starts with ``window_size``
+padding ids, so the first tokens of a file are predicted from a left-padded window and
+no window reaches into another segment.
+
+The stream is held once as int32 ids; each batch's windows are gathered from it inside
+the tf.data pipeline, so no (examples x window) array and no one-hot target is ever
+built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.vocab import PAD_ID
+
+
+@dataclass(frozen=True)
+class WindowedStream:
+    """Segments of ids laid end to end, each after ``window_size`` padding ids.
+
+    Attributes:
+        ids: int32 (stream_length,), the padded segments.
+        targets: int32 (num_windows,), the position in ``ids`` of every example's
+            target; its window is ``ids[target - window_size : target]``.
+        window_size: Tokens of context per example.
+    """
+
+    ids: np.ndarray
+    targets: np.ndarray
+    window_size: int
+
+    @property
+    def num_windows(self) -> int:
+        return len(self.targets)
+
+    def target_ids(self) -> np.ndarray:
+        """The target token of every example, in order (int32)."""
+        return self.ids[self.targets]
+
+
+def windowed_stream(segments: Sequence[np.ndarray], window_size: int) -> WindowedStream:
+    """Lays segments end to end, each left-padded with ``window_size`` padding ids.
+
+    Args:
+        segments: int32 id arrays; empty ones are skipped.
+        window_size: Tokens of context per example.
+    """
+    padding = np.full(window_size, PAD_ID, dtype=np.int32)
+    pieces, targets, length = [], [], 0
+    for segment in segments:
+        if len(segment) == 0:
+            continue
+        pieces += [padding, segment]
+        targets.append(np.arange(length + window_size, length + window_size + len(segment), dtype=np.int32))
+        length += window_size + len(segment)
+    if not pieces:
+        return WindowedStream(np.zeros(0, np.int32), np.zeros(0, np.int32), window_size)
+    return WindowedStream(np.concatenate(pieces), np.concatenate(targets), window_size)
+
+
+def split_by_position(
+    documents: Sequence[np.ndarray], valid_fraction: float
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Holds out the last ``valid_fraction`` of every document for validation.
+
+    Held-out text is split off by position, never as random windows: random windows
+    overlap training windows and would leak the text the model is judged on.
+
+    Returns:
+        The training part and the validation part of each document.
+    """
+    train, valid = [], []
+    for ids in documents:
+        held_out = int(round(len(ids) * valid_fraction))
+        train.append(ids[: len(ids) - held_out])
+        valid.append(ids[len(ids) - held_out :])
+    return train, valid
+
+
+def check_sizes(train: WindowedStream, valid: WindowedStream) -> None:
+    """Refuses a corpus too short to train on or to validate with.
+
+    Raises:
+        RnnlmError: Fewer than ``window_size + 1`` training tokens, or no validation token.
+    """
+    if train.num_windows < train.window_size + 1:
+        raise RnnlmError(
+            f"the corpus has only {train.num_windows} training tokens, fewer than window_size + 1 = "
+            f"{train.window_size + 1}; give more text or a smaller data.window_size"
+        )
+    if valid.num_windows == 0:
+        raise RnnlmError(
+            "the validation split is empty; give more text, a larger corpus.valid_fraction, or --valid FILE"
+        )
+
+
+def windows_dataset(
+    stream: WindowedStream, batch_size: int, shuffle: bool = False, seed: int | None = None
+) -> tf.data.Dataset:
+    """A tf.data pipeline of ``(windows, targets)`` batches over the stream.
+
+    Args:
+        stream: The padded token stream.
+        batch_size: Examples per batch; the last batch may be smaller.
+        shuffle: Visit the examples in a new random order every epoch.
+        seed: Seed of that order.
+
+    Returns:
+        Batches of int32 ``windows`` (batch, window_size) and int32 ``targets`` (batch,).
+    """
+    ids = tf.constant(stream.ids)  # (stream_length,)
+    offsets = tf.range(-stream.window_size, 0, dtype=tf.int32)  # (window_size,)
+
+    def gather(targets):  # (batch,) positions of the targets in ids
+        windows = tf.gather(ids, targets[:, tf.newaxis] + offsets)  # (batch, window_size)
+        return windows, tf.gather(ids, targets)  # (batch, window_size), (batch,)
+
+    dataset = tf.data.Dataset.from_tensor_slices(stream.targets)
+    if shuffle:
+        dataset = dataset.shuffle(max(stream.num_windows, 1), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,149 @@
+"""A run folder: everything one training run writes, and reading it back.
+
+``saved_models/<run>/`` holds ``model.keras`` (the best epoch so far), ``vocabulary.txt``,
+``config.toml`` (the config actually used), ``history.csv``, ``curves.png``,
+``summary.json``, TensorBoard ``logs/`` and, while training, ``backup/`` for resuming.
+Every file is written to a temporary path and renamed into place, so an interrupted
+save never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import keras
+
+from keras_rnnlm.config import Config, config_to_dict, config_to_toml, load_config
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.tokenizer import Tokenizer
+from keras_rnnlm.vocab import Vocabulary
+
+NEW, RESUME, FINISHED = "new", "resume", "finished"
+
+
+class RunFolder:
+    """The paths of one run and the decision whether to start, resume or refuse.
+
+    Args:
+        path: The run's folder, e.g. ``saved_models/psalms``.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.model = self.path / "model.keras"
+        self.vocabulary = self.path / "vocabulary.txt"
+        self.config = self.path / "config.toml"
+        self.history = self.path / "history.csv"
+        self.curves = self.path / "curves.png"
+        self.summary = self.path / "summary.json"
+        self.logs = self.path / "logs"
+        self.backup = self.path / "backup"
+
+    def state(self, config: Config, overwrite: bool = False) -> str:
+        """Decides what training into this folder means, without writing anything.
+
+        Returns:
+            NEW (empty or absent folder, or ``overwrite``), RESUME (an unfinished run with
+            the same config) or FINISHED (a finished run with the same config).
+
+        Raises:
+            RnnlmError: The folder holds other files, or a run with a different config.
+        """
+        if overwrite or not self.path.exists() or not any(self.path.iterdir()):
+            return NEW
+        if not self.config.is_file():
+            raise RnnlmError(
+                f"{self.path} exists and is not a keras_rnnlm run; choose another --run-name or pass --overwrite"
+            )
+        previous = load_config(self.config)
+        if previous != config:
+            raise RnnlmError(
+                f"{self.path} holds a run with a different config ({_differences(previous, config)}); "
+                "pass --overwrite to replace it or --run-name NAME to start another"
+            )
+        return FINISHED if self.summary.is_file() else RESUME
+
+    def start(self, state: str) -> None:
+        """Creates the folder; for a NEW run, first removes what an earlier run left."""
+        if state == NEW and self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def load_config(self) -> Config:
+        if not self.config.is_file():
+            raise RnnlmError(f"{self.path} is not a keras_rnnlm run (no config.toml); pass --model saved_models/<run>")
+        return load_config(self.config)
+
+    def load_model(self) -> keras.Model:
+        """Loads ``model.keras`` in Keras' safe mode (no code runs from the file)."""
+        if not self.model.is_file():
+            raise RnnlmError(f"{self.path} has no model.keras yet; train it first with python -m keras_rnnlm.train")
+        return keras.saving.load_model(self.model, safe_mode=True)
+
+    def load(self) -> tuple[Config, Vocabulary, Tokenizer, keras.Model]:
+        """Reads back what generation and evaluation need: config, vocabulary, tokenizer, model."""
+        config = self.load_config()
+        return config, Vocabulary.load(self.vocabulary), tokenizer_for(config), self.load_model()
+
+    def best_validation_loss(self) -> float:
+        """The lowest val_loss in history.csv (inf when there is none yet)."""
+        losses = [row["val_loss"] for row in read_history(self.history)]
+        return min((loss for loss in losses if not math.isnan(loss)), default=math.inf)
+
+
+def tokenizer_for(config: Config) -> Tokenizer:
+    """The tokenizer a config describes."""
+    return Tokenizer(level=config.corpus.level, split=config.corpus.split, lowercase=config.corpus.lowercase)
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    """Rows of a CSVLogger file as numbers; an absent file has none."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def write_config(run: RunFolder, config: Config) -> None:
+    write_text_atomically(run.config, config_to_toml(config))
+
+
+def write_summary(run: RunFolder, summary: dict) -> None:
+    write_text_atomically(run.summary, json.dumps(summary, indent=2) + "\n")
+
+
+def save_model_atomically(model: keras.Model, path: Path) -> None:
+    """Saves a ``.keras`` file to a temporary name, then renames it into place.
+
+    ``keras.callbacks.ModelCheckpoint`` writes straight to its target, so a run killed
+    mid-save would leave a broken ``model.keras``; this is why the run saves its own.
+    """
+    temporary = path.with_name(f".{path.stem}.partial.keras")
+    model.save(temporary)
+    os.replace(temporary, path)
+
+
+def _differences(before: Config, after: Config) -> str:
+    old, new = config_to_dict(before), config_to_dict(after)
+    changes = []
+    for section in new:
+        if isinstance(new[section], dict):
+            changes += [
+                f"{section}.{key}: {old[section][key]!r} -> {value!r}"
+                for key, value in new[section].items()
+                if old[section][key] != value
+            ]
+        elif old[section] != new[section]:
+            changes.append(f"{section}: {old[section]!r} -> {new[section]!r}")
+    return "; ".join(changes)

@@ -1,0 +1,245 @@
+"""Training a language model: ``python -m keras_rnnlm.train``.
+
+Reads the corpus (the built-in one when none is given), builds the vocabulary, windows
+the token stream with tf.data, trains the model and writes the run folder
+(``saved_models/<name>/``). Running the same command again resumes an interrupted run
+at its last finished epoch.
+
+Example:
+    python -m keras_rnnlm.train                                  # built-in corpus
+    python -m keras_rnnlm.train --corpus lyrics.txt --run-name lyrics
+    python -m keras_rnnlm.train --config configs/tiny.toml --set model.units=64
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from keras_rnnlm import cli
+from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, SampleText
+from keras_rnnlm.config import Config, load_config
+from keras_rnnlm.corpus import corpus_documents, find_documents
+from keras_rnnlm.data import check_sizes, split_by_position, windowed_stream, windows_dataset
+from keras_rnnlm.devices import select_strategy, set_precision
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.generate import Generator
+from keras_rnnlm.model import build_model, compile_model
+from keras_rnnlm.runs import FINISHED, NEW, RunFolder, read_history, tokenizer_for, write_config, write_summary
+from keras_rnnlm.vocab import Vocabulary, build_vocabulary, encode_documents
+
+logger = logging.getLogger("keras_rnnlm")
+
+
+def train(
+    config: Config,
+    run_dir: str | Path,
+    overwrite: bool = False,
+    strategy: tf.distribute.Strategy | None = None,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    verbose: int | str = "auto",
+) -> dict:
+    """Trains a model as ``config`` says and writes the run folder.
+
+    Args:
+        config: The run's settings.
+        run_dir: The run folder; an unfinished run there with the same config resumes.
+        overwrite: Replace whatever the folder holds.
+        strategy: Where to train; None picks from ``config.train.device``.
+        extra_callbacks: More Keras callbacks, run after the run's own.
+        verbose: Keras' progress display: "auto" draws a bar on a terminal and prints
+            one line an epoch otherwise.
+
+    Returns:
+        The run summary also written to ``summary.json``.
+
+    Raises:
+        RnnlmError: Bad corpus, config or run folder, or a loss that became NaN.
+    """
+    started = time.time()
+    run = RunFolder(run_dir)
+    state = run.state(config, overwrite)  # Refuses a conflicting folder before any work.
+    if state == FINISHED:
+        logger.info("%s is already trained; pass --overwrite to train it again", run.path)
+        return _read_summary(run)
+    keras.utils.set_random_seed(config.train.seed)
+
+    # Text -> ids. A resumed run keeps the vocabulary it started with.
+    tokenizer = tokenizer_for(config)
+    documents = corpus_documents(config.corpus.paths, config.corpus.builtin)
+    logger.info("corpus: %d document(s): %s", len(documents), _names(documents))
+    if state == NEW:
+        vocabulary, encoded = build_vocabulary(documents, tokenizer, config.vocab.max_size, config.vocab.min_count)
+    else:
+        vocabulary = Vocabulary.load(run.vocabulary)
+        encoded = encode_documents(documents, tokenizer, vocabulary)
+    if config.corpus.valid_paths:
+        train_segments, valid_segments = encoded, encode_documents(find_documents(config.corpus.valid_paths), tokenizer, vocabulary)
+    else:
+        train_segments, valid_segments = split_by_position(encoded, config.corpus.valid_fraction)
+    window_size = config.data.window_size
+    train_stream, valid_stream = windowed_stream(train_segments, window_size), windowed_stream(valid_segments, window_size)
+    check_sizes(train_stream, valid_stream)
+    logger.info("windows: %s training, %s validation, %d tokens each", f"{train_stream.num_windows:,}", f"{valid_stream.num_windows:,}", window_size)
+
+    strategy = strategy or select_strategy(config.train.device)
+    set_precision(config.train.mixed_precision, strategy)
+
+    # Only now, with the input known good, does anything get written.
+    run.start(state)
+    if state == NEW:
+        vocabulary.save(run.vocabulary)
+        write_config(run, config)
+    with strategy.scope():
+        model = build_model(config.model, window_size, len(vocabulary))
+        compile_model(model, config.train)
+    model.summary(print_fn=lambda line, **_: logger.info(line))
+
+    checkpoint = BestModelCheckpoint(run.model, best=run.best_validation_loss())
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run.backup)),
+        keras.callbacks.TerminateOnNaN(),
+        checkpoint,
+        keras.callbacks.CSVLogger(str(run.history), append=True),
+        CurvesPlot(run.history, run.curves),
+    ]
+    if config.train.early_stopping_patience:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(patience=config.train.early_stopping_patience, restore_best_weights=True)
+        )
+    if config.train.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=config.train.reduce_lr_patience))
+    if config.train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run.logs)))
+    if config.train.sample_length:
+        prompt = config.train.sample_prompt or _opening_text(valid_stream, vocabulary, tokenizer)
+        generator = Generator(model, vocabulary, tokenizer, window_size)
+        callbacks.append(
+            SampleText(generator, prompt, config.train.sample_length, config.train.sample_temperature, config.train.seed)
+        )
+    callbacks.extend(extra_callbacks)
+
+    history = model.fit(
+        windows_dataset(train_stream, config.data.batch_size, shuffle=True, seed=config.train.seed),
+        validation_data=windows_dataset(valid_stream, config.data.batch_size),
+        epochs=config.train.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # The dataset shuffles itself, with the run's seed.
+        verbose=_progress(verbose),
+    )
+    losses = history.history.get("loss", [])
+    if losses and math.isnan(losses[-1]):
+        _stop_after_nan(run, checkpoint, len(losses))
+
+    rows = _history_rows(run)
+    best = min(rows, key=lambda row: row["val_loss"])
+    summary = {
+        "vocabulary_size": len(vocabulary),
+        "window_size": window_size,
+        "train_windows": train_stream.num_windows,
+        "valid_windows": valid_stream.num_windows,
+        "epochs": len(rows),
+        "best_epoch": int(best["epoch"]) + 1,
+        "val_loss": best["val_loss"],
+        "val_perplexity": best["val_perplexity"],
+        "val_accuracy": best["val_accuracy"],
+        "seconds_this_session": round(time.time() - started, 1),
+    }
+    write_summary(run, summary)
+    logger.info(
+        "done: best epoch %d of %d, validation perplexity %.2f (cross-entropy %.4f nats), model in %s",
+        summary["best_epoch"], summary["epochs"], summary["val_perplexity"], summary["val_loss"], run.model,
+    )
+    return summary
+
+
+def _stop_after_nan(run: RunFolder, checkpoint: BestModelCheckpoint, epoch: int) -> None:
+    # The backup holds the diverged weights; resuming from it would only diverge again.
+    shutil.rmtree(run.backup, ignore_errors=True)
+    kept = f"the best model so far is kept in {run.model}" if run.model.is_file() else "no model was saved"
+    raise RnnlmError(
+        f"the training loss became NaN in epoch {epoch}, so training stopped; {kept}; "
+        "lower train.learning_rate or set train.clipnorm, then train again with --overwrite"
+    )
+
+
+def _history_rows(run: RunFolder) -> list[dict[str, float]]:
+    return [row for row in read_history(run.history) if not math.isnan(row["val_loss"])]
+
+
+def _read_summary(run: RunFolder) -> dict:
+    return json.loads(run.summary.read_text(encoding="utf-8"))
+
+
+def _opening_text(stream, vocabulary: Vocabulary, tokenizer) -> str:
+    """The first window of the validation text, as the prompt of the per-epoch sample."""
+    first = int(stream.targets[0])
+    return tokenizer.text_from_tokens(vocabulary.tokens_from_ids(stream.ids[first : first + stream.window_size]))
+
+
+def _names(documents) -> str:
+    names = [document.name for document in documents]
+    return ", ".join(names) if len(names) <= 5 else f"{', '.join(names[:4])}, ... {names[-1]}"
+
+
+def _progress(verbose: int | str) -> int:
+    if verbose != "auto":
+        return int(verbose)
+    return 1 if sys.stdout.isatty() else 2  # A bar on a terminal; one line an epoch in a log.
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_rnnlm.train",
+        description="Train a word- or character-level LSTM language model on your text.",
+    )
+    parser.add_argument("--config", help="TOML config (default: the built-in defaults, as in configs/default.toml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set model.units=512 (repeatable)")
+    parser.add_argument("--corpus", nargs="+", metavar="PATH", help="text files or folders of .txt files (default: built-in corpus)")
+    parser.add_argument("--valid", nargs="+", metavar="PATH", help="separate validation files (default: the end of each corpus file)")
+    parser.add_argument("--run-name", help="run folder name (default: the config's name)")
+    parser.add_argument("--output-dir", default="saved_models", help="where run folders go (default: saved_models)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), help="where to train (default: auto)")
+    parser.add_argument("--seed", type=int, help="random seed (default: from the config)")
+    parser.add_argument("--epochs", type=int, help="most epochs (default: from the config)")
+    return parser.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file, then ``--set`` overrides, then the dedicated flags."""
+    overrides = list(args.set)
+    for flag, key in (("device", "train.device"), ("seed", "train.seed"), ("epochs", "train.epochs"), ("run_name", "name")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")  # A JSON string or integer is valid TOML.
+    config = load_config(args.config, overrides)
+    corpus = config.corpus
+    if args.corpus:
+        corpus = dataclasses.replace(corpus, paths=tuple(args.corpus))
+    if args.valid:
+        corpus = dataclasses.replace(corpus, valid_paths=tuple(args.valid))
+    return dataclasses.replace(config, corpus=corpus)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = config_from_args(args)
+    train(config, Path(args.output_dir) / config.name, overwrite=args.overwrite)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,149 @@
+"""The vocabulary: which tokens get an id, and documents encoded as int32 id arrays.
+
+Ids 0, 1 and 2 are always ``<pad>``, ``<unk>`` and the line break; the rest are the
+corpus' most frequent tokens, most frequent first (ties in order of first appearance),
+so the same corpus and settings always give the same ids. The vocabulary is saved as
+plain text, one token per line, in id order.
+
+Example:
+    >>> vocabulary, encoded = build_vocabulary(documents, Tokenizer(), max_size=10_000)
+    >>> vocabulary.tokens_from_ids(encoded[0][:5])
+    ['blessed', 'is', 'the', 'man', 'that']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from keras_rnnlm.corpus import Document
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.tokenizer import LINE_BREAK, PAD, RESERVED_TOKENS, UNK, Tokenizer
+
+PAD_ID, UNK_ID, LINE_BREAK_ID = (RESERVED_TOKENS.index(token) for token in (PAD, UNK, LINE_BREAK))
+
+logger = logging.getLogger("keras_rnnlm")
+
+
+class Vocabulary:
+    """A fixed list of tokens; a token's id is its position in the list.
+
+    Args:
+        tokens: Every token in id order, starting with ``<pad>``, ``<unk>``, ``<eol>``.
+    """
+
+    def __init__(self, tokens: Sequence[str]):
+        if tuple(tokens[: len(RESERVED_TOKENS)]) != RESERVED_TOKENS:
+            raise RnnlmError(f"a vocabulary must start with {', '.join(RESERVED_TOKENS)}")
+        if len(set(tokens)) != len(tokens):
+            raise RnnlmError("a vocabulary cannot list the same token twice")
+        self.tokens = list(tokens)
+        self._ids = {token: number for number, token in enumerate(self.tokens)}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Vocabulary) and self.tokens == other.tokens
+
+    def id_from_token(self, token: str) -> int:
+        """The token's id, or the id of ``<unk>`` for a token outside the vocabulary."""
+        return self._ids.get(token, UNK_ID)
+
+    def ids_from_tokens(self, tokens: Sequence[str]) -> np.ndarray:
+        """Encodes tokens as an int32 array; unknown tokens become ``<unk>``."""
+        return np.fromiter((self._ids.get(token, UNK_ID) for token in tokens), dtype=np.int32, count=len(tokens))
+
+    def tokens_from_ids(self, ids) -> list[str]:
+        """Decodes ids (any integer sequence or array) back to tokens."""
+        return [self.tokens[int(number)] for number in ids]
+
+    def save(self, path: str | Path) -> None:
+        """Writes one token per line, in id order, atomically (temporary file, then rename)."""
+        path = Path(path)
+        temporary = path.with_name(path.name + ".tmp")
+        with open(temporary, "w", encoding="utf-8", newline="\n") as file:
+            for token in self.tokens:
+                if "\n" in token:
+                    raise RnnlmError(f"token {token!r} holds a newline and cannot be saved")
+                file.write(token + "\n")
+        os.replace(temporary, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        """Reads a vocabulary written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise RnnlmError(f"vocabulary file {path} does not exist; is this a keras_rnnlm run folder?")
+        return cls(path.read_text(encoding="utf-8").split("\n")[:-1])
+
+
+def build_vocabulary(
+    documents: Sequence[Document], tokenizer: Tokenizer, max_size: int, min_count: int = 1
+) -> tuple[Vocabulary, list[np.ndarray]]:
+    """Reads the documents once, builds the vocabulary and encodes every document.
+
+    Tokens are read line by line into provisional int32 ids, so memory holds one
+    integer per token plus one dictionary entry per distinct token, never the corpus as
+    Python strings; the provisional ids are then mapped to final ids in one NumPy step.
+
+    Args:
+        documents: The corpus.
+        tokenizer: How lines become tokens.
+        max_size: Most tokens in the vocabulary, the three reserved tokens included.
+        min_count: Tokens seen fewer times become ``<unk>``. Defaults to 1.
+
+    Returns:
+        The vocabulary and one int32 id array per document.
+    """
+    provisional = {token: number for number, token in enumerate(RESERVED_TOKENS)}
+    encoded = [
+        _encode_document(document, tokenizer, lambda token: provisional.setdefault(token, len(provisional)))
+        for document in documents
+    ]
+    counts = np.bincount(np.concatenate(encoded), minlength=len(provisional)) if encoded else np.zeros(0)
+
+    # Most frequent first; a stable sort keeps first-appearance order among ties.
+    candidates = np.arange(len(RESERVED_TOKENS), len(provisional))
+    candidates = candidates[counts[candidates] >= min_count]
+    candidates = candidates[np.argsort(-counts[candidates], kind="stable")][: max_size - len(RESERVED_TOKENS)]
+    types = list(provisional)
+    vocabulary = Vocabulary(list(RESERVED_TOKENS) + [types[number] for number in candidates])
+
+    final_ids = np.full(len(provisional), UNK_ID, dtype=np.int32)
+    final_ids[: len(RESERVED_TOKENS)] = np.arange(len(RESERVED_TOKENS))
+    final_ids[candidates] = np.arange(len(RESERVED_TOKENS), len(vocabulary))
+    encoded = [final_ids[ids] for ids in encoded]
+
+    total = int(counts.sum())
+    unknown = sum(int(np.count_nonzero(ids == UNK_ID)) for ids in encoded)
+    logger.info(
+        "vocabulary: %s tokens (of %s distinct in the corpus, min_count %d, max_size %s); "
+        "covers %.2f%% of %s corpus tokens",
+        f"{len(vocabulary):,}",
+        f"{np.count_nonzero(counts):,}",
+        min_count,
+        f"{max_size:,}",
+        100.0 * (total - unknown) / max(total, 1),
+        f"{total:,}",
+    )
+    return vocabulary, encoded
+
+
+def encode_documents(documents: Sequence[Document], tokenizer: Tokenizer, vocabulary: Vocabulary) -> list[np.ndarray]:
+    """Encodes documents with a fixed vocabulary (evaluation, resuming, validation files)."""
+    return [_encode_document(document, tokenizer, vocabulary.id_from_token) for document in documents]
+
+
+def _encode_document(document: Document, tokenizer: Tokenizer, id_of) -> np.ndarray:
+    """Encodes a document line by line; ``id_of(token)`` gives each token's id."""
+    ids = array("i")
+    for line in document.lines():
+        ids.extend([id_of(token) for token in tokenizer.tokens_from_line(line)])
+        ids.append(LINE_BREAK_ID)
+    return np.frombuffer(ids, dtype=np.int32) if ids else np.zeros(0, dtype=np.int32)
