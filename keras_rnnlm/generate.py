@@ -109,4 +109,9 @@ class Generator:
         _, _, generated = tf.while_loop(
             lambda index, *_: index < num_tokens, step, (tf.constant(0), windows, generated)
         )
-        return tf.transpose(generated.stack())  # (batch, num_tokens)
+        # An empty TensorArray cannot be stacked (its element shape is unknown).
+        return tf.cond(
+            num_tokens > 0,
+            lambda: tf.transpose(generated.stack()),  # (batch, num_tokens)
+            lambda: tf.zeros([tf.shape(windows)[0], 0], tf.int32),
+        )

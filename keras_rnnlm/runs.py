@@ -20,6 +20,7 @@ import keras
 
 from keras_rnnlm.config import Config, config_to_dict, config_to_toml, load_config
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.model import Perplexity
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import Vocabulary
 
@@ -83,7 +84,7 @@ class RunFolder:
         """Loads ``model.keras`` in Keras' safe mode (no code runs from the file)."""
         if not self.model.is_file():
             raise RnnlmError(f"{self.path} has no model.keras yet; train it first with python -m keras_rnnlm.train")
-        return keras.saving.load_model(self.model, safe_mode=True)
+        return keras.saving.load_model(self.model, custom_objects={"Perplexity": Perplexity}, safe_mode=True)
 
     def load(self) -> tuple[Config, Vocabulary, Tokenizer, keras.Model]:
         """Reads back what generation and evaluation need: config, vocabulary, tokenizer, model."""

@@ -139,7 +139,7 @@ def train(
         verbose=_progress(verbose),
     )
     losses = history.history.get("loss", [])
-    if losses and math.isnan(losses[-1]):
+    if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
         _stop_after_nan(run, checkpoint, len(losses))
 
     rows = _history_rows(run)
@@ -169,7 +169,7 @@ def _stop_after_nan(run: RunFolder, checkpoint: BestModelCheckpoint, epoch: int)
     shutil.rmtree(run.backup, ignore_errors=True)
     kept = f"the best model so far is kept in {run.model}" if run.model.is_file() else "no model was saved"
     raise RnnlmError(
-        f"the training loss became NaN in epoch {epoch}, so training stopped; {kept}; "
+        f"the training loss became NaN (or infinite) in epoch {epoch}, so training stopped; {kept}; "
         "lower train.learning_rate or set train.clipnorm, then train again with --overwrite"
     )
 

@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from keras_rnnlm.config import Config, config_to_toml, load_config
+from keras_rnnlm.errors import RnnlmError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def test_default_toml_lists_every_field_with_its_default():
+    text = (CONFIGS / "default.toml").read_text()
+    assert load_config(CONFIGS / "default.toml") == Config()
+    for key in ("paths", "max_size", "window_size", "cell", "recurrent_dropout", "clipnorm", "mixed_precision"):
+        assert f"\n{key} " in text
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.toml")))
+def test_every_shipped_config_loads(name):
+    load_config(CONFIGS / name)
+
+
+def test_overrides_parse_toml_values_and_bare_words():
+    config = load_config(None, ["model.units=64", "corpus.level=char", "train.mixed_precision=true", "corpus.paths=['a.txt']"])
+    assert config.model.units == 64
+    assert config.corpus.level == "char"
+    assert config.train.mixed_precision is True
+    assert config.corpus.paths == ("a.txt",)
+
+
+def test_integer_is_accepted_where_a_float_is_expected():
+    assert load_config(None, ["train.learning_rate=1"]).train.learning_rate == 1.0
+
+
+def test_unknown_key_names_the_nearest_valid_one():
+    with pytest.raises(RnnlmError, match=r"unknown config key model\.unit; did you mean model\.units\?"):
+        load_config(None, ["model.unit=3"])
+    with pytest.raises(RnnlmError, match=r"did you mean train\.learning_rate"):
+        load_config(None, ["train.learnig_rate=0.1"])
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(RnnlmError, match=r"model\.units must be an integer, got 'big'"):
+        load_config(None, ["model.units=big"])
+    with pytest.raises(RnnlmError, match=r"train\.epochs must be an integer, got True"):
+        load_config(None, ["train.epochs=true"])
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.window_size=0", "data.window_size"),
+        ("model.dropout=1.0", "model.dropout"),
+        ("model.dropout=-0.1", "model.dropout"),
+        ("model.units=0", "model.units"),
+        ("train.learning_rate=0", "train.learning_rate"),
+        ("data.batch_size=-1", "data.batch_size"),
+        ("model.cell='transformer'", "model.cell"),
+    ],
+)
+def test_out_of_range_values_are_refused(override, key):
+    with pytest.raises(RnnlmError, match=key.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_bad_toml_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[model\nunits = 3\n")
+    with pytest.raises(RnnlmError, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(RnnlmError, match="does not exist"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_config_round_trips_through_toml(tmp_path):
+    config = load_config(None, ["model.units=77", "corpus.paths=['x y.txt', 'b\"q.txt']", "train.sample_prompt='a\\nb'"])
+    path = tmp_path / "config.toml"
+    path.write_text(config_to_toml(config))
+    assert load_config(path) == config

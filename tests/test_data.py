@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from keras_rnnlm.data import check_sizes, split_by_position, windowed_stream, windows_dataset
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.vocab import PAD_ID
+
+
+def all_examples(stream, batch_size=4, shuffle=False, seed=None):
+    windows, targets = [], []
+    for window_batch, target_batch in windows_dataset(stream, batch_size, shuffle=shuffle, seed=seed):
+        windows.append(window_batch.numpy())
+        targets.append(target_batch.numpy())
+    return np.concatenate(windows), np.concatenate(targets)
+
+
+def test_the_target_is_the_token_after_the_window():
+    # "cause baby now we got bad blood" as ids 10..16.
+    stream = windowed_stream([np.arange(10, 17, dtype=np.int32)], window_size=5)
+    windows, targets = all_examples(stream)
+    assert windows.dtype == np.int32 and windows.shape == (7, 5)
+    assert list(windows[5]) == [10, 11, 12, 13, 14] and targets[5] == 15  # cause baby now we got -> bad
+    assert list(windows[6]) == [11, 12, 13, 14, 15] and targets[6] == 16
+
+
+def test_the_start_of_a_file_is_left_padded():
+    stream = windowed_stream([np.array([7, 8, 9], dtype=np.int32)], window_size=4)
+    windows, targets = all_examples(stream)
+    assert windows.tolist() == [[PAD_ID] * 4, [PAD_ID] * 3 + [7], [PAD_ID] * 2 + [7, 8]]
+    assert targets.tolist() == [7, 8, 9]
+
+
+def test_windows_never_reach_into_another_segment():
+    stream = windowed_stream([np.array([3, 4, 5], np.int32), np.array([6, 7], np.int32)], window_size=2)
+    windows, targets = all_examples(stream)
+    assert targets.tolist() == [3, 4, 5, 6, 7]
+    assert windows[3].tolist() == [PAD_ID, PAD_ID]  # The second segment starts afresh.
+
+
+def test_shuffling_is_seeded_and_covers_every_example_once():
+    stream = windowed_stream([np.arange(3, 103, dtype=np.int32)], window_size=3)
+    first = all_examples(stream, batch_size=7, shuffle=True, seed=5)
+    again = all_examples(stream, batch_size=7, shuffle=True, seed=5)
+    assert np.array_equal(first[1], again[1])
+    assert not np.array_equal(first[1], np.arange(3, 103))
+    assert sorted(first[1].tolist()) == list(range(3, 103))
+    for window, target in zip(*first):  # Shuffled examples stay whole.
+        assert window.tolist() == [t if t >= 3 else PAD_ID for t in range(target - 3, target)]
+
+
+def test_validation_is_the_end_of_each_document_and_never_in_training_windows():
+    documents = [np.arange(100, 200, dtype=np.int32), np.arange(300, 340, dtype=np.int32)]
+    train, valid = split_by_position(documents, valid_fraction=0.1)
+    assert [v.tolist() for v in valid] == [list(range(190, 200)), list(range(336, 340))]
+    windows, targets = all_examples(windowed_stream(train, window_size=5), batch_size=32)
+    seen_in_training = set(windows.ravel().tolist()) | set(targets.tolist())
+    assert seen_in_training.isdisjoint(set(np.concatenate(valid).tolist()))
+
+
+def test_too_short_corpus_and_empty_validation_are_refused():
+    short = windowed_stream([np.array([3, 4, 5], np.int32)], window_size=5)
+    valid = windowed_stream([np.array([3], np.int32)], window_size=5)
+    with pytest.raises(RnnlmError, match="only 3 training tokens, fewer than window_size \\+ 1 = 6"):
+        check_sizes(short, valid)
+    enough = windowed_stream([np.arange(3, 20, dtype=np.int32)], window_size=5)
+    with pytest.raises(RnnlmError, match="validation split is empty"):
+        check_sizes(enough, windowed_stream([], window_size=5))

@@ -1,0 +1,49 @@
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import tensorflow as tf
+
+from keras_rnnlm.devices import select_strategy, set_precision, strategy_for_devices
+
+TESTS = Path(__file__).resolve().parent
+
+
+def test_auto_without_a_gpu_trains_on_the_cpu():
+    strategy = select_strategy("auto")
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    assert "CPU" in strategy.extended.worker_devices[0].upper()
+
+
+def test_mixed_precision_on_cpu_is_bfloat16():
+    strategy = strategy_for_devices(["/cpu:0"])
+    try:
+        assert set_precision(True, strategy) == "mixed_bfloat16"
+    finally:
+        assert set_precision(False, strategy) == "float32"
+
+
+def test_mirrored_strategy_trains_over_two_logical_cpus(song_file, tmp_path):
+    """The several-GPU path, run on two logical CPU devices in a fresh process
+    (logical devices must be set before TensorFlow starts)."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS)!r})
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from conftest import small_config
+        from keras_rnnlm.devices import strategy_for_devices
+        from keras_rnnlm.train import train
+        strategy = strategy_for_devices([d.name for d in tf.config.list_logical_devices("CPU")])
+        print("replicas", strategy.num_replicas_in_sync, type(strategy).__name__)
+        config = small_config([{str(song_file)!r}], train={{"epochs": 12, "sample_length": 5}})
+        summary = train(config, {str(tmp_path / "run")!r}, strategy=strategy, verbose=0)
+        print("val_accuracy", summary["val_accuracy"])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas 2 MirroredStrategy" in result.stdout
+    assert float(result.stdout.split("val_accuracy")[1]) > 0.95
+    assert (tmp_path / "run" / "model.keras").is_file()

@@ -1,0 +1,175 @@
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+from conftest import small_config
+from keras_rnnlm import cli
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.runs import read_history
+from keras_rnnlm.train import main, train
+from keras_rnnlm.vocab import Vocabulary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_a_repetitive_song_is_learned_and_the_run_folder_is_complete(song_file, tmp_path):
+    run = tmp_path / "run"
+    summary = train(small_config([song_file], train={"epochs": 12, "sample_length": 8}), run, verbose=0)
+    assert summary["val_accuracy"] > 0.95
+    assert summary["val_perplexity"] < 1.5
+    for name in ("model.keras", "vocabulary.txt", "config.toml", "history.csv", "curves.png", "summary.json"):
+        assert (run / name).is_file(), name
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (run / "backup").exists()  # Removed once training finishes.
+    assert not list(run.glob(".*partial*"))
+    rows = read_history(run / "history.csv")
+    assert [int(row["epoch"]) for row in rows] == list(range(len(rows)))
+    assert {"loss", "val_loss", "perplexity", "val_perplexity", "accuracy", "top5_accuracy"} <= set(rows[0])
+    assert rows[-1]["val_perplexity"] == pytest.approx(math.exp(rows[-1]["val_loss"]), rel=1e-3)
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops the process like Ctrl-C at the end of a given epoch."""
+
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt
+
+
+class EpochsSeen(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_an_interrupted_run_resumes_at_the_next_epoch(song_file, tmp_path):
+    config = small_config([song_file], train={"epochs": 4})
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(config, run, extra_callbacks=[Interrupt(at_epoch=1)], verbose=0)
+    assert (run / "backup").exists() and not (run / "summary.json").exists()
+    vocabulary = Vocabulary.load(run / "vocabulary.txt")
+
+    seen = EpochsSeen()
+    train(config, run, extra_callbacks=[seen], verbose=0)
+    assert seen.epochs == [2, 3]
+    assert [int(row["epoch"]) for row in read_history(run / "history.csv")] == [0, 1, 2, 3]
+    assert Vocabulary.load(run / "vocabulary.txt") == vocabulary
+    # Running the finished run again does nothing and says so.
+    assert train(config, run, verbose=0) == json.loads((run / "summary.json").read_text())
+
+
+def test_same_seed_same_vocabulary_and_first_epoch_loss(song_file, tmp_path):
+    config = small_config([song_file], train={"epochs": 1})
+    train(config, tmp_path / "a", verbose=0)
+    train(config, tmp_path / "b", verbose=0)
+    assert (tmp_path / "a" / "vocabulary.txt").read_text() == (tmp_path / "b" / "vocabulary.txt").read_text()
+    assert read_history(tmp_path / "a" / "history.csv") == read_history(tmp_path / "b" / "history.csv")
+
+
+def test_a_run_folder_with_another_config_is_refused_unless_overwritten(song_file, tmp_path):
+    run = tmp_path / "run"
+    train(small_config([song_file], train={"epochs": 1}), run, verbose=0)
+    changed = small_config([song_file], train={"epochs": 1}, model={"units": 8})
+    with pytest.raises(RnnlmError, match=r"different config \(model\.units: 32 -> 8\); pass --overwrite"):
+        train(changed, run, verbose=0)
+    train(changed, run, overwrite=True, verbose=0)
+    assert "units = 8" in (run / "config.toml").read_text()
+
+
+def test_a_folder_that_is_not_a_run_is_refused(song_file, tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff")
+    with pytest.raises(RnnlmError, match="is not a keras_rnnlm run"):
+        train(small_config([song_file]), tmp_path / "photos", verbose=0)
+    assert (tmp_path / "photos" / "cat.jpg").exists()
+
+
+def test_a_diverging_loss_stops_training_with_a_clear_error(song_file, tmp_path):
+    config = small_config([song_file], train={"optimizer": "sgd", "learning_rate": 1e38, "clipnorm": 0.0, "epochs": 3})
+    run = tmp_path / "run"
+    with pytest.raises(RnnlmError, match=r"loss became NaN \(or infinite\) in epoch 1.*no model was saved.*lower train.learning_rate"):
+        train(config, run, verbose=0)
+    assert not (run / "backup").exists()
+    assert not (run / "model.keras").exists()
+
+
+def run_cli(capsys, *argv):
+    status = cli.run(main, list(argv))
+    return status, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "make_input, extra, message",
+    [
+        (lambda d: d / "missing.txt", [], "corpus path .* does not exist"),
+        (lambda d: write(d / "empty.txt", b""), [], "is empty"),
+        (lambda d: write(d / "binary.txt", b"ab\x00\x01"), [], "looks binary"),
+        (lambda d: write(d / "latin.txt", "café\n".encode("latin-1")), [], r"not valid UTF-8 \(byte offset 3\)"),
+        (lambda d: write(d / "short.txt", b"too short\n"), [], "fewer than window_size"),
+        (lambda d: write(d / "few.txt", b"one two three four five six seven\n"),
+         ["--set", "data.window_size=2", "--set", "corpus.valid_fraction=0.05"], "validation split is empty"),
+        (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "model.unitz=3"], "did you mean model.units"),
+        (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "model.units=lots"], "must be an integer"),
+        (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "model.dropout=1.5"], r"model\.dropout .* out of range"),
+        (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "data.window_size=0"], "data.window_size"),
+        (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "train.learning_rate=-1"], "learning_rate"),
+    ],
+)
+def test_bad_input_is_one_line_error_and_nothing_written(capsys, tmp_path, make_input, extra, message):
+    corpus = make_input(tmp_path)
+    out = tmp_path / "runs"
+    status, err = run_cli(capsys, "--config", str(ROOT / "configs/tiny.toml"), "--corpus", str(corpus), "--output-dir", str(out), *extra)
+    assert status == 2
+    error_lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1 and "Traceback" not in err
+    assert __import__("re").search(message, error_lines[0]), error_lines[0]
+    assert not out.exists()
+
+
+def test_gpu_without_a_gpu_is_a_clear_error(capsys, song_file, tmp_path):
+    status, err = run_cli(capsys, "--config", str(ROOT / "configs/tiny.toml"), "--corpus", str(song_file),
+                          "--output-dir", str(tmp_path / "runs"), "--device", "gpu")
+    assert status == 2 and "error: --device gpu was asked for but TensorFlow sees no GPU" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def test_cli_end_to_end_on_the_tiny_config(song_file, tmp_path):
+    """The real command, in a fresh process, as a user runs it; then the evaluation command."""
+    out = tmp_path / "runs"
+    command = [sys.executable, "-m", "keras_rnnlm.train", "--config", str(ROOT / "configs/tiny.toml"),
+               "--corpus", str(song_file), "--output-dir", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "vocabulary: 18 tokens" in result.stderr and "placement: OneDeviceStrategy" in result.stderr
+    assert "sample after epoch 2:" in result.stderr and "done: best epoch" in result.stderr
+    assert (out / "tiny" / "model.keras").is_file()
+
+    evaluation = subprocess.run(
+        [sys.executable, "-m", "keras_rnnlm.evaluate", "--model", str(out / "tiny"), "--text", str(song_file)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr[-2000:]
+    assert f"tokens evaluated: {len(song_file.read_text().split()) + 80:,}" in evaluation.stdout
+    assert "perplexity:" in evaluation.stdout and "bits/token" in evaluation.stdout
+
+    missing = subprocess.run([sys.executable, "-m", "keras_rnnlm.evaluate", "--model", str(tmp_path / "nope"), "--text", str(song_file)],
+                             capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 2 and "error: " in missing.stderr and "not a keras_rnnlm run" in missing.stderr

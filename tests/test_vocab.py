@@ -1,0 +1,42 @@
+import numpy as np
+
+from keras_rnnlm.corpus import Document
+from keras_rnnlm.tokenizer import Tokenizer
+from keras_rnnlm.vocab import LINE_BREAK_ID, UNK_ID, Vocabulary, build_vocabulary, encode_documents
+
+
+def test_most_frequent_first_after_reserved_tokens_ties_in_first_seen_order():
+    vocabulary, (ids,) = build_vocabulary([Document("d", text="b a b c a b d")], Tokenizer(), max_size=100)
+    assert vocabulary.tokens == ["<pad>", "<unk>", "<eol>", "b", "a", "c", "d"]
+    assert vocabulary.tokens_from_ids(ids) == "b a b c a b d".split() + ["<eol>"]
+
+
+def test_max_size_and_min_count_send_rare_tokens_to_unk():
+    text = "a a a b b c"
+    vocabulary, (ids,) = build_vocabulary([Document("d", text=text)], Tokenizer(), max_size=4)
+    assert vocabulary.tokens == ["<pad>", "<unk>", "<eol>", "a"]
+    assert list(ids) == [3, 3, 3, UNK_ID, UNK_ID, UNK_ID, LINE_BREAK_ID]
+    vocabulary, _ = build_vocabulary([Document("d", text=text)], Tokenizer(), max_size=100, min_count=2)
+    assert vocabulary.tokens[3:] == ["a", "b"]
+
+
+def test_literal_unk_keeps_the_unk_id():
+    vocabulary, (ids,) = build_vocabulary([Document("d", text="the <unk> of <unk>")], Tokenizer(), max_size=100)
+    assert "<unk>" not in vocabulary.tokens[3:]
+    assert list(ids) == [3, UNK_ID, 4, UNK_ID, LINE_BREAK_ID]
+
+
+def test_saved_vocabulary_keeps_every_id(tmp_path):
+    vocabulary, _ = build_vocabulary([Document("d", text="don't , stop\nnaïve 42 ,")], Tokenizer(), max_size=100)
+    vocabulary.save(tmp_path / "vocabulary.txt")
+    loaded = Vocabulary.load(tmp_path / "vocabulary.txt")
+    assert loaded == vocabulary
+    assert [loaded.id_from_token(t) for t in vocabulary.tokens] == list(range(len(vocabulary)))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_fixed_vocabulary_encodes_unknown_words_as_unk():
+    vocabulary = Vocabulary(["<pad>", "<unk>", "<eol>", "baby", "now"])
+    (ids,) = encode_documents([Document("d", text="baby now never")], Tokenizer(), vocabulary)
+    assert ids.dtype == np.int32
+    assert list(ids) == [3, 4, UNK_ID, LINE_BREAK_ID]
