@@ -292,7 +292,7 @@ def _type_name(kind) -> str:
 
 
 def _unknown_key_message(key: str, valid: list[str]) -> str:
-    every_key = _all_keys()
+    every_key = config_keys()
     nearest = difflib.get_close_matches(key, every_key, n=1, cutoff=0.5) or difflib.get_close_matches(
         key, valid, n=1, cutoff=0.0
     )
@@ -300,7 +300,7 @@ def _unknown_key_message(key: str, valid: list[str]) -> str:
     return f"unknown config key {key}{hint}"
 
 
-def _all_keys() -> list[str]:
+def config_keys() -> list[str]:
     keys = []
     for f in dataclasses.fields(Config):
         if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):

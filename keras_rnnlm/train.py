@@ -199,7 +199,7 @@ def _progress(verbose: int | str) -> int:
     return 1 if sys.stdout.isatty() else 2  # A bar on a terminal; one line an epoch in a log.
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m keras_rnnlm.train",
         description="Train a word- or character-level LSTM language model on your text.",
@@ -215,7 +215,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), help="where to train (default: auto)")
     parser.add_argument("--seed", type=int, help="random seed (default: from the config)")
     parser.add_argument("--epochs", type=int, help="most epochs (default: from the config)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
@@ -235,7 +235,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     config = config_from_args(args)
     train(config, Path(args.output_dir) / config.name, overwrite=args.overwrite)
     return 0
