@@ -13,7 +13,7 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     """Runs ``main(argv)``: an :class:`RnnlmError` prints ``error: ...`` and returns 2,
     Ctrl-C returns 130; anything else is a bug and keeps its traceback.
     """
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     try:
         return main(argv) or 0
     except RnnlmError as error:
