@@ -1,0 +1,87 @@
+"""Generation speed: keras_rnnlm's compiled loop vs calling model.predict once per token.
+
+The default architecture (vocabulary 10,000, embedding 128, one LSTM of 256, window 5),
+randomly initialised (speed does not depend on the weights). Measures tokens per second
+of the compiled loop at batch 1 and batch 64, and of the naive loop (the TensorFlow
+tutorials' and textgenrnn's way: ``model.predict`` on one window, sample in NumPy,
+slide, repeat), interleaved in one run so machine noise hits all alike; reports medians.
+
+Usage:
+    python benchmarks/generate_speed.py [--repeats 5] [--tokens 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_rnnlm.config import ModelConfig  # noqa: E402
+from keras_rnnlm.generate import Generator  # noqa: E402
+from keras_rnnlm.model import build_model  # noqa: E402
+from keras_rnnlm.tokenizer import Tokenizer  # noqa: E402
+from keras_rnnlm.vocab import Vocabulary  # noqa: E402
+
+VOCABULARY_SIZE, WINDOW_SIZE = 10_000, 5
+
+
+def naive_tokens_per_second(model, num_tokens: int, rng) -> float:
+    window = np.zeros((1, WINDOW_SIZE), np.int32)
+    started = time.perf_counter()
+    for _ in range(num_tokens):
+        probabilities = model.predict(window, verbose=0)[0].astype(np.float64)
+        next_id = rng.choice(VOCABULARY_SIZE, p=probabilities / probabilities.sum())
+        window = np.concatenate([window[:, 1:], [[next_id]]], axis=1)
+    return num_tokens / (time.perf_counter() - started)
+
+
+def compiled_tokens_per_second(generator: Generator, batch_size: int, num_tokens: int, seed: int) -> float:
+    windows = tf.zeros((batch_size, WINDOW_SIZE), tf.int32)
+    started = time.perf_counter()
+    ids = generator.generate_ids(windows, num_tokens, 1.0, 0, 1.0, seed, 0).numpy()
+    elapsed = time.perf_counter() - started
+    assert ids.shape == (batch_size, num_tokens)
+    return batch_size * num_tokens / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=2000, help="tokens per sample for the compiled loop")
+    parser.add_argument("--naive-tokens", type=int, default=40, help="tokens for the naive loop")
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE)
+    vocabulary = Vocabulary(["<pad>", "<unk>", "<eol>"] + [f"w{i}" for i in range(VOCABULARY_SIZE - 3)])
+    generator = Generator(model, vocabulary, Tokenizer(), WINDOW_SIZE)
+    rng = np.random.default_rng(0)
+
+    # Warm-up: trace the compiled loop and let predict build its function.
+    compiled_tokens_per_second(generator, 1, 10, 0)
+    naive_tokens_per_second(model, 3, rng)
+
+    results = {"naive": [], "batch 1": [], "batch 64": []}
+    for repeat in range(args.repeats):
+        results["naive"].append(naive_tokens_per_second(model, args.naive_tokens, rng))
+        results["batch 1"].append(compiled_tokens_per_second(generator, 1, args.tokens, repeat))
+        results["batch 64"].append(compiled_tokens_per_second(generator, 64, max(args.tokens // 4, 1), repeat))
+
+    medians = {name: statistics.median(values) for name, values in results.items()}
+    print(f"vocabulary {VOCABULARY_SIZE:,}, LSTM {ModelConfig().units}, window {WINDOW_SIZE}; "
+          f"{args.repeats} repeats, medians; {os.cpu_count()} CPUs; TensorFlow {tf.__version__}")
+    for name, value in medians.items():
+        print(f"{name:>9}: {value:10,.0f} tokens/s")
+    print(f"batch 1 vs naive: {medians['batch 1'] / medians['naive']:.0f}x")
+    print(f"batch 64 vs naive: {medians['batch 64'] / medians['naive']:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
