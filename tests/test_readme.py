@@ -8,7 +8,7 @@ from keras_rnnlm.train import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-INSTALL_AND_RUN = "pip install . && python -m keras_rnnlm.train"
+INSTALL_AND_RUN = 'pip install . && python -m keras_rnnlm.train && python -m keras_rnnlm.generate --prompt "the lord is my"'
 INSTALL_AND_TEST = 'pip install ".[test]" && python -m pytest'
 
 
