@@ -46,16 +46,18 @@ class SampleText(keras.callbacks.Callback):
         length: Tokens per sample.
         temperature: Sampling temperature.
         seed: Seed of the sample; the same every epoch, so samples differ only by the model.
+        num_samples: Samples per epoch (a line-mode model writes one line each).
     """
 
-    def __init__(self, generator: Generator, prompt: str, length: int, temperature: float, seed: int):
+    def __init__(self, generator: Generator, prompt: str, length: int, temperature: float, seed: int, num_samples: int = 1):
         super().__init__()
         self.generator = generator
         self.prompt, self.length, self.temperature, self.seed = prompt, length, temperature, seed
+        self.num_samples = num_samples
 
     def on_epoch_end(self, epoch, logs=None):
-        (text,) = self.generator.generate([self.prompt], self.length, temperature=self.temperature, seed=self.seed)
-        logger.info("sample after epoch %d:\n%s\n", epoch + 1, text)
+        texts = self.generator.generate([self.prompt] * self.num_samples, self.length, temperature=self.temperature, seed=self.seed)
+        logger.info("sample after epoch %d:\n%s\n", epoch + 1, "\n".join(text.rstrip("\n") for text in texts))
 
 
 class CurvesPlot(keras.callbacks.Callback):

@@ -38,8 +38,11 @@ class CorpusConfig:
     builtin: str = "kjv-poetry"
     # Separate validation files; empty means hold out the end of each file.
     valid_paths: tuple[str, ...] = ()
-    # Share of each file, taken from its end, held out for validation.
+    # Share held out for validation: the end of each file ("stream"), or random lines ("lines").
     valid_fraction: float = 0.1
+    # "stream": one running text, windows cross lines (lyrics, prose); "lines": every line is
+    # its own sequence, started from padding and ended by the line break (names, sentences).
+    sequences: str = "stream"
     # "word": words, punctuation and line breaks are tokens; "char": every character is.
     level: str = "word"
     # Word level only: "punctuation" splits punctuation off words; "whitespace" trusts
@@ -136,6 +139,7 @@ CHOICES = {
     "corpus.builtin": ("kjv-poetry", "kjv"),
     "corpus.level": ("word", "char"),
     "corpus.split": ("punctuation", "whitespace"),
+    "corpus.sequences": ("stream", "lines"),
     "model.cell": ("lstm", "gru", "simple_rnn"),
     "train.optimizer": ("adam", "sgd"),
     "train.device": ("auto", "cpu", "gpu"),

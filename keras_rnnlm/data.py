@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.vocab import PAD_ID
+from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,63 @@ def split_by_position(
         train.append(ids[: len(ids) - held_out])
         valid.append(ids[len(ids) - held_out :])
     return train, valid
+
+
+def split_lines(documents: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Cuts documents into lines for line mode: each line keeps its line break (the
+    end token, the target after its last token); blank lines are dropped."""
+    lines = []
+    for ids in documents:
+        ends = np.flatnonzero(ids == LINE_BREAK_ID) + 1
+        starts = np.concatenate([[0], ends[:-1]])
+        lines += [ids[start:end] for start, end in zip(starts, ends) if end - start > 1]
+    return lines
+
+
+def split_random_lines(
+    lines: Sequence[np.ndarray], valid_fraction: float, seed: int
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Holds out a seeded random ``valid_fraction`` of the lines for validation.
+
+    In line mode every line is its own sequence, so held-out lines share no window with
+    training lines and a random choice cannot leak; it also spreads validation over the
+    whole list instead of its (often alphabetical) end.
+    """
+    held_out = np.zeros(len(lines), dtype=bool)
+    held_out[np.random.default_rng(seed).permutation(len(lines))[: int(round(len(lines) * valid_fraction))]] = True
+    return [line for line, out in zip(lines, held_out) if not out], [line for line, out in zip(lines, held_out) if out]
+
+
+def segments_for_training(
+    documents: Sequence[np.ndarray],
+    valid_documents: Sequence[np.ndarray] | None,
+    sequences: str,
+    valid_fraction: float,
+    seed: int,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The training and validation segments of an encoded corpus.
+
+    Args:
+        documents: The corpus, one id array per document.
+        valid_documents: Separate validation documents, or None to hold out part of ``documents``.
+        sequences: "stream" (a segment per document; validation is the end of each) or
+            "lines" (a segment per line; validation is random lines).
+        valid_fraction: Share held out when there are no separate validation documents.
+        seed: Seed of the random line split.
+    """
+    if sequences == "lines":
+        lines = split_lines(documents)
+        if valid_documents is not None:
+            return lines, split_lines(valid_documents)
+        return split_random_lines(lines, valid_fraction, seed)
+    if valid_documents is not None:
+        return list(documents), list(valid_documents)
+    return split_by_position(documents, valid_fraction)
+
+
+def segments_for_evaluation(documents: Sequence[np.ndarray], sequences: str) -> list[np.ndarray]:
+    """The segments a text is scored as: whole documents, or lines in line mode."""
+    return split_lines(documents) if sequences == "lines" else list(documents)
 
 
 def check_sizes(train: WindowedStream, valid: WindowedStream) -> None:

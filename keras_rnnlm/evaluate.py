@@ -16,7 +16,7 @@ from pathlib import Path
 
 from keras_rnnlm import cli
 from keras_rnnlm.corpus import find_documents
-from keras_rnnlm.data import windowed_stream, windows_dataset
+from keras_rnnlm.data import segments_for_evaluation, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.runs import RunFolder
 from keras_rnnlm.vocab import encode_documents
@@ -31,15 +31,16 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
         batch_size: Windows per step. Defaults to 256.
 
     Returns:
-        ``tokens``, ``cross_entropy`` (nats per token), ``bits_per_token``,
-        ``perplexity`` and ``accuracy``.
+        ``tokens``, ``cross_entropy`` (nats per token: per character for a character
+        model), ``bits_per_token``, ``perplexity``, ``accuracy`` and ``level``.
 
     Raises:
         RnnlmError: The run folder or a text file is missing or unreadable.
     """
     run = RunFolder(run_dir)
     config, vocabulary, tokenizer, model = run.load()
-    stream = windowed_stream(encode_documents(find_documents(text_paths), tokenizer, vocabulary), config.data.window_size)
+    encoded = encode_documents(find_documents(text_paths), tokenizer, vocabulary)
+    stream = windowed_stream(segments_for_evaluation(encoded, config.corpus.sequences), config.data.window_size)
     if stream.num_windows == 0:
         raise RnnlmError("the text has no tokens to evaluate; give a file with some text in it")
     # Keras weights each batch's mean loss by its size, so this is the mean over all tokens.
@@ -50,6 +51,7 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
         "bits_per_token": scores["loss"] / math.log(2),
         "perplexity": math.exp(scores["loss"]),
         "accuracy": scores["accuracy"],
+        "level": config.corpus.level,
     }
 
 
@@ -62,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=256, help="windows per step (default: 256)")
     args = parser.parse_args(argv)
     scores = evaluate(args.model, args.text, args.batch_size)
-    print(f"tokens evaluated: {scores['tokens']:,}")
-    print(f"cross-entropy:    {scores['cross_entropy']:.4f} nats/token ({scores['bits_per_token']:.4f} bits/token)")
+    unit = "character" if scores["level"] == "char" else "token"
+    print(f"{unit}s evaluated: {scores['tokens']:,}")
+    print(f"cross-entropy:    {scores['cross_entropy']:.4f} nats/{unit} ({scores['bits_per_token']:.4f} bits/{unit})")
     print(f"perplexity:       {scores['perplexity']:.2f}")
     print(f"accuracy:         {scores['accuracy']:.4f}")
     return 0

@@ -95,13 +95,16 @@ class Generator:
         vocabulary: The vocabulary the model was trained with.
         tokenizer: The tokenizer the model was trained with.
         window_size: Tokens of context the model reads.
+        line_mode: The model was trained on independent lines (``corpus.sequences =
+            "lines"``): a prompt starts a line and a sample ends at its line break.
     """
 
-    def __init__(self, model, vocabulary: Vocabulary, tokenizer: Tokenizer, window_size: int):
+    def __init__(self, model, vocabulary: Vocabulary, tokenizer: Tokenizer, window_size: int, line_mode: bool = False):
         self.model = model
         self.vocabulary = vocabulary
         self.tokenizer = tokenizer
         self.window_size = window_size
+        self.line_mode = line_mode
         self._banned = tf.constant(np.isin(np.arange(len(vocabulary)), [PAD_ID, UNK_ID]))  # (vocabulary,)
         # An explicit signature: one trace serves every batch size and setting, and the
         # same function can be exported in a SavedModel.
@@ -128,7 +131,7 @@ class Generator:
         from keras_rnnlm.runs import RunFolder  # runs imports the model module, which is heavier.
 
         config, vocabulary, tokenizer, model = RunFolder(run_dir).load()
-        return cls(model, vocabulary, tokenizer, config.data.window_size)
+        return cls(model, vocabulary, tokenizer, config.data.window_size, line_mode=config.corpus.sequences == "lines")
 
     def windows_from_prompts(self, prompts: list[str]) -> np.ndarray:
         """Tokenizes prompts as in training; the last ``window_size`` ids, left-padded.
@@ -155,7 +158,7 @@ class Generator:
         top_k: int | None = None,
         top_p: float | None = None,
         seed: int = 0,
-        max_lines: int = 0,
+        max_lines: int | None = None,
     ) -> list[str]:
         """Continues each prompt, all prompts in one batch.
 
@@ -168,6 +171,7 @@ class Generator:
             top_p: Sample within the nucleus of probability p. Defaults to None (all; 0.9 for "top_p").
             seed: Same seed, same text. Defaults to 0.
             max_lines: Stop a sample after this many line breaks; 0 never stops early.
+                Defaults to None: 1 for a line-mode model (one name or sentence), else 0.
 
         Returns:
             Each prompt (as tokenized) followed by its continuation, detokenized.
@@ -177,6 +181,8 @@ class Generator:
         """
         if not 1 <= num_tokens <= MAX_TOKENS:
             raise RnnlmError(f"the number of words must be between 1 and {MAX_TOKENS:,}, got {num_tokens:,}")
+        if max_lines is None:
+            max_lines = 1 if self.line_mode else 0
         if max_lines < 0:
             raise RnnlmError(f"max-lines must be 0 (no limit) or more, got {max_lines}")
         temperature, top_k, top_p = Sampling(strategy, temperature, top_k, top_p).graph_arguments(len(self.vocabulary))
@@ -276,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, help=f"sample within probability p (default: all; {DEFAULT_TOP_P} with --strategy top_p)")
     parser.add_argument("--num-samples", type=int, default=1, help="texts to write, in one batch (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same text (default: 0)")
-    parser.add_argument("--max-lines", type=int, default=0, help="stop each text after this many lines (default: no limit)")
+    parser.add_argument("--max-lines", type=int, help="stop each text after this many lines (default: 1 for a line-mode model, else no limit)")
     parser.add_argument("--interactive", action="store_true", help="read prompts from standard input, one a line")
     return parser
 

@@ -31,7 +31,7 @@ from keras_rnnlm import cli
 from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, SampleText
 from keras_rnnlm.config import Config, load_config
 from keras_rnnlm.corpus import corpus_documents, find_documents
-from keras_rnnlm.data import check_sizes, split_by_position, windowed_stream, windows_dataset
+from keras_rnnlm.data import check_sizes, segments_for_training, windowed_stream, windows_dataset
 from keras_rnnlm.devices import select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
@@ -84,14 +84,19 @@ def train(
     else:
         vocabulary = Vocabulary.load(run.vocabulary)
         encoded = encode_documents(documents, tokenizer, vocabulary)
+    valid_encoded = None
     if config.corpus.valid_paths:
-        train_segments, valid_segments = encoded, encode_documents(find_documents(config.corpus.valid_paths), tokenizer, vocabulary)
-    else:
-        train_segments, valid_segments = split_by_position(encoded, config.corpus.valid_fraction)
+        valid_encoded = encode_documents(find_documents(config.corpus.valid_paths), tokenizer, vocabulary)
+    train_segments, valid_segments = segments_for_training(
+        encoded, valid_encoded, config.corpus.sequences, config.corpus.valid_fraction, config.train.seed
+    )
     window_size = config.data.window_size
     train_stream, valid_stream = windowed_stream(train_segments, window_size), windowed_stream(valid_segments, window_size)
     check_sizes(train_stream, valid_stream)
-    logger.info("windows: %s training, %s validation, %d tokens each", f"{train_stream.num_windows:,}", f"{valid_stream.num_windows:,}", window_size)
+    logger.info(
+        "windows: %s training, %s validation, %d tokens each (%s mode)",
+        f"{train_stream.num_windows:,}", f"{valid_stream.num_windows:,}", window_size, config.corpus.sequences,
+    )
 
     strategy = strategy or select_strategy(config.train.device)
     set_precision(config.train.mixed_precision, strategy)
@@ -123,10 +128,15 @@ def train(
     if config.train.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run.logs)))
     if config.train.sample_length:
-        prompt = config.train.sample_prompt or _opening_text(valid_stream, vocabulary, tokenizer)
-        generator = Generator(model, vocabulary, tokenizer, window_size)
+        line_mode = config.corpus.sequences == "lines"
+        # A line-mode sample is a few independent lines (names) started afresh.
+        prompt = config.train.sample_prompt or ("" if line_mode else _opening_text(valid_stream, vocabulary, tokenizer))
+        generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=line_mode)
         callbacks.append(
-            SampleText(generator, prompt, config.train.sample_length, config.train.sample_temperature, config.train.seed)
+            SampleText(
+                generator, prompt, config.train.sample_length, config.train.sample_temperature, config.train.seed,
+                num_samples=5 if line_mode else 1,
+            )
         )
     callbacks.extend(extra_callbacks)
 

@@ -65,3 +65,32 @@ def test_too_short_corpus_and_empty_validation_are_refused():
     enough = windowed_stream([np.arange(3, 20, dtype=np.int32)], window_size=5)
     with pytest.raises(RnnlmError, match="validation split is empty"):
         check_sizes(enough, windowed_stream([], window_size=5))
+
+
+def test_line_mode_windows_never_cross_a_line_and_end_on_the_line_break():
+    from keras_rnnlm.data import segments_for_training
+    from keras_rnnlm.vocab import LINE_BREAK_ID as EOL
+
+    # Two lines, "a b" and "c d e", with a blank line between them.
+    documents = [np.array([3, 4, EOL, EOL, 5, 6, 7, EOL], np.int32)]
+    lines, valid = segments_for_training(documents, [np.array([8, EOL], np.int32)], "lines", 0.1, seed=0)
+    assert [line.tolist() for line in lines] == [[3, 4, EOL], [5, 6, 7, EOL]]  # the blank line is dropped
+    windows, targets = all_examples(windowed_stream(lines, window_size=3), batch_size=16)
+    assert targets.tolist() == [3, 4, EOL, 5, 6, 7, EOL]
+    assert windows[3].tolist() == [PAD_ID, PAD_ID, PAD_ID]  # the first window of line 2: only padding
+    assert windows[2].tolist() == [PAD_ID, 3, 4]  # the end token follows the line's last token
+    assert windows[6].tolist() == [5, 6, 7]
+
+
+def test_random_line_split_is_seeded_and_disjoint():
+    from keras_rnnlm.data import split_random_lines
+
+    lines = [np.array([number, 2], np.int32) for number in range(3, 203)]
+    train, valid = split_random_lines(lines, valid_fraction=0.1, seed=4)
+    again = split_random_lines(lines, valid_fraction=0.1, seed=4)[1]
+    other = split_random_lines(lines, valid_fraction=0.1, seed=5)[1]
+    held_out = {int(line[0]) for line in valid}
+    assert len(valid) == 20 and len(train) == 180
+    assert held_out == {int(line[0]) for line in again} != {int(line[0]) for line in other}
+    assert held_out.isdisjoint(int(line[0]) for line in train)
+    assert held_out != set(range(183, 203))  # random lines, not the end of the list

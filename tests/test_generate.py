@@ -26,6 +26,9 @@ def runs(tmp_path_factory):
     train(small_config([folder / "song.txt"], train={"epochs": 12}), folder / "out" / "song", verbose=0)
     names = small_config([folder / "names.txt"], corpus={"level": "char"}, data={"window_size": 8}, train={"epochs": 15})
     train(names, folder / "out" / "names", verbose=0)
+    lines = small_config([folder / "names.txt"], corpus={"level": "char", "sequences": "lines"},
+                         data={"window_size": 8}, train={"epochs": 15})
+    train(lines, folder / "out" / "names_lines", verbose=0)
     return folder / "out"
 
 
@@ -64,6 +67,18 @@ def test_a_character_model_writes_one_name_per_sample_and_stops_at_the_line_end(
     samples = names.generate([""] * 10, num_tokens=20, temperature=0.5, seed=3, max_lines=1)
     for sample in samples:
         assert sample.endswith("\n") and "\n" not in sample[:-1] and len(sample) < 20
+
+
+def test_a_line_mode_model_writes_independent_names_that_stop_at_the_end_token(runs):
+    names = Generator.from_run(runs / "names_lines")
+    assert names.line_mode
+    samples = names.generate([""] * 20, num_tokens=30, temperature=0.8, seed=2)  # max_lines defaults to 1
+    assert len(samples) == 20
+    for sample in samples:
+        assert sample.endswith("\n") and "\n" not in sample[:-1]
+    assert sum(sample.rstrip("\n") in NAMES for sample in samples) >= 15  # the list is learned
+    (completed,) = names.generate(["hann"], num_tokens=30, strategy="greedy")
+    assert completed == "hannah\n"
 
 
 def fixed_generator(probabilities):

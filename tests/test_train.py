@@ -151,6 +151,18 @@ def write(path, data):
     return path
 
 
+@pytest.mark.parametrize("level", ["word", "char"])
+@pytest.mark.parametrize("sequences", ["stream", "lines"])
+def test_both_modes_at_both_levels_through_the_cli(capsys, tmp_path, level, sequences):
+    corpus = write(tmp_path / "lines.txt", ("\n".join(["the cat sat", "a dog ran", "we sang"] * 20) + "\n").encode())
+    out = tmp_path / "runs"
+    status, err = run_cli(capsys, "--config", str(ROOT / "configs/tiny.toml"), "--corpus", str(corpus), "--output-dir", str(out),
+                          "--epochs", "1", "--set", f"corpus.level={level}", "--set", f"corpus.sequences={sequences}")
+    assert status == 0, err
+    assert f"({sequences} mode)" in err and "sample after epoch 1:" in err
+    assert (out / "tiny" / "model.keras").is_file()
+
+
 def test_cli_end_to_end_on_the_tiny_config(song_file, tmp_path):
     """The real command, in a fresh process, as a user runs it; then the evaluation command."""
     out = tmp_path / "runs"
