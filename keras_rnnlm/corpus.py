@@ -101,7 +101,7 @@ def builtin_documents(name: str) -> list[Document]:
     text = bible.scripture_content
     books: dict[int, list[str]] = {}
     for verse_id in sorted(bible.verse_start_indices):
-        book, chapter, verse = verse_id // 1_000_000, verse_id // 1000 % 1000, verse_id % 1000
+        book, verse = verse_id // 1_000_000, verse_id % 1000
         if book not in BUILTIN_BOOKS[name]:
             continue
         lines = books.setdefault(book, [])

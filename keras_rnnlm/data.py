@@ -94,7 +94,7 @@ def split_lines(documents: Sequence[np.ndarray]) -> list[np.ndarray]:
     for ids in documents:
         ends = np.flatnonzero(ids == LINE_BREAK_ID) + 1
         starts = np.concatenate([[0], ends[:-1]])
-        lines += [ids[start:end] for start, end in zip(starts, ends) if end - start > 1]
+        lines += [ids[start:end] for start, end in zip(starts, ends, strict=True) if end - start > 1]
     return lines
 
 
@@ -107,9 +107,10 @@ def split_random_lines(
     training lines and a random choice cannot leak; it also spreads validation over the
     whole list instead of its (often alphabetical) end.
     """
-    held_out = np.zeros(len(lines), dtype=bool)
-    held_out[np.random.default_rng(seed).permutation(len(lines))[: int(round(len(lines) * valid_fraction))]] = True
-    return [line for line, out in zip(lines, held_out) if not out], [line for line, out in zip(lines, held_out) if out]
+    held_out = set(np.random.default_rng(seed).permutation(len(lines))[: int(round(len(lines) * valid_fraction))].tolist())
+    train = [line for number, line in enumerate(lines) if number not in held_out]
+    valid = [line for number, line in enumerate(lines) if number in held_out]
+    return train, valid
 
 
 def segments_for_training(

@@ -11,7 +11,7 @@ from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator, latest_run, main
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.train import train
-from keras_rnnlm.vocab import PAD_ID, UNK_ID, Vocabulary
+from keras_rnnlm.vocab import Vocabulary
 
 NAMES = ["anna", "bob", "emma", "otto", "hannah", "ava", "elle", "ada"]
 
