@@ -33,6 +33,16 @@ def test_a_repetitive_song_is_learned_and_the_run_folder_is_complete(song_file, 
     assert rows[-1]["val_perplexity"] == pytest.approx(math.exp(rows[-1]["val_loss"]), rel=1e-3)
 
 
+def test_mixed_precision_trains_and_keeps_the_softmax_in_float32(song_file, tmp_path):
+    try:
+        summary = train(small_config([song_file], train={"epochs": 8, "mixed_precision": True}), tmp_path / "run", verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert summary["val_accuracy"] > 0.9
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert model.layers[1].compute_dtype == "bfloat16" and model.layers[-1].compute_dtype == "float32"
+
+
 class Interrupt(keras.callbacks.Callback):
     """Stops the process like Ctrl-C at the end of a given epoch."""
 
