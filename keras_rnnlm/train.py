@@ -111,33 +111,8 @@ def train(
         compile_model(model, config.train)
     model.summary(print_fn=lambda line, **_: logger.info(line))
 
-    checkpoint = BestModelCheckpoint(run.model, best=run.best_validation_loss())
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run.backup)),
-        keras.callbacks.TerminateOnNaN(),
-        checkpoint,
-        keras.callbacks.CSVLogger(str(run.history), append=True),
-        CurvesPlot(run.history, run.curves),
-    ]
-    if config.train.early_stopping_patience:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(patience=config.train.early_stopping_patience, restore_best_weights=True)
-        )
-    if config.train.reduce_lr_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=config.train.reduce_lr_patience))
-    if config.train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run.logs)))
-    if config.train.sample_length:
-        line_mode = config.corpus.sequences == "lines"
-        # A line-mode sample is a few independent lines (names) started afresh.
-        prompt = config.train.sample_prompt or ("" if line_mode else _opening_text(valid_stream, vocabulary, tokenizer))
-        generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=line_mode)
-        callbacks.append(
-            SampleText(
-                generator, prompt, config.train.sample_length, config.train.sample_temperature, config.train.seed,
-                num_samples=5 if line_mode else 1,
-            )
-        )
+    callbacks = _callbacks(config, run, Generator(model, vocabulary, tokenizer, window_size,
+                                                  line_mode=config.corpus.sequences == "lines"), valid_stream)
     callbacks.extend(extra_callbacks)
 
     history = model.fit(
@@ -150,9 +125,11 @@ def train(
     )
     losses = history.history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
-        _stop_after_nan(run, checkpoint, len(losses))
+        _stop_after_nan(run)
 
-    rows = _history_rows(run)
+    rows = [row for row in read_history(run.history) if math.isfinite(row["val_loss"])]
+    if not rows:
+        raise RnnlmError(f"training wrote no finite validation loss to {run.history}; lower train.learning_rate")
     best = min(rows, key=lambda row: row["val_loss"])
     summary = {
         "vocabulary_size": len(vocabulary),
@@ -174,18 +151,44 @@ def train(
     return summary
 
 
-def _stop_after_nan(run: RunFolder, checkpoint: BestModelCheckpoint, epoch: int) -> None:
+def _callbacks(config: Config, run: RunFolder, generator: Generator, valid_stream) -> list[keras.callbacks.Callback]:
+    """The run's callbacks. BackupAndRestore comes first so that an epoch is backed up
+    before anything later in the list can stop the process."""
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(run.backup)),
+        keras.callbacks.TerminateOnNaN(),
+        BestModelCheckpoint(run.model, best=run.best_validation_loss()),
+        keras.callbacks.CSVLogger(str(run.history), append=True),
+        CurvesPlot(run.history, run.curves),
+    ]
+    train = config.train
+    if train.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=train.early_stopping_patience, restore_best_weights=True))
+    if train.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=train.reduce_lr_patience))
+    if train.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run.logs)))
+    if train.sample_length:
+        # A line-mode sample is a few independent lines (names), each started afresh.
+        opening = "" if generator.line_mode else _opening_text(valid_stream, generator.vocabulary, generator.tokenizer)
+        callbacks.append(
+            SampleText(
+                generator, train.sample_prompt or opening, train.sample_length, train.sample_temperature, train.seed,
+                num_samples=5 if generator.line_mode else 1,
+            )
+        )
+    return callbacks
+
+
+def _stop_after_nan(run: RunFolder) -> None:
     # The backup holds the diverged weights; resuming from it would only diverge again.
     shutil.rmtree(run.backup, ignore_errors=True)
+    epoch = len(read_history(run.history))  # CSVLogger has written the diverged epoch too.
     kept = f"the best model so far is kept in {run.model}" if run.model.is_file() else "no model was saved"
     raise RnnlmError(
         f"the training loss became NaN (or infinite) in epoch {epoch}, so training stopped; {kept}; "
         "lower train.learning_rate or set train.clipnorm, then train again with --overwrite"
     )
-
-
-def _history_rows(run: RunFolder) -> list[dict[str, float]]:
-    return [row for row in read_history(run.history) if not math.isnan(row["val_loss"])]
 
 
 def _read_summary(run: RunFolder) -> dict:
