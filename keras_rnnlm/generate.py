@@ -74,7 +74,7 @@ class Sampling:
         """
         if self.strategy not in STRATEGIES:
             raise RnnlmError(f"strategy {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
-        if not self.temperature > 0:
+        if self.strategy != "greedy" and not self.temperature > 0:
             raise RnnlmError(f"temperature must be above 0, got {self.temperature}; use --strategy greedy for the most likely token")
         top_k = self.top_k if self.top_k is not None else (DEFAULT_TOP_K if self.strategy == "top_k" else 0)
         top_p = self.top_p if self.top_p is not None else (DEFAULT_TOP_P if self.strategy == "top_p" else 1.0)

@@ -101,6 +101,10 @@ def test_padding_and_unk_are_never_generated():
     assert draws(fixed_generator(TABLE)) == {2, 3, 4, 5}
 
 
+def test_greedy_ignores_the_temperature(song):
+    assert song.generate(["bad blood\nyou know"], 3, strategy="greedy", temperature=0) == ["bad blood\nyou know it used to"]
+
+
 def test_greedy_is_the_argmax_and_near_zero_temperature_equals_it():
     generator = fixed_generator(TABLE)
     assert draws(generator, temperature=0.0) == {3}
