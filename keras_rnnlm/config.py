@@ -66,8 +66,11 @@ class VocabConfig:
 class DataConfig:
     """How the token stream becomes training examples."""
 
-    # Tokens of context in each example; the target is the token after them.
+    # Word level: tokens of context in each example; the target is the token after them.
     window_size: int = 5
+    # Character level: characters of context. 16 holds every name of the US baby-name
+    # list whole (with its newline), and beat 8 on it (benchmarks/RESULTS.md).
+    char_window_size: int = 16
     # Windows per training step.
     batch_size: int = 256
 
@@ -133,6 +136,12 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def window_size(self) -> int:
+        """Tokens of context the model reads: ``data.window_size`` for words,
+        ``data.char_window_size`` for characters."""
+        return self.data.char_window_size if self.corpus.level == "char" else self.data.window_size
 
 
 CHOICES = {
@@ -239,6 +248,7 @@ def validate(config: Config) -> None:
         ("vocab.max_size", config.vocab.max_size >= 4, "at least 4 (three reserved tokens and one word)"),
         ("vocab.min_count", config.vocab.min_count >= 1, "at least 1"),
         ("data.window_size", config.data.window_size >= 1, "at least 1"),
+        ("data.char_window_size", config.data.char_window_size >= 1, "at least 1"),
         ("data.batch_size", config.data.batch_size >= 1, "at least 1"),
         ("model.embedding_dim", config.model.embedding_dim >= 1, "at least 1"),
         ("model.units", config.model.units >= 1, "at least 1"),

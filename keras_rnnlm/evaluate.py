@@ -40,7 +40,7 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
     run = RunFolder(run_dir)
     config, vocabulary, tokenizer, model = run.load()
     encoded = encode_documents(find_documents(text_paths), tokenizer, vocabulary)
-    stream = windowed_stream(segments_for_evaluation(encoded, config.corpus.sequences), config.data.window_size)
+    stream = windowed_stream(segments_for_evaluation(encoded, config.corpus.sequences), config.window_size)
     if stream.num_windows == 0:
         raise RnnlmError("the text has no tokens to evaluate; give a file with some text in it")
     # Keras weights each batch's mean loss by its size, so this is the mean over all tokens.

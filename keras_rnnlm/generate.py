@@ -131,7 +131,7 @@ class Generator:
         from keras_rnnlm.runs import RunFolder  # runs imports the model module, which is heavier.
 
         config, vocabulary, tokenizer, model = RunFolder(run_dir).load()
-        return cls(model, vocabulary, tokenizer, config.data.window_size, line_mode=config.corpus.sequences == "lines")
+        return cls(model, vocabulary, tokenizer, config.window_size, line_mode=config.corpus.sequences == "lines")
 
     def windows_from_prompts(self, prompts: list[str]) -> np.ndarray:
         """Tokenizes prompts as in training; the last ``window_size`` ids, left-padded.

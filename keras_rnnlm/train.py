@@ -90,7 +90,7 @@ def train(
     train_segments, valid_segments = segments_for_training(
         encoded, valid_encoded, config.corpus.sequences, config.corpus.valid_fraction, config.train.seed
     )
-    window_size = config.data.window_size
+    window_size = config.window_size
     train_stream, valid_stream = windowed_stream(train_segments, window_size), windowed_stream(valid_segments, window_size)
     check_sizes(train_stream, valid_stream)
     logger.info(

@@ -77,3 +77,9 @@ def test_config_round_trips_through_toml(tmp_path):
     path = tmp_path / "config.toml"
     path.write_text(config_to_toml(config))
     assert load_config(path) == config
+
+
+def test_the_window_follows_the_level():
+    assert load_config(None).window_size == 5
+    assert load_config(None, ["corpus.level=char"]).window_size == 16
+    assert load_config(None, ["corpus.level=char", "data.char_window_size=24", "data.window_size=3"]).window_size == 24

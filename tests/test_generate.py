@@ -24,10 +24,10 @@ def runs(tmp_path_factory):
     (folder / "song.txt").write_text(SONG * 40)
     (folder / "names.txt").write_text("\n".join(NAMES * 30) + "\n")
     train(small_config([folder / "song.txt"], train={"epochs": 12}), folder / "out" / "song", verbose=0)
-    names = small_config([folder / "names.txt"], corpus={"level": "char"}, data={"window_size": 8}, train={"epochs": 15})
+    names = small_config([folder / "names.txt"], corpus={"level": "char"}, data={"char_window_size": 8}, train={"epochs": 15})
     train(names, folder / "out" / "names", verbose=0)
     lines = small_config([folder / "names.txt"], corpus={"level": "char", "sequences": "lines"},
-                         data={"window_size": 8}, train={"epochs": 15})
+                         data={"char_window_size": 8}, train={"epochs": 15})
     train(lines, folder / "out" / "names_lines", verbose=0)
     return folder / "out"
 
