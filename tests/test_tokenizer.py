@@ -1,3 +1,10 @@
+import functools
+
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from keras_rnnlm.tokenizer import LINE_BREAK, Tokenizer
 
 
@@ -48,3 +55,41 @@ def test_character_detokenization_round_trips():
     tokenizer = Tokenizer(level="char", lowercase=False)
     text = "Tyrannosaurus\nVelociraptor\n"
     assert tokenizer.text_from_tokens(tokenizer.tokens_from_text(text)) == text
+
+
+# Text as users write it, plus any Unicode character: letters, digits, apostrophes,
+# punctuation, every kind of line break and space, and a literal <unk>.
+TEXT = st.lists(
+    st.one_of(
+        st.sampled_from(list("aZé9_ '’,.!?;:-()[]{}…%\n\r\t\u00a0\u2028\u0301İΣß")),
+        st.sampled_from(["<unk>", "<UNK>", "<eol>", "don't", "\r\n"]),
+        st.characters(exclude_categories=["Cs"]),
+    ),
+    max_size=40,
+).map("".join)
+TOKENIZERS = [Tokenizer(), Tokenizer(level="char"), Tokenizer(split="whitespace"), Tokenizer(lowercase=False)]
+
+
+@functools.cache
+def graph_functions(tokenizer):
+    """The graph tokenizer compiled as an exported model runs it."""
+    tokens_from_texts = tf.function(
+        tokenizer.graph_tokens_from_texts, input_signature=[tf.TensorSpec([None], tf.string)]
+    )
+    text_from_tokens = tf.function(
+        tokenizer.graph_text_from_tokens, input_signature=[tf.RaggedTensorSpec([None, None], tf.string)]
+    )
+    return tokens_from_texts, text_from_tokens
+
+
+@pytest.mark.parametrize("tokenizer", TOKENIZERS, ids=["word", "char", "whitespace", "cased"])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(TEXT, min_size=1, max_size=4))
+def test_graph_tokenizer_matches_python(tokenizer, texts):
+    tokens_from_texts, text_from_tokens = graph_functions(tokenizer)
+    graph_tokens = [[token.decode() for token in row] for row in tokens_from_texts(tf.constant(texts)).to_list()]
+    python_tokens = [tokenizer.tokens_from_text(text) for text in texts]
+    assert graph_tokens == python_tokens
+
+    graph_texts = [text.decode() for text in text_from_tokens(tf.ragged.constant(python_tokens, dtype=tf.string)).numpy()]
+    assert graph_texts == [tokenizer.text_from_tokens(tokens) for tokens in python_tokens]
