@@ -105,7 +105,7 @@ class Generator:
         self.tokenizer = tokenizer
         self.window_size = window_size
         self.line_mode = line_mode
-        self._banned = tf.constant(np.isin(np.arange(len(vocabulary)), [PAD_ID, UNK_ID]))  # (vocabulary,)
+        self.banned = tf.constant(np.isin(np.arange(len(vocabulary)), [PAD_ID, UNK_ID]))  # (vocabulary,)
         # An explicit signature: one trace serves every batch size and setting, and the
         # same function can be exported in a SavedModel.
         self.generate_ids = tf.function(
@@ -210,7 +210,7 @@ class Generator:
 
         def next_ids(windows, index):
             probabilities = tf.cast(self.model(windows, training=False), tf.float32)  # (batch, vocabulary)
-            logits = tf.where(self._banned, -np.inf, tf.math.log(probabilities))  # (batch, vocabulary)
+            logits = tf.where(self.banned, -np.inf, tf.math.log(probabilities))  # (batch, vocabulary)
             logits = logits / tf.maximum(temperature, 1e-6)
             # Sorting the vocabulary costs more than the model; skip it unless asked for.
             logits = tf.cond(

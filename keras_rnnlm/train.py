@@ -34,6 +34,7 @@ from keras_rnnlm.corpus import corpus_documents, find_documents
 from keras_rnnlm.data import check_sizes, segments_for_training, windowed_stream, windows_dataset
 from keras_rnnlm.devices import select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.export import export_run
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model
 from keras_rnnlm.runs import FINISHED, NEW, RunFolder, read_history, tokenizer_for, write_config, write_summary
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), help="where to train (default: auto)")
     parser.add_argument("--seed", type=int, help="random seed (default: from the config)")
     parser.add_argument("--epochs", type=int, help="most epochs (default: from the config)")
+    parser.add_argument("--export", nargs="?", const="", metavar="DIR",
+                        help="then export a TensorFlow SavedModel to DIR (default DIR: <run folder>/saved_model)")
     return parser
 
 
@@ -250,7 +253,10 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args)
-    train(config, Path(args.output_dir) / config.name, overwrite=args.overwrite)
+    run_dir = Path(args.output_dir) / config.name
+    train(config, run_dir, overwrite=args.overwrite)
+    if args.export is not None:
+        export_run(run_dir, args.export or run_dir / "saved_model")
     return 0
 
 

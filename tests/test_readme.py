@@ -21,7 +21,8 @@ def test_readme_gives_the_two_setup_commands_and_ci_runs_the_test_one():
 
 
 def test_every_config_key_is_in_the_reference_table():
-    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", README, flags=re.MULTILINE))
+    reference = README.split("## Configuration reference")[1].split("\n## ")[0]
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", reference, flags=re.MULTILINE))
     assert documented == set(config_keys())
 
 

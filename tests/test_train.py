@@ -174,15 +174,17 @@ def test_both_modes_at_both_levels_through_the_cli(capsys, tmp_path, level, sequ
 
 
 def test_cli_end_to_end_on_the_tiny_config(song_file, tmp_path):
-    """The real command, in a fresh process, as a user runs it; then the evaluation command."""
+    """The real command, in a fresh process, as a user runs it (exporting at the end); then
+    the evaluation command."""
     out = tmp_path / "runs"
     command = [sys.executable, "-m", "keras_rnnlm.train", "--config", str(ROOT / "configs/tiny.toml"),
-               "--corpus", str(song_file), "--output-dir", str(out)]
+               "--corpus", str(song_file), "--output-dir", str(out), "--export"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "vocabulary: 18 tokens" in result.stderr and "placement: OneDeviceStrategy" in result.stderr
     assert "sample after epoch 2:" in result.stderr and "done: best epoch" in result.stderr
     assert (out / "tiny" / "model.keras").is_file()
+    assert (out / "tiny" / "saved_model" / "saved_model.pb").is_file() and "exported" in result.stderr
 
     evaluation = subprocess.run(
         [sys.executable, "-m", "keras_rnnlm.evaluate", "--model", str(out / "tiny"), "--text", str(song_file)],
