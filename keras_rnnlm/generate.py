@@ -16,6 +16,10 @@ Sampling is one mechanism; the strategies are presets of it:
 
 Temperature, top-k and top-p compose. Padding and ``<unk>`` are never generated.
 
+Each step takes the next token's logits from :class:`keras_rnnlm.inference.NextTokenLogits`
+(the model's own numbers, computed with fewer ops) and draws from them by two-level
+inverse transform sampling (:func:`_sample_in_blocks`).
+
 Example:
     >>> generator = Generator.from_run("saved_models/psalms")
     >>> generator.generate(["the lord is my"], num_tokens=20, strategy="top_k", top_k=40, seed=1)
@@ -37,6 +41,7 @@ import tensorflow as tf
 
 from keras_rnnlm import cli
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.inference import BLOCK, NextTokenLogits
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID, UNK_ID, Vocabulary
 
@@ -106,6 +111,7 @@ class Generator:
         self.window_size = window_size
         self.line_mode = line_mode
         self.banned = tf.constant(np.isin(np.arange(len(vocabulary)), [PAD_ID, UNK_ID]))  # (vocabulary,)
+        self.logits = NextTokenLogits(model, len(vocabulary), banned_ids=[PAD_ID, UNK_ID])
         # An explicit signature: one trace serves every batch size and setting, and the
         # same function can be exported in a SavedModel.
         self.generate_ids = tf.function(
@@ -208,18 +214,35 @@ class Generator:
         batch_size = tf.shape(windows)[0]
         vocabulary_size = len(self.vocabulary)
 
-        def next_ids(windows, index):
-            probabilities = tf.cast(self.model(windows, training=False), tf.float32)  # (batch, vocabulary)
-            logits = tf.where(self.banned, -np.inf, tf.math.log(probabilities))  # (batch, vocabulary)
-            logits = logits / tf.maximum(temperature, 1e-6)
+        logits_of = self.logits.prepare()  # what every step shares, computed once per call
+
+        def sample(logits, uniform):
+            logits = tf.cond(temperature == 1.0, lambda: logits, lambda: logits / tf.maximum(temperature, 1e-6))
             # Sorting the vocabulary costs more than the model; skip it unless asked for.
             logits = tf.cond(
                 (top_k > 0) & (top_k < vocabulary_size), lambda: _keep_top_k(logits, top_k), lambda: logits
             )
             logits = tf.cond(top_p < 1.0, lambda: _keep_top_p(logits, top_p), lambda: logits)
-            sampled = tf.random.stateless_categorical(logits, 1, seed=tf.stack([seed, index]), dtype=tf.int32)[:, 0]
-            greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            return tf.where(temperature > 0, sampled, greedy)  # (batch,)
+            return _sample_in_blocks(logits, uniform)
+
+        def ids_from_windows(windows, uniform):
+            logits = logits_of(windows)  # (rows, padded vocabulary); banned ids are -inf
+            return tf.cond(
+                temperature > 0,
+                lambda: sample(logits, uniform),
+                lambda: tf.argmax(logits, axis=-1, output_type=tf.int32),
+            )  # (rows,)
+
+        def next_ids(windows, index):
+            uniform = tf.random.stateless_uniform([batch_size, 2], seed=tf.stack([seed, index]))  # (batch, 2)
+            # The two halves of a batch are independent chains of small ops, which
+            # TensorFlow's executor runs side by side on two cores: about 1.3x at batch 64
+            # here. At batch 1 the second half is empty; a tf.cond to skip it was no faster.
+            half = batch_size - batch_size // 2
+            return tf.concat(
+                [ids_from_windows(windows[:half], uniform[:half]), ids_from_windows(windows[half:], uniform[half:])],
+                axis=0,
+            )  # (batch,)
 
         def step(index, windows, lines, generated):
             done = (max_lines > 0) & (lines >= max_lines)  # (batch,)
@@ -242,6 +265,38 @@ class Generator:
             lambda: tf.transpose(generated.stack()),  # (batch, steps)
             lambda: tf.zeros([batch_size, 0], tf.int32),
         )
+
+
+def _sample_in_blocks(logits, uniform):
+    """Draws one id per row from softmax(logits) by inverse transform sampling in two
+    levels: a block of BLOCK ids by the blocks' total probabilities, then an id within it.
+
+    ``tf.random.stateless_categorical`` does the same in one level but took 2.3 ms a step
+    over a (64, 10,000) batch here, more than the LSTM; this reads the probabilities once
+    (the block sums) and then only one block per row.
+
+    Args:
+        logits: float32 (batch, blocks * BLOCK).
+        uniform: float32 (batch, 2), uniform in [0, 1): the row's two random draws.
+
+    Returns:
+        int32 (batch,).
+    """
+    batch_size, num_blocks = tf.shape(logits)[0], tf.shape(logits)[1] // BLOCK  # (-1 is ambiguous for 0 rows)
+    blocks = tf.reshape(tf.nn.softmax(logits), [batch_size, num_blocks, BLOCK])  # (batch, blocks, BLOCK)
+    block = _inverse_cdf(tf.reduce_sum(blocks, axis=2), uniform[:, 0])  # (batch,)
+    within = _inverse_cdf(tf.gather(blocks, block, axis=1, batch_dims=1), uniform[:, 1])  # (batch,)
+    return block * BLOCK + within
+
+
+def _inverse_cdf(weights, uniform):
+    """The first index whose cumulative weight exceeds ``uniform`` times the total: index i
+    with probability weights[i] / total. Weights (batch, n) >= 0; uniform (batch,) in [0, 1)."""
+    cumulative = tf.cumsum(weights, axis=1)  # (batch, n)
+    total = cumulative[:, -1:]  # (batch, 1)
+    # Kept below the total despite rounding, so the index found always has a weight above 0.
+    target = tf.minimum(uniform[:, tf.newaxis] * total, total * (1 - 1e-6))  # (batch, 1)
+    return tf.searchsorted(cumulative, target, side="right", out_type=tf.int32)[:, 0]
 
 
 def _keep_top_k(logits, k):

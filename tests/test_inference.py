@@ -1,0 +1,71 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_rnnlm.config import ModelConfig
+from keras_rnnlm.generate import _sample_in_blocks
+from keras_rnnlm.inference import BLOCK, NextTokenLogits
+from keras_rnnlm.model import build_model
+
+VOCABULARY_SIZE, WINDOW_SIZE, BANNED = 300, 5, [0, 1]
+
+
+def windows(batch_size=16, seed=0):
+    return tf.constant(np.random.default_rng(seed).integers(0, VOCABULARY_SIZE, (batch_size, WINDOW_SIZE)), tf.int32)
+
+
+def expected_probabilities(model, inputs):
+    """The model's probabilities with the banned ids removed and the rest renormalized."""
+    probabilities = model(inputs, training=False).numpy()
+    probabilities[:, BANNED] = 0
+    return probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize(
+    "model_config, fused",
+    [
+        (ModelConfig(embedding_dim=16, units=32), True),
+        (ModelConfig(embedding_dim=16, units=32, layers=2), True),
+        (ModelConfig(embedding_dim=16, units=32, cell="gru"), False),
+    ],
+    ids=["lstm", "two_lstm_layers", "gru"],
+)
+def test_logits_give_the_keras_models_probabilities(model_config, fused):
+    keras.utils.set_random_seed(1)
+    model = build_model(model_config, WINDOW_SIZE, VOCABULARY_SIZE)
+    for weights in model.weights:  # larger than initial weights, so every gate matters
+        weights.assign(weights + tf.random.normal(weights.shape, stddev=0.3))
+    next_logits = NextTokenLogits(model, VOCABULARY_SIZE, BANNED)
+    assert (next_logits.lstm_layers is not None) == fused
+    logits = tf.function(next_logits.prepare())(windows())  # traced as the generator traces it
+
+    assert logits.shape == (16, next_logits.padded_size) and next_logits.padded_size % BLOCK == 0
+    assert np.all(np.isneginf(logits.numpy()[:, BANNED])) and np.all(np.isneginf(logits.numpy()[:, VOCABULARY_SIZE:]))
+    probabilities = tf.nn.softmax(logits).numpy()[:, :VOCABULARY_SIZE]
+    np.testing.assert_allclose(probabilities, expected_probabilities(model, windows()), atol=1e-6)
+
+
+def test_any_callable_that_returns_probabilities_works():
+    table = tf.nn.softmax(tf.random.normal((1, VOCABULARY_SIZE), seed=3))
+    model = lambda inputs, training=False: tf.tile(table, [tf.shape(inputs)[0], 1])  # noqa: E731
+    logits = NextTokenLogits(model, VOCABULARY_SIZE, BANNED).prepare()(windows(4))
+    expected = table.numpy().copy()
+    expected[:, BANNED] = 0
+    np.testing.assert_allclose(tf.nn.softmax(logits)[:, :VOCABULARY_SIZE], np.tile(expected / expected.sum(), (4, 1)), atol=1e-6)
+
+
+def test_block_sampling_draws_each_id_with_its_probability():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.full(3 * BLOCK, 0.3))
+    probabilities[[5, 200, 300]] = 0  # never drawn, in different blocks
+    probabilities /= probabilities.sum()
+    draws = 200_000
+    logits = tf.tile(tf.math.log(tf.constant(probabilities, tf.float32))[tf.newaxis], [draws, 1])
+    uniform = tf.random.stateless_uniform([draws, 2], seed=[4, 2])
+    ids = _sample_in_blocks(logits, uniform).numpy()
+    frequencies = np.bincount(ids, minlength=3 * BLOCK) / draws
+    assert frequencies[[5, 200, 300]].sum() == 0
+    # Binomial standard error is at most sqrt(0.25 / 200,000) ~ 0.0011.
+    np.testing.assert_allclose(frequencies, probabilities, atol=0.005)
+    assert np.array_equal(_sample_in_blocks(logits[:100], uniform[:100]), ids[:100])  # row by row
