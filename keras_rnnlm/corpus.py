@@ -36,32 +36,43 @@ class Document:
     text: str | None = None
 
     def lines(self) -> Iterator[str]:
-        """Yields the lines of the document without their line endings.
+        """Yields the lines of the document without their line endings."""
+        for block in self.blocks():
+            for line in block[:-1].split("\n"):
+                yield line.rstrip("\r")
+
+    def blocks(self, size: int = 1 << 20) -> Iterator[str]:
+        """Yields the document in blocks of whole lines, each block ending in a newline
+        (one is added after an unterminated last line). A block is about ``size`` bytes,
+        so a large file is never in memory at once, while tokenizing a block at a time
+        costs far less per line than a line at a time.
 
         Raises:
             RnnlmError: The file holds a NUL byte (binary) or bytes that are not UTF-8;
                 the message names the file and the byte offset.
         """
         if self.text is not None:
-            yield from self.text.split("\n")
+            yield self.text + "\n"
             return
         offset = 0
         with open(self.path, "rb") as file:
-            for raw in file:
+            while raw := file.read(size):
+                if not raw.endswith(b"\n"):
+                    raw += file.readline()  # to the end of the line
                 if b"\0" in raw:
                     raise RnnlmError(
                         f"{self.path} looks binary (a NUL byte at byte offset {offset + raw.index(0)}); "
                         "pass a plain-text file"
                     )
                 try:
-                    line = raw.decode("utf-8")
+                    block = raw.decode("utf-8")
                 except UnicodeDecodeError as error:
                     raise RnnlmError(
                         f"{self.path} is not valid UTF-8 (byte offset {offset + error.start}); "
                         "re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
                     ) from None
                 offset += len(raw)
-                yield line.rstrip("\r\n")
+                yield block if block.endswith("\n") else block + "\n"
 
 
 def find_documents(paths: Sequence[str | Path]) -> list[Document]:

@@ -32,6 +32,12 @@ RESERVED_TOKENS = (PAD, UNK, LINE_BREAK)  # Their ids are 0, 1 and 2 in every vo
 # A literal <unk>, a word (letters, digits, underscore) with apostrophes inside it, or
 # any other single non-space character.
 _WORD_PATTERN = re.compile(r"<unk>|\w+(?:['’]\w+)*|[^\w\s]")
+# The same, and whitespace-separated tokens, with the line break as a token of its own:
+# one regex pass over many lines at once is about 3x faster than one pass a line.
+_WORDS_AND_LINE_BREAKS = {
+    "punctuation": re.compile(r"<unk>|\w+(?:['’]\w+)*|\n|[^\w\s]"),
+    "whitespace": re.compile(r"\n|[^\s]+"),
+}
 NO_SPACE_BEFORE = frozenset(".,;:!?)]}%…")
 NO_SPACE_AFTER = frozenset("([{")
 
@@ -62,6 +68,10 @@ class Tokenizer:
 
     def tokens_from_text(self, text: str) -> list[str]:
         """Returns the tokens of a text; every line but an unterminated last one ends in a line break."""
+        if self.level == "word":
+            if self.lowercase:
+                text = text.lower()
+            return [LINE_BREAK if token == "\n" else token for token in _WORDS_AND_LINE_BREAKS[self.split].findall(text)]
         tokens = []
         lines = text.split("\n")
         for number, line in enumerate(lines):

@@ -43,7 +43,7 @@ class Vocabulary:
         if len(set(tokens)) != len(tokens):
             raise RnnlmError("a vocabulary cannot list the same token twice")
         self.tokens = list(tokens)
-        self._ids = {token: number for number, token in enumerate(self.tokens)}
+        self._ids = _IdsOrUnknown({token: number for number, token in enumerate(self.tokens)})
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -53,7 +53,7 @@ class Vocabulary:
 
     def id_from_token(self, token: str) -> int:
         """The token's id, or the id of ``<unk>`` for a token outside the vocabulary."""
-        return self._ids.get(token, UNK_ID)
+        return self._ids[token]
 
     def ids_from_tokens(self, tokens: Sequence[str]) -> np.ndarray:
         """Encodes tokens as an int32 array; unknown tokens become ``<unk>``."""
@@ -88,9 +88,10 @@ def build_vocabulary(
 ) -> tuple[Vocabulary, list[np.ndarray]]:
     """Reads the documents once, builds the vocabulary and encodes every document.
 
-    Tokens are read line by line into provisional int32 ids, so memory holds one
-    integer per token plus one dictionary entry per distinct token, never the corpus as
-    Python strings; the provisional ids are then mapped to final ids in one NumPy step.
+    Tokens are read a block of lines at a time into provisional int32 ids, so memory
+    holds one integer per token plus one dictionary entry per distinct token, never the
+    corpus as Python strings; the provisional ids are then mapped to final ids in one
+    NumPy step.
 
     Args:
         documents: The corpus.
@@ -101,11 +102,8 @@ def build_vocabulary(
     Returns:
         The vocabulary and one int32 id array per document.
     """
-    provisional = {token: number for number, token in enumerate(RESERVED_TOKENS)}
-    encoded = [
-        _encode_document(document, tokenizer, lambda token: provisional.setdefault(token, len(provisional)))
-        for document in documents
-    ]
+    provisional = _ProvisionalIds({token: number for number, token in enumerate(RESERVED_TOKENS)})
+    encoded = [_encode_document(document, tokenizer, provisional.__getitem__) for document in documents]
     counts = np.bincount(np.concatenate(encoded), minlength=len(provisional)) if encoded else np.zeros(0)
 
     # Most frequent first; a stable sort keeps first-appearance order among ties.
@@ -137,13 +135,28 @@ def build_vocabulary(
 
 def encode_documents(documents: Sequence[Document], tokenizer: Tokenizer, vocabulary: Vocabulary) -> list[np.ndarray]:
     """Encodes documents with a fixed vocabulary (evaluation, resuming, validation files)."""
-    return [_encode_document(document, tokenizer, vocabulary.id_from_token) for document in documents]
+    return [_encode_document(document, tokenizer, vocabulary._ids.__getitem__) for document in documents]
+
+
+class _IdsOrUnknown(dict):
+    """Token -> id, where a token outside the vocabulary reads as ``<unk>``. Its lookup
+    is dict's own, in C: most tokens never reach this Python method."""
+
+    def __missing__(self, token: str) -> int:
+        return UNK_ID
+
+
+class _ProvisionalIds(dict):
+    """Token -> id, where a token not seen before gets the next id."""
+
+    def __missing__(self, token: str) -> int:
+        self[token] = number = len(self)
+        return number
 
 
 def _encode_document(document: Document, tokenizer: Tokenizer, id_of) -> np.ndarray:
-    """Encodes a document line by line; ``id_of(token)`` gives each token's id."""
+    """Encodes a document a block of lines at a time; ``id_of(token)`` gives each token's id."""
     ids = array("i")
-    for line in document.lines():
-        ids.extend([id_of(token) for token in tokenizer.tokens_from_line(line)])
-        ids.append(LINE_BREAK_ID)
+    for block in document.blocks():
+        ids.extend(map(id_of, tokenizer.tokens_from_text(block)))  # map: no Python loop per token
     return np.frombuffer(ids, dtype=np.int32) if ids else np.zeros(0, dtype=np.int32)
