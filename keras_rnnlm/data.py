@@ -178,14 +178,31 @@ def windows_dataset(
         Batches of int32 ``windows`` (batch, window_size) and int32 ``targets`` (batch,).
     """
     ids = tf.constant(stream.ids)  # (stream_length,)
+    targets = tf.constant(stream.targets)  # (num_windows,)
     offsets = tf.range(-stream.window_size, 0, dtype=tf.int32)  # (window_size,)
 
-    def gather(targets):  # (batch,) positions of the targets in ids
-        windows = tf.gather(ids, targets[:, tf.newaxis] + offsets)  # (batch, window_size)
-        return windows, tf.gather(ids, targets)  # (batch, window_size), (batch,)
+    def gather(positions):  # (batch,) positions of the targets in ids
+        windows = tf.gather(ids, positions[:, tf.newaxis] + offsets)  # (batch, window_size)
+        return windows, tf.gather(ids, positions)  # (batch, window_size), (batch,)
 
-    dataset = tf.data.Dataset.from_tensor_slices(stream.targets)
     if shuffle:
-        dataset = dataset.shuffle(max(stream.num_windows, 1), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+        # A new permutation of all targets every epoch (the one-element seed dataset draws
+        # a new seed each time fit iterates it). Dataset.shuffle over the targets would
+        # hold every position as a tensor in its buffer, about 200 bytes per corpus token.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        orders = seeds.map(lambda draw: tf.random.experimental.stateless_shuffle(targets, seed=tf.stack([draw, 0])))
+        dataset = orders.flat_map(lambda order: _batches(order, batch_size))
+    else:
+        dataset = _batches(targets, batch_size)
+    # flat_map and filter hide the length; fit needs it for its progress bar and epoch end.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-stream.num_windows // batch_size)))
+    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _batches(positions: tf.Tensor, batch_size: int) -> tf.data.Dataset:
+    """Consecutive slices of ``batch_size`` positions, the last one smaller, as a dataset
+    of whole batches (not of single positions, which tf.data would handle one by one)."""
+    whole = tf.size(positions) // batch_size * batch_size
+    full = tf.data.Dataset.from_tensor_slices(tf.reshape(positions[:whole], [-1, batch_size]))
+    rest = tf.data.Dataset.from_tensors(positions[whole:]).filter(lambda rest: tf.size(rest) > 0)
+    return full.concatenate(rest)

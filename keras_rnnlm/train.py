@@ -94,10 +94,16 @@ def train(
     window_size = config.window_size
     train_stream, valid_stream = windowed_stream(train_segments, window_size), windowed_stream(valid_segments, window_size)
     check_sizes(train_stream, valid_stream)
+    del encoded, valid_encoded, train_segments, valid_segments  # the streams hold copies; free 4 bytes a token
+    train_windows = train_stream.num_windows
     logger.info(
         "windows: %s training, %s validation, %d tokens each (%s mode)",
-        f"{train_stream.num_windows:,}", f"{valid_stream.num_windows:,}", window_size, config.corpus.sequences,
+        f"{train_windows:,}", f"{valid_stream.num_windows:,}", window_size, config.corpus.sequences,
     )
+
+    # The dataset holds its own copy of the stream; dropping the NumPy one frees 8 bytes a token.
+    train_dataset = windows_dataset(train_stream, config.data.batch_size, shuffle=True, seed=config.train.seed)
+    del train_stream
 
     strategy = strategy or select_strategy(config.train.device)
     set_precision(config.train.mixed_precision, strategy)
@@ -117,7 +123,7 @@ def train(
     callbacks.extend(extra_callbacks)
 
     history = model.fit(
-        windows_dataset(train_stream, config.data.batch_size, shuffle=True, seed=config.train.seed),
+        train_dataset,
         validation_data=windows_dataset(valid_stream, config.data.batch_size),
         epochs=config.train.epochs,
         callbacks=callbacks,
@@ -135,7 +141,7 @@ def train(
     summary = {
         "vocabulary_size": len(vocabulary),
         "window_size": window_size,
-        "train_windows": train_stream.num_windows,
+        "train_windows": train_windows,
         "valid_windows": valid_stream.num_windows,
         "epochs": len(rows),
         "best_epoch": int(best["epoch"]) + 1,

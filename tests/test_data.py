@@ -48,6 +48,17 @@ def test_shuffling_is_seeded_and_covers_every_example_once():
         assert window.tolist() == [t if t >= 3 else PAD_ID for t in range(target - 3, target)]
 
 
+def test_every_epoch_has_a_new_order_in_whole_batches():
+    stream = windowed_stream([np.arange(3, 103, dtype=np.int32)], window_size=3)
+    dataset = windows_dataset(stream, batch_size=7, shuffle=True, seed=5)
+    epochs = [[targets.numpy() for _, targets in dataset] for _ in range(2)]  # as fit iterates it
+    assert [len(batch) for batch in epochs[0]] == [7] * 14 + [2]
+    assert dataset.cardinality() == 15  # known, so fit can show progress
+    first, second = (np.concatenate(batches) for batches in epochs)
+    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(3, 103))
+    assert not np.array_equal(first, second)
+
+
 def test_validation_is_the_end_of_each_document_and_never_in_training_windows():
     documents = [np.arange(100, 200, dtype=np.int32), np.arange(300, 340, dtype=np.int32)]
     train, valid = split_by_position(documents, valid_fraction=0.1)
