@@ -76,6 +76,27 @@ def build_model(config: ModelConfig, window_size: int, vocabulary_size: int) -> 
     return keras.Sequential(stack, name="rnnlm")
 
 
+# Weight matrices per recurrent step, as multiples of units x (inputs + units): the gates.
+_GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
+
+
+def training_flops_per_window(config: ModelConfig, window_size: int, vocabulary_size: int) -> int:
+    """Floating-point operations to train on one window: 2 per multiply-add, and the
+    backward pass counted as twice the forward (gradients for inputs and for weights).
+
+    The forward multiply-adds are the recurrent layers' input and recurrent kernels at
+    every position of the window and the output layer once; the Embedding is a lookup.
+    Element-wise work (activations, softmax, the optimizer) is not counted.
+    """
+    multiply_adds = 0
+    inputs = config.embedding_dim
+    for _ in range(config.layers):
+        multiply_adds += window_size * _GATES[config.cell] * config.units * (inputs + config.units)
+        inputs = config.units
+    multiply_adds += config.units * vocabulary_size
+    return 2 * 3 * multiply_adds
+
+
 def compile_model(model: keras.Model, config: TrainConfig) -> None:
     """Compiles with sparse categorical cross-entropy, the configured optimizer and metrics.
 

@@ -1,0 +1,92 @@
+"""What the benchmarks rely on, and a tiny run of each so they keep working (no speed assertions)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_rnnlm.config import ModelConfig
+from keras_rnnlm.model import build_model, training_flops_per_window
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import synthetic  # noqa: E402
+import train_speed  # noqa: E402
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def test_synthetic_corpus_has_the_asked_words_zipf_distributed_and_is_reproducible(tmp_path):
+    size = synthetic.write_corpus(tmp_path / "a.txt", 20_000, num_words=500)
+    synthetic.write_corpus(tmp_path / "b.txt", 20_000, num_words=500)
+    text = (tmp_path / "a.txt").read_text()
+    assert size == len(text.encode()) and text == (tmp_path / "b.txt").read_text()
+    words = text.split()
+    assert len(words) == 20_000 and set(words) <= set(synthetic.word_list(500))
+    lines = text.splitlines()
+    assert all(5 <= len(line.split()) <= 20 for line in lines[:-1])
+    counts = sorted((words.count(word) for word in set(words)), reverse=True)
+    assert counts[0] > 5 * counts[9]  # the most frequent word is far ahead of the tenth (1/r)
+
+
+def test_training_flops_count_every_weight_multiply_add_three_times():
+    config = ModelConfig(embedding_dim=8, units=16, layers=2)
+    model = build_model(config, window_size=5, vocabulary_size=100)
+    recurrent = [layer for layer in model.layers if "lstm" in layer.name]
+    # Forward multiply-adds: each recurrent kernel once per window position, the output kernel once.
+    forward = sum(5 * (layer.cell.kernel.shape.num_elements() + layer.cell.recurrent_kernel.shape.num_elements())
+                  for layer in recurrent) + model.layers[-1].kernel.shape.num_elements()
+    assert training_flops_per_window(config, 5, 100) == 2 * 3 * forward
+    default = training_flops_per_window(ModelConfig(), 5, 10_000)
+    assert default == 6 * (5 * 4 * 256 * (128 + 256) + 256 * 10_000)  # 27.2 MFLOP
+
+
+def test_reference_windows_and_models_have_the_same_shapes():
+    ids = train_speed.token_stream(50, vocabulary_size=20)
+    assert ids.dtype == np.int32 and ids.min() >= 3 and ids.max() < 20
+    windows, targets = train_speed.sliding_windows(ids, 5)
+    assert windows.shape == (45, 5) and np.array_equal(windows[3], ids[3:8]) and targets[3] == ids[8]
+    if HAS_TORCH:
+        import torch
+
+        model = train_speed.torch_model(ModelConfig(embedding_dim=8, units=16), vocabulary_size=20)
+        assert model(torch.from_numpy(windows).long()).shape == (45, 20)
+
+
+def run_benchmark(script, *arguments):
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *arguments],
+                            capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_train_speed_runs_at_a_tiny_size():
+    paths = ["keras_rnnlm", "naive"] + (["torch"] if HAS_TORCH else [])  # torch comes with the bench extra
+    result = run_benchmark("train_speed.py", "--repeats", "1", "--windows", "512", "--naive-windows", "256",
+                           "--vocabulary", "50", "--units", "8", "--embedding", "8", "--batch-size", "64",
+                           "--matmul-size", "128", "--paths", *paths)
+    assert set(result["windows_per_second"]) == set(paths)
+    assert all(value > 0 for value in result["windows_per_second"].values()) and result["matmul_peak_flops"] > 0
+
+
+def test_memory_benchmark_runs_at_a_tiny_size(tmp_path):
+    result = run_benchmark("memory.py", "--tokens", "2000", "4000", "--workdir", str(tmp_path))
+    assert [run["tokens"] for run in result["runs"]] == [2000, 4000]
+    assert all(run["peak_rss"] > 50 * 2**20 for run in result["runs"])  # a real process was measured
+
+
+def test_encode_speed_runs_at_a_tiny_size(tmp_path):
+    result = run_benchmark("encode_speed.py", "--tokens", "20000", "--workdir", str(tmp_path))
+    assert result["tokens"] > 20_000 and result["megabytes_per_second"] > 0  # words and line breaks
+
+
+def test_generate_speed_runs_at_a_tiny_size():
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "generate_speed.py"), "--repeats", "1", "--tokens", "8",
+                             "--naive-tokens", "2"], capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "batch 1 vs naive:" in result.stdout and "batch 64 vs naive:" in result.stdout
