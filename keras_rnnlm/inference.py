@@ -20,8 +20,10 @@ A model that is not Embedding -> LSTM layers -> Dense softmax (a GRU, say) runs 
 layers up to the output layer; any other callable that returns probabilities is read
 through a log. Tests hold every path equal to the Keras model's probabilities.
 
-On the default architecture (vocabulary 10,000, LSTM 256, window 5) this made generation
-about 1.5-2x faster on a 2-core CPU (``benchmarks/generate_speed.py``).
+On the default architecture (vocabulary 10,000, LSTM 256, window 5, 2-core CPU), this and
+the generator's block sampler took generation from 1,127 to about 1,540 tokens/s at
+batch 1 and from 9,584 to about 16,000 at batch 64 (``benchmarks/generate_speed.py``;
+benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -62,9 +64,9 @@ class NextTokenLogits:
         (batch, padded_size), where banned and padding ids are -inf."""
         if self.output_layer is None:
             return self._logits_from_probabilities
-        kernel = tf.cast(self.output_layer.kernel, tf.float32)  # (units, vocabulary)
+        kernel = _weight(self.output_layer.kernel)  # (units, vocabulary)
         bias = tf.tensor_scatter_nd_update(
-            tf.cast(self.output_layer.bias, tf.float32),
+            _weight(self.output_layer.bias),
             [[number] for number in self.banned_ids],
             tf.fill([len(self.banned_ids)], -np.inf),
         )
@@ -93,7 +95,7 @@ class NextTokenLogits:
     def _lstm_features(self):
         embedding, first = self.lstm_layers[0], self.lstm_layers[1]
         # (vocabulary, 4 * units): each id's input projection in the first LSTM layer.
-        table = tf.matmul(tf.cast(embedding.embeddings, tf.float32), _weight(first.cell.kernel)) + _weight(first.cell.bias)
+        table = tf.matmul(_weight(embedding.embeddings), _weight(first.cell.kernel)) + _weight(first.cell.bias)
 
         def features(windows):
             inputs = [tf.gather(table, windows[:, position]) for position in range(windows.shape[1])]
