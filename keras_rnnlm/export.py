@@ -40,6 +40,7 @@ import tempfile
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm import cli
@@ -101,9 +102,11 @@ def build_archive(generator: Generator) -> keras.export.ExportArchive:
         tf.lookup.KeyValueTensorInitializer(tokens, tf.range(vocabulary_size, dtype=tf.int32)), default_value=UNK_ID
     )
 
-    def windows_from_texts(texts):
+    banned = np.isin(np.arange(vocabulary_size), generator.logits.banned_ids)  # (vocabulary,)
+
+    def windows_from_tokens(text_tokens):
         """As Generator.windows_from_prompts: the last window_size ids, left-padded."""
-        ids = tf.ragged.map_flat_values(ids_from_tokens.lookup, tokenizer.graph_tokens_from_texts(texts))  # (batch, None)
+        ids = tf.ragged.map_flat_values(ids_from_tokens.lookup, text_tokens)  # (batch, None)
         # Reversed, padded on the right and cut to the window, reversed back.
         reversed_windows = tf.reverse(ids, axis=[1]).to_tensor(default_value=PAD_ID, shape=[None, window_size])
         return tf.reverse(reversed_windows, axis=[1])  # (batch, window_size)
@@ -118,8 +121,9 @@ def build_archive(generator: Generator) -> keras.export.ExportArchive:
             tf.debugging.assert_less_equal(k, choosable, message=f"k must be at most {choosable}, the words the model knows"),
         ]
         with tf.control_dependencies(checks):
-            probabilities = tf.cast(model(windows_from_texts(texts), training=False), tf.float32)  # (batch, vocabulary)
-        ranked = tf.where(generator.banned, -1.0, probabilities)  # so <pad> and <unk> rank last
+            windows = windows_from_tokens(tokenizer.graph_tokens_from_texts(texts))
+            probabilities = tf.cast(model(windows, training=False), tf.float32)  # (batch, vocabulary)
+        ranked = tf.where(banned, -1.0, probabilities)  # so <pad> and <unk> rank last
         best = tf.math.top_k(ranked, k)
         return {"words": tf.gather(tokens, best.indices), "probabilities": best.values}  # (batch, k) each
 
@@ -135,11 +139,11 @@ def build_archive(generator: Generator) -> keras.export.ExportArchive:
             tf.debugging.assert_greater_equal(max_lines, 0, message="max_lines must be 0 (no limit) or more"),
         ]
         with tf.control_dependencies(checks):
-            windows = windows_from_texts(prompts)
+            prompt_tokens = tokenizer.graph_tokens_from_texts(prompts)  # (batch, None)
+        windows = windows_from_tokens(prompt_tokens)
         new_ids = generator.generate_ids(windows, num_words, temperature, top_k, top_p, seed, max_lines)  # (batch, steps)
         new_ids = tf.ragged.boolean_mask(new_ids, new_ids != PAD_ID)  # a sample that stopped is padded
         new_tokens = tf.ragged.map_flat_values(tf.gather, tokens, new_ids)  # (batch, None)
-        prompt_tokens = tokenizer.graph_tokens_from_texts(prompts)  # (batch, None)
         return {"texts": tokenizer.graph_text_from_tokens(tf.concat([prompt_tokens, new_tokens], axis=1))}
 
     def scalar(dtype, name):

@@ -110,7 +110,6 @@ class Generator:
         self.tokenizer = tokenizer
         self.window_size = window_size
         self.line_mode = line_mode
-        self.banned = tf.constant(np.isin(np.arange(len(vocabulary)), [PAD_ID, UNK_ID]))  # (vocabulary,)
         self.logits = NextTokenLogits(model, len(vocabulary), banned_ids=[PAD_ID, UNK_ID])
         # An explicit signature: one trace serves every batch size and setting, and the
         # same function can be exported in a SavedModel.

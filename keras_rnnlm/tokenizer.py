@@ -29,11 +29,10 @@ UNK = "<unk>"
 LINE_BREAK = "<eol>"
 RESERVED_TOKENS = (PAD, UNK, LINE_BREAK)  # Their ids are 0, 1 and 2 in every vocabulary.
 
-# A literal <unk>, a word (letters, digits, underscore) with apostrophes inside it, or
-# any other single non-space character.
-_WORD_PATTERN = re.compile(r"<unk>|\w+(?:['’]\w+)*|[^\w\s]")
-# The same, and whitespace-separated tokens, with the line break as a token of its own:
-# one regex pass over many lines at once is about 3x faster than one pass a line.
+# Word tokens, and the line break as a token of its own, so one regex pass covers many
+# lines (a pass a line took twice as long to encode a corpus; benchmarks/RESULTS.md).
+# "punctuation": a literal <unk>, a word (letters, digits, underscore) with apostrophes
+# inside it, or any other single non-space character. "whitespace": what str.split keeps.
 _WORDS_AND_LINE_BREAKS = {
     "punctuation": re.compile(r"<unk>|\w+(?:['’]\w+)*|\n|[^\w\s]"),
     "whitespace": re.compile(r"\n|[^\s]+"),
@@ -62,9 +61,7 @@ class Tokenizer:
             line = line.lower()
         if self.level == "char":
             return list(line)
-        if self.split == "whitespace":
-            return line.split()
-        return _WORD_PATTERN.findall(line)
+        return _WORDS_AND_LINE_BREAKS[self.split].findall(line)
 
     def tokens_from_text(self, text: str) -> list[str]:
         """Returns the tokens of a text; every line but an unterminated last one ends in a line break."""
@@ -200,7 +197,8 @@ def _re2_class(*range_sets, negate: bool = False) -> str:
 
 @functools.cache
 def _re2_word_pattern() -> str:
-    """:data:`_WORD_PATTERN` in RE2 syntax."""
+    """The "punctuation" pattern of :data:`_WORDS_AND_LINE_BREAKS`, without the line
+    break (the graph splits lines first), in RE2 syntax."""
     word = _re2_class(_python_word_characters())
     other = _re2_class(_python_word_characters(), _python_whitespace(), negate=True)
     return f"<unk>|{word}+(?:['’]{word}+)*|{other}"
