@@ -235,8 +235,8 @@ class Generator:
         def next_ids(windows, index):
             uniform = tf.random.stateless_uniform([batch_size, 2], seed=tf.stack([seed, index]))  # (batch, 2)
             # The two halves of a batch are independent chains of small ops, which
-            # TensorFlow's executor runs side by side on two cores: about 1.3x at batch 64
-            # here. At batch 1 the second half is empty; a tf.cond to skip it was no faster.
+            # TensorFlow's executor runs side by side on two cores (what it gains and
+            # costs: benchmarks/RESULTS.md). At batch 1 the second half is empty.
             half = batch_size - batch_size // 2
             return tf.concat(
                 [ids_from_windows(windows[:half], uniform[:half]), ids_from_windows(windows[half:], uniform[half:])],

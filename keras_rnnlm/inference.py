@@ -20,10 +20,8 @@ A model that is not Embedding -> LSTM layers -> Dense softmax (a GRU, say) runs 
 layers up to the output layer; any other callable that returns probabilities is read
 through a log. Tests hold every path equal to the Keras model's probabilities.
 
-On the default architecture (vocabulary 10,000, LSTM 256, window 5, 2-core CPU), this and
-the generator's block sampler took generation from 1,127 to about 1,540 tokens/s at
-batch 1 and from 9,584 to about 16,000 at batch 64 (``benchmarks/generate_speed.py``;
-benchmarks/RESULTS.md).
+How much this and the generator's other changes gained is measured by
+``benchmarks/generate_speed.py`` and written down in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
