@@ -74,13 +74,15 @@ def step_pieces(model) -> None:
 
 def generator_pieces(model) -> None:
     """The generator's own step (keras_rnnlm.inference) and sampler, each called on its own."""
-    next_logits = NextTokenLogits(model, VOCABULARY_SIZE, [0, 1])
-    logits_of = tf.function(next_logits.prepare())  # the shared part computed once, as in the loop
+    steps = NextTokenLogits(model, VOCABULARY_SIZE, [0, 1]).prepare()  # the shared part computed once, as in the loop
+    start = tf.function(steps.start)
+    # One token: read the last id (advance every LSTM chain), then the next logits.
+    step = tf.function(lambda state, ids: steps.logits(steps.advance(state, ids)))
     sample = tf.function(lambda logits: _sample_in_blocks(logits, tf.random.stateless_uniform([tf.shape(logits)[0], 2], [1, 2])))
     for batch in (1, 64):
-        windows = tf.zeros((batch, WINDOW_SIZE), tf.int32)
-        logits = logits_of(windows)
-        print(f"batch {batch:>2} {'generator logits step':>24}: {median_seconds(logits_of, windows) * 1e3:.2f} ms")
+        state, ids = start(tf.zeros((batch, WINDOW_SIZE), tf.int32)), tf.zeros((batch,), tf.int32)
+        logits = step(state, ids)
+        print(f"batch {batch:>2} {'generator logits step':>24}: {median_seconds(step, state, ids) * 1e3:.2f} ms")
         print(f"batch {batch:>2} {'generator block sampler':>24}: {median_seconds(sample, logits) * 1e3:.2f} ms")
 
 

@@ -213,7 +213,14 @@ class Generator:
         batch_size = tf.shape(windows)[0]
         vocabulary_size = len(self.vocabulary)
 
-        logits_of = self.logits.prepare()  # what every step shares, computed once per call
+        steps = self.logits.prepare()  # what every step shares, computed once per call
+        # The two halves of a batch are independent chains of small ops, which
+        # TensorFlow's executor runs side by side on two cores (what it gains and
+        # costs: benchmarks/RESULTS.md). At batch 1 the second half is empty.
+        half = batch_size - batch_size // 2
+
+        def halves(tensor):
+            return tensor[:half], tensor[half:]
 
         def sample(logits, uniform):
             logits = tf.cond(temperature == 1.0, lambda: logits, lambda: logits / tf.maximum(temperature, 1e-6))
@@ -224,39 +231,31 @@ class Generator:
             logits = tf.cond(top_p < 1.0, lambda: _keep_top_p(logits, top_p), lambda: logits)
             return _sample_in_blocks(logits, uniform)
 
-        def ids_from_windows(windows, uniform):
-            logits = logits_of(windows)  # (rows, padded vocabulary); banned ids are -inf
+        def next_ids(state, uniform):
+            logits = steps.logits(state)  # (rows, padded vocabulary); banned ids are -inf
             return tf.cond(
                 temperature > 0,
                 lambda: sample(logits, uniform),
                 lambda: tf.argmax(logits, axis=-1, output_type=tf.int32),
             )  # (rows,)
 
-        def next_ids(windows, index):
+        def step(index, states, lines, generated):
             uniform = tf.random.stateless_uniform([batch_size, 2], seed=tf.stack([seed, index]))  # (batch, 2)
-            # The two halves of a batch are independent chains of small ops, which
-            # TensorFlow's executor runs side by side on two cores (what it gains and
-            # costs: benchmarks/RESULTS.md). At batch 1 the second half is empty.
-            half = batch_size - batch_size // 2
-            return tf.concat(
-                [ids_from_windows(windows[:half], uniform[:half]), ids_from_windows(windows[half:], uniform[half:])],
-                axis=0,
-            )  # (batch,)
-
-        def step(index, windows, lines, generated):
+            ids = tf.concat([next_ids(state, rows) for state, rows in zip(states, halves(uniform))], axis=0)  # (batch,)
             done = (max_lines > 0) & (lines >= max_lines)  # (batch,)
-            ids = tf.where(done, PAD_ID, next_ids(windows, index))  # (batch,)
+            ids = tf.where(done, PAD_ID, ids)
             lines += tf.cast(ids == LINE_BREAK_ID, tf.int32)
-            windows = tf.concat([windows[:, 1:], ids[:, tf.newaxis]], axis=1)  # (batch, window)
-            return index + 1, windows, lines, generated.write(index, ids)
+            states = tuple(steps.advance(state, rows) for state, rows in zip(states, halves(ids)))
+            return index + 1, states, lines, generated.write(index, ids)
 
-        def more(index, windows, lines, generated):
+        def more(index, states, lines, generated):
             return (index < num_tokens) & ~tf.reduce_all((max_lines > 0) & (lines >= max_lines))
 
+        states = tuple(steps.start(rows) for rows in halves(windows))
         _, _, _, generated = tf.while_loop(
             more,
             step,
-            (tf.constant(0), windows, tf.zeros([batch_size], tf.int32), tf.TensorArray(tf.int32, size=0, dynamic_size=True)),
+            (tf.constant(0), states, tf.zeros([batch_size], tf.int32), tf.TensorArray(tf.int32, size=0, dynamic_size=True)),
         )
         # An empty TensorArray cannot be stacked (its element shape is unknown).
         return tf.cond(

@@ -8,17 +8,25 @@ window position, a softmax and a log. :class:`NextTokenLogits` computes the same
 with fewer ops:
 
 - The Embedding and the first LSTM layer's input kernel and bias are folded into one
-  table (vocabulary, 4 * units), so a window position's input projection is a gather.
-- The LSTM steps over the window are unrolled (the window is short and fixed).
+  table (vocabulary, 4 * units), so a token's input projection is a gather.
+- LSTM chains instead of windows. The model reads each window from zero state, so the
+  window's LSTM steps cannot be carried over from one token to the next; but each
+  window's first tokens were all read before. The generator keeps one LSTM chain per
+  start position: ``window_size`` chains, started at each of the last ``window_size``
+  tokens. A new token advances every chain at once (one matmul over all chains' rows),
+  the oldest chain, which has read exactly the window, gives the logits, and a new
+  chain starts. The arithmetic is the same as reading the window; the ops per token are
+  one LSTM step's instead of ``window_size`` sequential ones.
 - The output layer yields logits (no softmax, no log); its bias row is multiplied by a
   column of ones inside the one matmul, and banned ids get a bias of -inf, so neither
   adding the bias nor masking needs a pass of its own.
 - The logits are padded with -inf to a whole number of :data:`BLOCK` columns, which is
   what the generator's two-level sampler reads.
 
-A model that is not Embedding -> LSTM layers -> Dense softmax (a GRU, say) runs its own
-layers up to the output layer; any other callable that returns probabilities is read
-through a log. Tests hold every path equal to the Keras model's probabilities.
+A model that is not Embedding -> LSTM layers -> Dense softmax (a GRU, say) reads the
+whole window through its own layers at every step; any other callable that returns
+probabilities is read through a log. Tests hold every path equal to the Keras model's
+probabilities.
 
 How much this and the generator's other changes gained is measured by
 ``benchmarks/generate_speed.py`` and written down in benchmarks/RESULTS.md.
@@ -27,12 +35,29 @@ How much this and the generator's other changes gained is measured by
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 BLOCK = 128  # Ids per sampling block; near the square root of a typical vocabulary.
+
+
+class TokenSteps(NamedTuple):
+    """The functions a generation loop calls. The state is a tuple of tensors (nested
+    tuples for the LSTM chains) whose shapes stay the same from step to step.
+
+    Attributes:
+        start: int32 windows (batch, window_size) -> the state after reading them.
+        logits: state -> float32 (batch, padded_size), the next token's logits; banned
+            and padding ids are -inf.
+        advance: (state, int32 ids (batch,)) -> the state after reading the ids.
+    """
+
+    start: Callable
+    logits: Callable
+    advance: Callable
 
 
 class NextTokenLogits:
@@ -45,7 +70,7 @@ class NextTokenLogits:
         banned_ids: Ids that must never be chosen (``<pad>``, ``<unk>``).
 
     Call :meth:`prepare` once inside a ``tf.function``, before the generation loop: it
-    computes what every step shares and returns the step function.
+    computes what every step shares and returns the step functions.
     """
 
     def __init__(self, model, vocabulary_size: int, banned_ids: Sequence[int]):
@@ -57,11 +82,11 @@ class NextTokenLogits:
         self.output_layer = layers[-1] if layers and _is_softmax_dense(layers[-1], vocabulary_size) else None
         self.lstm_layers = _lstm_stack(layers[:-1]) if self.output_layer is not None else None
 
-    def prepare(self) -> Callable[[tf.Tensor], tf.Tensor]:
-        """Returns ``step(windows) -> logits``: int32 (batch, window_size) to float32
-        (batch, padded_size), where banned and padding ids are -inf."""
+    def prepare(self) -> TokenSteps:
+        """Computes what every step shares (call it once inside a ``tf.function``, before
+        the generation loop) and returns the step functions."""
         if self.output_layer is None:
-            return self._logits_from_probabilities
+            return _window_steps(self._logits_from_probabilities)
         kernel = _weight(self.output_layer.kernel)  # (units, vocabulary)
         bias = tf.tensor_scatter_nd_update(
             _weight(self.output_layer.bias),
@@ -75,14 +100,14 @@ class NextTokenLogits:
             [[kernel.shape[0], column] for column in range(self.vocabulary_size, self.padded_size)],
             tf.fill([padding], -np.inf),
         )  # (units + 1, padded_size): the last row is the bias
-        features = self._lstm_features() if self.lstm_layers is not None else self._keras_features
 
-        def step(windows):
-            hidden = features(windows)  # (batch, units)
+        def logits_from_features(hidden):  # (batch, units) -> (batch, padded_size)
             ones = tf.ones_like(hidden[:, :1])
-            return tf.matmul(tf.concat([hidden, ones], axis=1), kernel_and_bias)  # (batch, padded_size)
+            return tf.matmul(tf.concat([hidden, ones], axis=1), kernel_and_bias)
 
-        return step
+        if self.lstm_layers is not None:
+            return self._lstm_chain_steps(logits_from_features)
+        return _window_steps(lambda windows: logits_from_features(self._keras_features(windows)))
 
     def _keras_features(self, windows):
         hidden = windows
@@ -90,20 +115,37 @@ class NextTokenLogits:
             hidden = layer(hidden, training=False)
         return tf.cast(hidden, tf.float32)
 
-    def _lstm_features(self):
+    def _lstm_chain_steps(self, logits_from_features) -> TokenSteps:
+        """The chains of the module docstring. The state holds, for every LSTM layer, the
+        hidden and cell states of ``window_size`` chains, youngest first:
+        (window_size, batch, units) each."""
         embedding, first = self.lstm_layers[0], self.lstm_layers[1]
         # (vocabulary, 4 * units): each id's input projection in the first LSTM layer.
         table = tf.matmul(_weight(embedding.embeddings), _weight(first.cell.kernel)) + _weight(first.cell.bias)
+        cells = [layer.cell for layer in self.lstm_layers[1:]]
+        window_size = self.model.inputs[0].shape[1]
 
-        def features(windows):
-            inputs = [tf.gather(table, windows[:, position]) for position in range(windows.shape[1])]
-            for number, layer in enumerate(self.lstm_layers[1:]):
-                if number > 0:  # the layer below returned every position; project them here
-                    inputs = [tf.matmul(hidden, _weight(layer.cell.kernel)) + _weight(layer.cell.bias) for hidden in inputs]
-                inputs = _unrolled_lstm(inputs, _weight(layer.cell.recurrent_kernel))
-            return inputs[-1]  # (batch, units)
+        def advance(state, ids):
+            inputs = tf.gather(table, ids)[tf.newaxis]  # (1, batch, 4 * units): the same for every chain
+            new_state = []
+            for number, (cell, (hiddens, memories)) in enumerate(zip(cells, state)):
+                if number > 0:  # the input is the layer below's new hidden state, chain by chain
+                    inputs = _matmul_chains(new_state[-1][0], _weight(cell.kernel)) + _weight(cell.bias)
+                # The oldest chain has read its window and ends; the others go on, and a
+                # new one starts from zero state (no recurrent term, zero cell state).
+                recurrent = _matmul_chains(hiddens[:-1], _weight(cell.recurrent_kernel))  # (window - 1, batch, 4 * units)
+                gates = inputs + tf.pad(recurrent, [[1, 0], [0, 0], [0, 0]])  # (window, batch, 4 * units)
+                new_state.append(_lstm_cell(gates, tf.pad(memories[:-1], [[1, 0], [0, 0], [0, 0]])))
+            return tuple(new_state)
 
-        return features
+        def start(windows):
+            zeros = tf.zeros([window_size, tf.shape(windows)[0], cells[0].units])  # every layer has the same units
+            state = tuple((zeros, zeros) for _ in cells)
+            for position in range(window_size):  # after window_size tokens every chain has started inside the window
+                state = advance(state, windows[:, position])
+            return state
+
+        return TokenSteps(start, lambda state: logits_from_features(state[-1][0][-1]), advance)
 
     def _logits_from_probabilities(self, windows):
         probabilities = tf.cast(self.model(windows, training=False), tf.float32)  # (batch, vocabulary)
@@ -112,19 +154,28 @@ class NextTokenLogits:
         return tf.pad(logits, [[0, 0], [0, self.padded_size - self.vocabulary_size]], constant_values=-np.inf)
 
 
-def _unrolled_lstm(projected_inputs, recurrent_kernel):
-    """Keras' LSTM cell (gates input, forget, cell, output; sigmoid and tanh) from zero
-    state over the window. Returns the hidden state after every position."""
-    hiddens, hidden, cell = [], None, None
-    for gates in projected_inputs:  # (batch, 4 * units) each
-        if hidden is not None:
-            gates += tf.matmul(hidden, recurrent_kernel)
-        i, f, g, o = tf.split(gates, 4, axis=1)
-        new = tf.sigmoid(i) * tf.tanh(g)
-        cell = new if cell is None else tf.sigmoid(f) * cell + new
-        hidden = tf.sigmoid(o) * tf.tanh(cell)
-        hiddens.append(hidden)
-    return hiddens
+def _window_steps(logits_from_windows) -> TokenSteps:
+    """Steps whose state is the window itself: the model reads the whole window each step."""
+
+    def advance(state, ids):
+        (windows,) = state
+        return (tf.concat([windows[:, 1:], ids[:, tf.newaxis]], axis=1),)  # (batch, window)
+
+    return TokenSteps(lambda windows: (windows,), lambda state: logits_from_windows(state[0]), advance)
+
+
+def _lstm_cell(gates, memories):
+    """Keras' LSTM cell (gates input, forget, cell, output; sigmoid and tanh): the new
+    (hidden, cell) states from the summed input and recurrent projections."""
+    i, f, g, o = tf.split(gates, 4, axis=-1)
+    memories = tf.sigmoid(f) * memories + tf.sigmoid(i) * tf.tanh(g)
+    return tf.sigmoid(o) * tf.tanh(memories), memories
+
+
+def _matmul_chains(chains, kernel):
+    """(chains, batch, n) @ (n, m) -> (chains, batch, m) as one 2-D matmul."""
+    shape = tf.shape(chains)
+    return tf.reshape(tf.matmul(tf.reshape(chains, [-1, shape[2]]), kernel), [shape[0], shape[1], kernel.shape[1]])
 
 
 def _weight(variable):

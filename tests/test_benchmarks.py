@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from keras_rnnlm.config import ModelConfig
 from keras_rnnlm.model import build_model, training_flops_per_window

@@ -38,18 +38,27 @@ def test_logits_give_the_keras_models_probabilities(model_config, fused):
         weights.assign(weights + tf.random.normal(weights.shape, stddev=0.3))
     next_logits = NextTokenLogits(model, VOCABULARY_SIZE, BANNED)
     assert (next_logits.lstm_layers is not None) == fused
-    logits = tf.function(next_logits.prepare())(windows())  # traced as the generator traces it
+    steps = next_logits.prepare()
+    start, logits_of, advance = tf.function(steps.start), tf.function(steps.logits), tf.function(steps.advance)
 
-    assert logits.shape == (16, next_logits.padded_size) and next_logits.padded_size % BLOCK == 0
-    assert np.all(np.isneginf(logits.numpy()[:, BANNED])) and np.all(np.isneginf(logits.numpy()[:, VOCABULARY_SIZE:]))
-    probabilities = tf.nn.softmax(logits).numpy()[:, :VOCABULARY_SIZE]
-    np.testing.assert_allclose(probabilities, expected_probabilities(model, windows()), atol=1e-6)
+    window = windows()
+    state = start(window)
+    # More tokens than the window holds, so every LSTM chain has started after `start`.
+    for new_ids in np.random.default_rng(1).integers(0, VOCABULARY_SIZE, (2 * WINDOW_SIZE, 16)):
+        logits = logits_of(state).numpy()
+        assert logits.shape == (16, next_logits.padded_size) and next_logits.padded_size % BLOCK == 0
+        assert np.all(np.isneginf(logits[:, BANNED])) and np.all(np.isneginf(logits[:, VOCABULARY_SIZE:]))
+        probabilities = tf.nn.softmax(logits).numpy()[:, :VOCABULARY_SIZE]
+        np.testing.assert_allclose(probabilities, expected_probabilities(model, window), atol=1e-6)
+        state = advance(state, tf.constant(new_ids, tf.int32))
+        window = tf.concat([window[:, 1:], new_ids[:, np.newaxis]], axis=1)  # the window slides
 
 
 def test_any_callable_that_returns_probabilities_works():
     table = tf.nn.softmax(tf.random.normal((1, VOCABULARY_SIZE), seed=3))
     model = lambda inputs, training=False: tf.tile(table, [tf.shape(inputs)[0], 1])  # noqa: E731
-    logits = NextTokenLogits(model, VOCABULARY_SIZE, BANNED).prepare()(windows(4))
+    steps = NextTokenLogits(model, VOCABULARY_SIZE, BANNED).prepare()
+    logits = steps.logits(steps.start(windows(4)))
     expected = table.numpy().copy()
     expected[:, BANNED] = 0
     np.testing.assert_allclose(tf.nn.softmax(logits)[:, :VOCABULARY_SIZE], np.tile(expected / expected.sum(), (4, 1)), atol=1e-6)
