@@ -18,6 +18,7 @@ from keras_rnnlm import cli
 from keras_rnnlm.corpus import find_documents
 from keras_rnnlm.data import segments_for_evaluation, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.model import compile_model
 from keras_rnnlm.runs import RunFolder
 from keras_rnnlm.vocab import encode_documents
 
@@ -39,6 +40,7 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
     """
     run = RunFolder(run_dir)
     config, vocabulary, tokenizer, model = run.load()
+    compile_model(model, config.train)  # the loss and metrics; the optimizer is never used
     encoded = encode_documents(find_documents(text_paths), tokenizer, vocabulary)
     stream = windowed_stream(segments_for_evaluation(encoded, config.corpus.sequences), config.window_size)
     if stream.num_windows == 0:

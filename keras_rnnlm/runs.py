@@ -20,7 +20,6 @@ import keras
 
 from keras_rnnlm.config import Config, config_to_dict, config_to_toml, load_config
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.model import Perplexity
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import Vocabulary
 
@@ -81,10 +80,12 @@ class RunFolder:
         return load_config(self.config)
 
     def load_model(self) -> keras.Model:
-        """Loads ``model.keras`` in Keras' safe mode (no code runs from the file)."""
+        """Loads ``model.keras`` in Keras' safe mode (no code runs from the file), without
+        its training settings: generating needs none, and a run trained by an older
+        version, whose metrics may differ, still loads."""
         if not self.model.is_file():
             raise RnnlmError(f"{self.path} has no model.keras yet; train it first with python -m keras_rnnlm.train")
-        return keras.saving.load_model(self.model, custom_objects={"Perplexity": Perplexity}, safe_mode=True)
+        return keras.saving.load_model(self.model, compile=False, safe_mode=True)
 
     def load(self) -> tuple[Config, Vocabulary, Tokenizer, keras.Model]:
         """Reads back what generation and evaluation need: config, vocabulary, tokenizer, model."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_rnnlm.config import ModelConfig, TrainConfig
-from keras_rnnlm.model import Perplexity, build_model, compile_model
+from keras_rnnlm.model import NextTokenMetrics, build_model, compile_model
 
 
 def test_shapes_and_layers():
@@ -44,14 +44,39 @@ def test_fresh_model_perplexity_is_about_the_vocabulary_size():
 
 
 def test_perplexity_is_exp_of_mean_cross_entropy_not_mean_of_exps():
-    metric = Perplexity()
+    metric = NextTokenMetrics()
     confident = np.array([[0.9, 0.1]], np.float32)  # cross-entropy -log 0.9
     unsure = np.array([[0.1, 0.9]], np.float32)  # cross-entropy -log 0.1
     metric.update_state(np.array([0]), confident)
     metric.update_state(np.array([0]), unsure)
     expected = math.exp((-math.log(0.9) - math.log(0.1)) / 2)
-    assert float(metric.result()) == pytest.approx(expected, rel=1e-4)
-    assert float(metric.result()) < (1 / 0.9 + 1 / 0.1) / 2
+    assert float(metric.result()["perplexity"]) == pytest.approx(expected, rel=1e-4)
+    assert float(metric.result()["perplexity"]) < (1 / 0.9 + 1 / 0.1) / 2
+
+
+def test_metrics_match_keras_own_metrics():
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.full(50, 0.5), size=300).astype(np.float32)
+    targets = rng.integers(0, 50, 300)
+    weights = rng.uniform(0, 2, 300).astype(np.float32)
+    for sample_weight in (None, weights):
+        metric = NextTokenMetrics()
+        metric.update_state(targets[:100], probabilities[:100], None if sample_weight is None else sample_weight[:100])
+        metric.update_state(targets[100:], probabilities[100:], None if sample_weight is None else sample_weight[100:])
+        result = {name: float(value) for name, value in metric.result().items()}
+        expected = {
+            "accuracy": keras.metrics.SparseCategoricalAccuracy(),
+            "top5_accuracy": keras.metrics.SparseTopKCategoricalAccuracy(k=5),
+        }
+        for name, keras_metric in expected.items():
+            keras_metric.update_state(targets, probabilities, sample_weight=sample_weight)
+            assert result[name] == pytest.approx(float(keras_metric.result()), abs=1e-6), name
+        cross_entropy = -np.log(probabilities[np.arange(300), targets])
+        mean = np.average(cross_entropy, weights=sample_weight)
+        assert result["perplexity"] == pytest.approx(math.exp(mean), rel=1e-5)
+    metric.reset_state()
+    metric.update_state(targets[:1], probabilities[:1])
+    assert float(metric.result()["perplexity"]) == pytest.approx(math.exp(cross_entropy[0]), rel=1e-5)
 
 
 def test_softmax_stays_float32_under_mixed_precision():

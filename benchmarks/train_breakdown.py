@@ -1,0 +1,125 @@
+"""Where a training step's time goes: the default model's pieces, each timed on its own.
+
+Batch 256 of the default architecture (vocabulary 10,000, embedding 128, one LSTM of
+256, window 5). Each piece is a compiled ``tf.function`` that runs the piece's forward
+and backward pass (a ``GradientTape``) and returns the gradients; the whole step is
+Keras' own train function on one batch. Pieces are called on their own, so each
+includes about 0.1-0.3 ms of call overhead. Float32 and, where it matters, bfloat16
+(the weights cast once, outside the timed function, as a mixed policy would).
+
+Usage:
+    python benchmarks/train_breakdown.py [--calls 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_rnnlm.config import ModelConfig, TrainConfig
+from keras_rnnlm.model import build_model, compile_model
+
+VOCABULARY_SIZE, WINDOW_SIZE, BATCH_SIZE = 10_000, 5, 256
+
+
+def median_ms(function, *arguments, calls: int, repeats: int = 5) -> float:
+    function(*arguments)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(calls):
+            result = function(*arguments)
+        tf.nest.map_structure(lambda tensor: tensor.numpy(), result)
+        times.append((time.perf_counter() - started) / calls)
+    return statistics.median(times) * 1e3
+
+
+def output_layer_pieces(units: int, dtype) -> dict:
+    """Dense(10,000) and the loss, forward and backward, two ways."""
+    hidden = tf.random.normal((BATCH_SIZE, units), dtype=tf.float32)
+    kernel = tf.Variable(tf.random.normal((units, VOCABULARY_SIZE), stddev=0.05))
+    bias = tf.Variable(tf.zeros((VOCABULARY_SIZE,)))
+    targets = tf.random.uniform((BATCH_SIZE,), 0, VOCABULARY_SIZE, dtype=tf.int32)
+
+    def logits_of(hidden):
+        return tf.cast(tf.matmul(tf.cast(hidden, dtype), tf.cast(kernel, dtype)), tf.float32) + bias
+
+    @tf.function
+    def from_probabilities(hidden):  # the model's way: softmax output, Keras' loss reads it
+        with tf.GradientTape() as tape:
+            tape.watch(hidden)
+            probabilities = keras.activations.softmax(logits_of(hidden))
+            loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(targets, probabilities))
+        return tape.gradient(loss, [hidden, kernel, bias])
+
+    @tf.function
+    def from_logits(hidden):  # the fused softmax and cross-entropy
+        with tf.GradientTape() as tape:
+            tape.watch(hidden)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits_of(hidden)))
+        return tape.gradient(loss, [hidden, kernel, bias])
+
+    name = dtype.name
+    return {
+        f"Dense + softmax + Keras loss ({name})": (from_probabilities, hidden),
+        f"Dense + fused softmax cross-entropy ({name})": (from_logits, hidden),
+    }
+
+
+def lstm_pieces(config: ModelConfig) -> dict:
+    """Keras' LSTM layer on embedded windows, forward and backward."""
+    inputs = tf.random.normal((BATCH_SIZE, WINDOW_SIZE, config.embedding_dim))
+    pieces = {}
+    for unroll in (False, True):
+        layer = keras.layers.LSTM(config.units, unroll=unroll)
+        layer.build(inputs.shape)
+
+        @tf.function
+        def forward_backward(inputs, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs)
+                loss = tf.reduce_sum(layer(inputs, training=True))
+            return tape.gradient(loss, [inputs, *layer.trainable_weights])
+
+        pieces[f"Keras LSTM, unroll={unroll}"] = (forward_backward, inputs)
+    return pieces
+
+
+def whole_step() -> dict:
+    """Keras' own train function on one batch (forward, backward, clipping, Adam, metrics)."""
+    model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE)
+    compile_model(model, TrainConfig())
+    windows = tf.random.uniform((BATCH_SIZE, WINDOW_SIZE), 0, VOCABULARY_SIZE, dtype=tf.int32)
+    targets = tf.random.uniform((BATCH_SIZE,), 0, VOCABULARY_SIZE, dtype=tf.int32)
+    model.train_on_batch(windows, targets)  # builds the optimizer and the train function
+    return {"whole Keras train step (fit's function)": (lambda: model.train_function([(windows, targets)]), )}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=30)
+    args = parser.parse_args()
+    keras.utils.set_random_seed(0)
+    config = ModelConfig()
+    pieces = {
+        **whole_step(),
+        **output_layer_pieces(config.units, tf.float32),
+        **output_layer_pieces(config.units, tf.bfloat16),
+        **lstm_pieces(config),
+    }
+    print(f"batch {BATCH_SIZE}, vocabulary {VOCABULARY_SIZE:,}, embedding {config.embedding_dim}, "
+          f"LSTM {config.units}, window {WINDOW_SIZE}; medians of 5 x {args.calls} calls; TensorFlow {tf.__version__}")
+    for name, (function, *arguments) in pieces.items():
+        print(f"{name:>48}: {median_ms(function, *arguments, calls=args.calls):7.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
