@@ -51,8 +51,8 @@ def matmul_throughput() -> None:
 
 
 def step_pieces(model) -> None:
-    body = keras.Sequential(model.layers[:-1])
-    dense = model.layers[-1]
+    body = keras.Sequential(model.layers[:-2])  # all but the output Dense and its softmax
+    dense = keras.Sequential(model.layers[-2:])
     banned = tf.constant(np.isin(np.arange(VOCABULARY_SIZE), [0, 1]))
     pieces = {
         "whole model": tf.function(lambda w: model(w, training=False)),

@@ -114,8 +114,10 @@ class TrainConfig:
     seed: int = 1234
     # "auto" (GPUs if any, else CPU), "cpu" or "gpu".
     device: str = "auto"
-    # Compute in float16 on GPU or bfloat16 on CPU, keeping the softmax in float32.
-    mixed_precision: bool = False
+    # "auto", "float32" or "mixed" (float16 on GPU, bfloat16 on CPU; the softmax stays
+    # float32). "auto" is mixed on a GPU that has float16 units and on a CPU whose
+    # bfloat16 matmul measures faster than float32 (benchmarks/RESULTS.md), else float32.
+    precision: str = "auto"
     # Prompt for the sample printed after each epoch; empty uses the validation text's start.
     sample_prompt: str = ""
     # Tokens in the sample printed after each epoch; 0 turns the sample off.
@@ -153,6 +155,12 @@ CHOICES = {
     "model.cell": ("lstm", "gru", "simple_rnn"),
     "train.optimizer": ("adam", "sgd"),
     "train.device": ("auto", "cpu", "gpu"),
+    "train.precision": ("auto", "float32", "mixed"),
+}
+
+# Keys that runs saved by earlier versions hold, and what they mean now.
+_RENAMED = {
+    ("train", "mixed_precision"): ("precision", lambda mixed: "mixed" if mixed is True else "float32"),
 }
 
 
@@ -198,6 +206,10 @@ def config_from_dict(values: dict) -> Config:
     Raises:
         RnnlmError: On an unknown key, a wrong type or an out-of-range value.
     """
+    for (section, old), (new, meaning) in _RENAMED.items():
+        table = values.get(section)
+        if isinstance(table, dict) and old in table and new not in table:
+            values = {**values, section: {**{k: v for k, v in table.items() if k != old}, new: meaning(table[old])}}
     config = _build(Config, values, prefix="")
     validate(config)
     return config

@@ -7,6 +7,8 @@ several GPUs train with ``tf.distribute.MirroredStrategy``; with none, the CPU.
 from __future__ import annotations
 
 import logging
+import statistics
+import time
 
 import keras
 import tensorflow as tf
@@ -50,17 +52,66 @@ def strategy_for_devices(names: list[str]) -> tf.distribute.Strategy:
     return strategy
 
 
-def set_precision(mixed_precision: bool, strategy: tf.distribute.Strategy) -> str:
-    """Sets Keras' global dtype policy: mixed float16 on GPU, mixed bfloat16 on CPU.
+def on_gpu(strategy: tf.distribute.Strategy) -> bool:
+    """Whether the strategy trains on GPUs."""
+    return "GPU" in str(strategy.extended.worker_devices[0]).upper()
+
+
+def set_precision(precision: str, strategy: tf.distribute.Strategy) -> str:
+    """Sets Keras' global dtype policy.
+
+    Args:
+        precision: "float32"; "mixed" (float16 on GPU, bfloat16 on CPU, the softmax
+            float32 either way); or "auto": mixed on GPUs with float16 units (compute
+            capability 7.0 or newer, where the cuDNN kernels run it fast) and on a CPU
+            whose bfloat16 matmul measures clearly faster than float32 (oneDNN on a
+            processor with bfloat16 instructions), else float32.
+        strategy: Where training runs.
 
     Returns:
         The policy's name.
     """
-    on_gpu = "GPU" in str(strategy.extended.worker_devices[0]).upper()
-    if not mixed_precision:
-        policy = "float32"
-    else:
-        policy = "mixed_float16" if on_gpu else "mixed_bfloat16"
+    mixed = "mixed_float16" if on_gpu(strategy) else "mixed_bfloat16"
+    reason = ""
+    if precision == "auto":
+        if on_gpu(strategy):
+            capabilities = [
+                tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
+                for gpu in tf.config.list_physical_devices("GPU")
+            ]
+            fast = bool(capabilities) and min(capabilities) >= (7, 0)
+            reason = f" (auto: GPU compute capability {min(capabilities, default=(0, 0))})"
+        else:
+            speedup = bfloat16_matmul_speedup()
+            fast = speedup >= BFLOAT16_SPEEDUP_NEEDED
+            reason = f" (auto: a bfloat16 matmul runs {speedup:.2f}x float32 on this CPU)"
+        precision = "mixed" if fast else "float32"
+    policy = mixed if precision == "mixed" else "float32"
     keras.mixed_precision.set_global_policy(policy)
-    logger.info("precision: %s", policy)
+    logger.info("precision: %s%s", policy, reason)
     return policy
+
+
+# Mixed bfloat16 also costs casts of every weight and activation; below this matmul
+# speed-up the step gains too little to be worth its rounding.
+BFLOAT16_SPEEDUP_NEEDED = 1.3
+
+
+def bfloat16_matmul_speedup(size: int = 1024, repeats: int = 5) -> float:
+    """How many times faster a (size x size) bfloat16 matmul runs than a float32 one on
+    the CPU (median of ``repeats``; about 0.1 s in all)."""
+
+    def seconds(dtype) -> float:
+        a = tf.random.normal((size, size), dtype=tf.float32)
+        a = tf.cast(a, dtype)
+        multiply = tf.function(lambda: tf.linalg.matmul(a, a)[0, 0])
+        multiply()  # trace and warm up
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            multiply().numpy()
+            times.append(time.perf_counter() - started)
+        return statistics.median(times)
+
+    with tf.device("/cpu:0"):
+        return seconds(tf.float32) / seconds(tf.bfloat16)

@@ -79,8 +79,10 @@ class NextTokenLogits:
         self.padded_size = -(-vocabulary_size // BLOCK) * BLOCK
         self.banned_ids = list(banned_ids)
         layers = model.layers if isinstance(model, keras.Sequential) else []
-        self.output_layer = layers[-1] if layers and _is_softmax_dense(layers[-1], vocabulary_size) else None
-        self.lstm_layers = _lstm_stack(layers[:-1]) if self.output_layer is not None else None
+        head = _softmax_head_size(layers, vocabulary_size)
+        self.body = layers[:-head] if head else []  # the layers up to the output Dense
+        self.output_layer = layers[-head] if head else None
+        self.lstm_layers = _lstm_stack(self.body) if head else None
 
     def prepare(self) -> TokenSteps:
         """Computes what every step shares (call it once inside a ``tf.function``, before
@@ -111,7 +113,7 @@ class NextTokenLogits:
 
     def _keras_features(self, windows):
         hidden = windows
-        for layer in self.model.layers[:-1]:
+        for layer in self.body:
             hidden = layer(hidden, training=False)
         return tf.cast(hidden, tf.float32)
 
@@ -182,13 +184,22 @@ def _weight(variable):
     return tf.cast(variable, tf.float32)
 
 
-def _is_softmax_dense(layer, vocabulary_size: int) -> bool:
-    return (
-        isinstance(layer, keras.layers.Dense)
-        and layer.activation is keras.activations.softmax
-        and layer.use_bias
-        and layer.units == vocabulary_size
-    )
+def _softmax_head_size(layers, vocabulary_size: int) -> int:
+    """How many final layers form the output Dense (with a bias) and its softmax: 2 for
+    Dense -> Activation("softmax"), 1 for a Dense with a softmax activation (models
+    saved before the two were split), 0 for anything else."""
+
+    def dense(layer, activation):
+        return (
+            isinstance(layer, keras.layers.Dense)
+            and layer.activation is activation
+            and layer.use_bias
+            and layer.units == vocabulary_size
+        )
+
+    if len(layers) >= 2 and isinstance(layers[-1], keras.layers.Activation) and layers[-1].activation is keras.activations.softmax:
+        return 2 if dense(layers[-2], keras.activations.linear) else 0
+    return 1 if layers and dense(layers[-1], keras.activations.softmax) else 0
 
 
 def _lstm_stack(layers) -> list | None:

@@ -59,13 +59,16 @@ class NextTokenMetrics(keras.metrics.Metric):
         }
 
 
-def build_model(config: ModelConfig, window_size: int, vocabulary_size: int) -> keras.Sequential:
+def build_model(config: ModelConfig, window_size: int, vocabulary_size: int, unroll: bool = False) -> keras.Sequential:
     """Builds the (uncompiled) model.
 
     Args:
         config: Sizes, cell and dropout.
         window_size: Tokens of context per example.
         vocabulary_size: Number of token ids, reserved tokens included.
+        unroll: Unroll the recurrent layers over the window. Faster on a CPU for short
+            windows (no ``tf.while_loop``), but a GPU then loses the cuDNN kernel, so
+            training turns it on for the CPU only. Defaults to False.
 
     Returns:
         A ``keras.Sequential`` mapping int32 windows (batch, window_size) to next-token
@@ -89,12 +92,15 @@ def build_model(config: ModelConfig, window_size: int, vocabulary_size: int) -> 
                 config.units,
                 return_sequences=not last,  # (batch, window, units) between layers, (batch, units) at the top
                 recurrent_dropout=config.recurrent_dropout,
+                unroll=unroll,
                 name=f"{config.cell}_{number + 1}",
             )
         )
         stack.append(layers.Dropout(config.dropout, name=f"dropout_{number + 1}"))
-    # The softmax stays in float32 under mixed precision: small probabilities underflow in 16 bits.
-    stack.append(layers.Dense(vocabulary_size, activation="softmax", dtype="float32", name="next_token"))
+    # The output matmul runs at the compute precision (the largest in the model); the
+    # softmax runs in float32, as small probabilities underflow in 16 bits.
+    stack.append(layers.Dense(vocabulary_size, name="next_token"))  # (batch, vocabulary): logits
+    stack.append(layers.Activation("softmax", dtype="float32", name="probabilities"))
     return keras.Sequential(stack, name="rnnlm")
 
 

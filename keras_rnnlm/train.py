@@ -32,7 +32,7 @@ from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, SampleText
 from keras_rnnlm.config import Config, load_config
 from keras_rnnlm.corpus import corpus_documents, find_documents
 from keras_rnnlm.data import check_sizes, segments_for_training, windowed_stream, windows_dataset
-from keras_rnnlm.devices import select_strategy, set_precision
+from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.export import export_run
 from keras_rnnlm.generate import Generator
@@ -106,16 +106,20 @@ def train(
     del train_stream
 
     strategy = strategy or select_strategy(config.train.device)
-    set_precision(config.train.mixed_precision, strategy)
+    caller_policy = keras.mixed_precision.global_policy()
 
     # Only now, with the input known good, does anything get written.
     run.start(state)
     if state == NEW:
         vocabulary.save(run.vocabulary)
         write_config(run, config)
-    with strategy.scope():
-        model = build_model(config.model, window_size, len(vocabulary))
-        compile_model(model, config.train)
+    try:
+        set_precision(config.train.precision, strategy)
+        with strategy.scope():
+            model = build_model(config.model, window_size, len(vocabulary), unroll=not on_gpu(strategy))
+            compile_model(model, config.train)
+    finally:  # the model keeps its policy; the caller's next model gets theirs
+        keras.mixed_precision.set_global_policy(caller_policy)
     model.summary(print_fn=lambda line, **_: logger.info(line))
 
     callbacks = _callbacks(config, run, Generator(model, vocabulary, tokenizer, window_size,

@@ -39,7 +39,7 @@ def test_training_flops_count_every_weight_multiply_add_three_times():
     recurrent = [layer for layer in model.layers if "lstm" in layer.name]
     # Forward multiply-adds: each recurrent kernel once per window position, the output kernel once.
     forward = sum(5 * (layer.cell.kernel.shape.num_elements() + layer.cell.recurrent_kernel.shape.num_elements())
-                  for layer in recurrent) + model.layers[-1].kernel.shape.num_elements()
+                  for layer in recurrent) + model.get_layer("next_token").kernel.shape.num_elements()
     assert training_flops_per_window(config, 5, 100) == 2 * 3 * forward
     default = training_flops_per_window(ModelConfig(), 5, 10_000)
     assert default == 6 * (5 * 4 * 256 * (128 + 256) + 256 * 10_000)  # 27.2 MFLOP

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_rnnlm.config import Config, config_to_toml, load_config
+from keras_rnnlm.config import Config, config_from_dict, config_to_toml, load_config
 from keras_rnnlm.errors import RnnlmError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -11,7 +11,7 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 def test_default_toml_lists_every_field_with_its_default():
     text = (CONFIGS / "default.toml").read_text()
     assert load_config(CONFIGS / "default.toml") == Config()
-    for key in ("paths", "max_size", "window_size", "cell", "recurrent_dropout", "clipnorm", "mixed_precision"):
+    for key in ("paths", "max_size", "window_size", "cell", "recurrent_dropout", "clipnorm", "precision"):
         assert f"\n{key} " in text
 
 
@@ -21,11 +21,21 @@ def test_every_shipped_config_loads(name):
 
 
 def test_overrides_parse_toml_values_and_bare_words():
-    config = load_config(None, ["model.units=64", "corpus.level=char", "train.mixed_precision=true", "corpus.paths=['a.txt']"])
+    config = load_config(None, ["model.units=64", "corpus.level=char", "train.precision=mixed", "corpus.paths=['a.txt']"])
     assert config.model.units == 64
     assert config.corpus.level == "char"
-    assert config.train.mixed_precision is True
+    assert config.train.precision == "mixed"
     assert config.corpus.paths == ("a.txt",)
+
+
+@pytest.mark.parametrize("saved, precision", [(True, "mixed"), (False, "float32")])
+def test_runs_saved_with_the_old_mixed_precision_key_still_load(saved, precision):
+    assert config_from_dict({"train": {"mixed_precision": saved}}).train.precision == precision
+
+
+def test_precision_must_be_a_known_choice():
+    with pytest.raises(RnnlmError, match="train.precision = 'half' is not one of 'auto', 'float32', 'mixed'"):
+        load_config(None, ["train.precision=half"])
 
 
 def test_integer_is_accepted_where_a_float_is_expected():

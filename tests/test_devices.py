@@ -3,8 +3,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import tensorflow as tf
 
+from keras_rnnlm import devices
 from keras_rnnlm.devices import select_strategy, set_precision, strategy_for_devices
 
 TESTS = Path(__file__).resolve().parent
@@ -19,9 +21,18 @@ def test_auto_without_a_gpu_trains_on_the_cpu():
 def test_mixed_precision_on_cpu_is_bfloat16():
     strategy = strategy_for_devices(["/cpu:0"])
     try:
-        assert set_precision(True, strategy) == "mixed_bfloat16"
+        assert set_precision("mixed", strategy) == "mixed_bfloat16"
     finally:
-        assert set_precision(False, strategy) == "float32"
+        assert set_precision("float32", strategy) == "float32"
+
+
+@pytest.mark.parametrize("speedup, policy", [(1.9, "mixed_bfloat16"), (0.7, "float32")])
+def test_auto_precision_on_cpu_follows_the_measured_bfloat16_speedup(monkeypatch, speedup, policy):
+    monkeypatch.setattr(devices, "bfloat16_matmul_speedup", lambda: speedup)
+    try:
+        assert set_precision("auto", strategy_for_devices(["/cpu:0"])) == policy
+    finally:
+        set_precision("float32", strategy_for_devices(["/cpu:0"]))
 
 
 def test_mirrored_strategy_trains_over_two_logical_cpus(song_file, tmp_path):

@@ -12,7 +12,7 @@ from keras_rnnlm.model import NextTokenMetrics, build_model, compile_model
 def test_shapes_and_layers():
     model = build_model(ModelConfig(embedding_dim=8, units=16, layers=2), window_size=5, vocabulary_size=50)
     assert isinstance(model, keras.Sequential)
-    assert [type(layer).__name__ for layer in model.layers] == ["Embedding", "LSTM", "Dropout", "LSTM", "Dropout", "Dense"]
+    assert [type(layer).__name__ for layer in model.layers] == ["Embedding", "LSTM", "Dropout", "LSTM", "Dropout", "Dense", "Activation"]
     probabilities = model(np.zeros((3, 5), np.int32))
     assert probabilities.shape == (3, 50)
     np.testing.assert_allclose(np.sum(probabilities, axis=-1), 1.0, rtol=1e-5)

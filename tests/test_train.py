@@ -35,7 +35,7 @@ def test_a_repetitive_song_is_learned_and_the_run_folder_is_complete(song_file, 
 
 def test_mixed_precision_trains_and_keeps_the_softmax_in_float32(song_file, tmp_path):
     try:
-        summary = train(small_config([song_file], train={"epochs": 8, "mixed_precision": True}), tmp_path / "run", verbose=0)
+        summary = train(small_config([song_file], train={"epochs": 8, "precision": "mixed"}), tmp_path / "run", verbose=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     assert summary["val_accuracy"] > 0.9
