@@ -60,7 +60,8 @@ def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("export")
     (folder / "song.txt").write_text(SONG * 40)
     (folder / "names.txt").write_text("\n".join(NAMES * 30) + "\n")
-    train(small_config([folder / "song.txt"], train={"epochs": 12}), folder / "song", verbose=0)
+    # float32: a bfloat16 model served from the SavedModel differs from the Keras call by up to 5e-3.
+    train(small_config([folder / "song.txt"], train={"epochs": 12, "precision": "float32"}), folder / "song", verbose=0)
     names = small_config([folder / "names.txt"], corpus={"level": "char", "sequences": "lines"},
                          data={"char_window_size": 8}, train={"epochs": 10})
     train(names, folder / "names", verbose=0)
