@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_rnnlm.config import ModelConfig, TrainConfig  # noqa: E402
-from keras_rnnlm.data import windowed_stream, windows_dataset
+from keras_rnnlm.data import windowed_stream, windows_dataset  # noqa: E402
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision  # noqa: E402
 from keras_rnnlm.model import build_model, compile_model, training_flops_per_window  # noqa: E402
 
@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--matmul-size", type=int, default=4096)
     args = parser.parse_args(argv)
 
-    # Each path trains in its own process: in one process, PyTorch ran half as fast
-    # after a TensorFlow training epoch than before it (5,300 vs 2,900 windows/s here),
-    # which would flatter keras_rnnlm. The processes take turns, one epoch at a time.
+    # Each path trains in its own process: in one process, PyTorch ran about half as
+    # fast after a TensorFlow training epoch as before it (benchmarks/RESULTS.md), which
+    # would flatter keras_rnnlm. The processes take turns, one epoch at a time.
     peak = matmul_peak_flops(args.matmul_size)  # before any worker runs
     context = multiprocessing.get_context("spawn")
     workers = {}

@@ -124,25 +124,30 @@ class NextTokenLogits:
         embedding, first = self.lstm_layers[0], self.lstm_layers[1]
         # (vocabulary, 4 * units): each id's input projection in the first LSTM layer.
         table = tf.matmul(_weight(embedding.embeddings), _weight(first.cell.kernel)) + _weight(first.cell.bias)
-        cells = [layer.cell for layer in self.lstm_layers[1:]]
-        window_size = self.model.inputs[0].shape[1]
+        # (kernel, bias, recurrent kernel) of each layer, read once, outside the loop.
+        weights = [
+            (_weight(layer.cell.kernel), _weight(layer.cell.bias), _weight(layer.cell.recurrent_kernel))
+            for layer in self.lstm_layers[1:]
+        ]
+        units = self.lstm_layers[1].cell.units  # every layer has the same units
 
         def advance(state, ids):
             inputs = tf.gather(table, ids)[tf.newaxis]  # (1, batch, 4 * units): the same for every chain
             new_state = []
-            for number, (cell, (hiddens, memories)) in enumerate(zip(cells, state)):
+            for number, ((kernel, bias, recurrent_kernel), (hiddens, memories)) in enumerate(zip(weights, state)):
                 if number > 0:  # the input is the layer below's new hidden state, chain by chain
-                    inputs = _matmul_chains(new_state[-1][0], _weight(cell.kernel)) + _weight(cell.bias)
+                    inputs = _matmul_chains(new_state[-1][0], kernel) + bias
                 # The oldest chain has read its window and ends; the others go on, and a
                 # new one starts from zero state (no recurrent term, zero cell state).
-                recurrent = _matmul_chains(hiddens[:-1], _weight(cell.recurrent_kernel))  # (window - 1, batch, 4 * units)
+                recurrent = _matmul_chains(hiddens[:-1], recurrent_kernel)  # (window - 1, batch, 4 * units)
                 gates = inputs + tf.pad(recurrent, [[1, 0], [0, 0], [0, 0]])  # (window, batch, 4 * units)
                 new_state.append(_lstm_cell(gates, tf.pad(memories[:-1], [[1, 0], [0, 0], [0, 0]])))
             return tuple(new_state)
 
         def start(windows):
-            zeros = tf.zeros([window_size, tf.shape(windows)[0], cells[0].units])  # every layer has the same units
-            state = tuple((zeros, zeros) for _ in cells)
+            window_size = windows.shape[1]
+            zeros = tf.zeros([window_size, tf.shape(windows)[0], units])
+            state = tuple((zeros, zeros) for _ in weights)
             for position in range(window_size):  # after window_size tokens every chain has started inside the window
                 state = advance(state, windows[:, position])
             return state
