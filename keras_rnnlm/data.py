@@ -28,24 +28,35 @@ from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID
 class WindowedStream:
     """Segments of ids laid end to end, each after ``window_size`` padding ids.
 
+    Example ``k`` (counting from 0 over all segments) is the ``k``-th token that is not
+    leading padding; it is found from the segment ends, so no array of target positions
+    (4 bytes per corpus token) is ever held.
+
     Attributes:
         ids: int32 (stream_length,), the padded segments.
-        targets: int32 (num_windows,), the position in ``ids`` of every example's
-            target; its window is ``ids[target - window_size : target]``.
+        window_ends: int64 (segments,), the number of examples up to the end of each
+            segment: segment ``s`` holds examples ``window_ends[s - 1]`` to ``window_ends[s] - 1``.
         window_size: Tokens of context per example.
     """
 
     ids: np.ndarray
-    targets: np.ndarray
+    window_ends: np.ndarray
     window_size: int
 
     @property
     def num_windows(self) -> int:
-        return len(self.targets)
+        return int(self.window_ends[-1]) if len(self.window_ends) else 0
+
+    def target_positions(self, examples: np.ndarray | None = None) -> np.ndarray:
+        """Where each example's target is in ``ids`` (all examples by default); its window
+        is ``ids[target - window_size : target]``."""
+        examples = np.arange(self.num_windows) if examples is None else np.asarray(examples)
+        segments = np.searchsorted(self.window_ends, examples, side="right")
+        return examples + (segments + 1) * self.window_size
 
     def target_ids(self) -> np.ndarray:
         """The target token of every example, in order (int32)."""
-        return self.ids[self.targets]
+        return self.ids[self.target_positions()]
 
 
 def windowed_stream(segments: Sequence[np.ndarray], window_size: int) -> WindowedStream:
@@ -55,17 +66,14 @@ def windowed_stream(segments: Sequence[np.ndarray], window_size: int) -> Windowe
         segments: int32 id arrays; empty ones are skipped.
         window_size: Tokens of context per example.
     """
-    padding = np.full(window_size, PAD_ID, dtype=np.int32)
-    pieces, targets, length = [], [], 0
+    lengths = np.array([len(segment) for segment in segments if len(segment)], dtype=np.int64)
+    ids = np.full(int(lengths.sum()) + window_size * len(lengths), PAD_ID, dtype=np.int32)
+    start = window_size
     for segment in segments:
-        if len(segment) == 0:
-            continue
-        pieces += [padding, segment]
-        targets.append(np.arange(length + window_size, length + window_size + len(segment), dtype=np.int32))
-        length += window_size + len(segment)
-    if not pieces:
-        return WindowedStream(np.zeros(0, np.int32), np.zeros(0, np.int32), window_size)
-    return WindowedStream(np.concatenate(pieces), np.concatenate(targets), window_size)
+        if len(segment):
+            ids[start : start + len(segment)] = segment
+            start += len(segment) + window_size
+    return WindowedStream(ids, np.cumsum(lengths), window_size)
 
 
 def split_by_position(
@@ -178,31 +186,32 @@ def windows_dataset(
         Batches of int32 ``windows`` (batch, window_size) and int32 ``targets`` (batch,).
     """
     ids = tf.constant(stream.ids)  # (stream_length,)
-    targets = tf.constant(stream.targets)  # (num_windows,)
-    offsets = tf.range(-stream.window_size, 0, dtype=tf.int32)  # (window_size,)
+    window_ends = tf.constant(stream.window_ends, dtype=tf.int32)  # (segments,)
+    window_size, num_windows = stream.window_size, stream.num_windows
+    offsets = tf.range(-window_size, 0, dtype=tf.int32)  # (window_size,)
+    num_batches = -(-num_windows // batch_size)
 
-    def gather(positions):  # (batch,) positions of the targets in ids
+    def example_numbers(batch):  # the batch-th run of batch_size example numbers
+        return tf.range(batch * batch_size, tf.minimum((batch + 1) * batch_size, num_windows))
+
+    def gather(examples):  # (batch,) example numbers
+        positions = examples + (tf.searchsorted(window_ends, examples, side="right") + 1) * window_size  # (batch,)
         windows = tf.gather(ids, positions[:, tf.newaxis] + offsets)  # (batch, window_size)
         return windows, tf.gather(ids, positions)  # (batch, window_size), (batch,)
 
+    batches = tf.data.Dataset.range(num_batches, output_type=tf.int32).map(example_numbers)
     if shuffle:
-        # A new permutation of all targets every epoch (the one-element seed dataset draws
-        # a new seed each time fit iterates it). Dataset.shuffle over the targets would
-        # hold every position as a tensor in its buffer, about 200 bytes per corpus token.
+        # A new permutation of all examples every epoch (the one-element seed dataset draws
+        # a new seed each time fit iterates it). index_shuffle computes each example's place
+        # in the permutation without building it: Dataset.shuffle would hold every example
+        # as a tensor in its buffer (about 200 bytes per corpus token), a materialized
+        # permutation 4 bytes per token.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-        orders = seeds.map(lambda draw: tf.random.experimental.stateless_shuffle(targets, seed=tf.stack([draw, 0])))
-        dataset = orders.flat_map(lambda order: _batches(order, batch_size))
-    else:
-        dataset = _batches(targets, batch_size)
-    # flat_map and filter hide the length; fit needs it for its progress bar and epoch end.
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(-(-stream.num_windows // batch_size)))
-    return dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def _batches(positions: tf.Tensor, batch_size: int) -> tf.data.Dataset:
-    """Consecutive slices of ``batch_size`` positions, the last one smaller, as a dataset
-    of whole batches (not of single positions, which tf.data would handle one by one)."""
-    whole = tf.size(positions) // batch_size * batch_size
-    full = tf.data.Dataset.from_tensor_slices(tf.reshape(positions[:whole], [-1, batch_size]))
-    rest = tf.data.Dataset.from_tensors(positions[whole:]).filter(lambda rest: tf.size(rest) > 0)
-    return full.concatenate(rest)
+        batches = seeds.flat_map(
+            lambda draw: batches.map(
+                lambda examples: tf.random.experimental.index_shuffle(examples, tf.stack([draw, 0]), num_windows - 1)
+            )
+        )
+        # flat_map hides the length; fit needs it for its progress bar and epoch end.
+        batches = batches.apply(tf.data.experimental.assert_cardinality(num_batches))
+    return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

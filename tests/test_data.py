@@ -37,6 +37,16 @@ def test_windows_never_reach_into_another_segment():
     assert windows[3].tolist() == [PAD_ID, PAD_ID]  # The second segment starts afresh.
 
 
+def test_shuffled_examples_are_the_same_examples_across_many_segments():
+    rng = np.random.default_rng(0)
+    segments = [rng.integers(3, 50, size, dtype=np.int32) for size in (1, 0, 7, 2, 0, 30, 1, 12)]
+    stream = windowed_stream(segments, window_size=4)
+    assert stream.num_windows == 53 and stream.target_ids().tolist() == np.concatenate(segments).tolist()
+    in_order = sorted(map(tuple, np.column_stack(all_examples(stream)).tolist()))
+    shuffled = sorted(map(tuple, np.column_stack(all_examples(stream, batch_size=5, shuffle=True, seed=3)).tolist()))
+    assert shuffled == in_order
+
+
 def test_shuffling_is_seeded_and_covers_every_example_once():
     stream = windowed_stream([np.arange(3, 103, dtype=np.int32)], window_size=3)
     first = all_examples(stream, batch_size=7, shuffle=True, seed=5)
