@@ -2,7 +2,9 @@
 
 Times ``build_vocabulary`` (one streaming pass: read, decode, tokenize, assign ids, count,
 map to final ids) on a synthetic corpus (benchmarks/synthetic.py) and on any ``--files``
-given, at word level with the default tokenizer; the median of ``--repeats`` passes.
+given, at word level; the median of ``--repeats`` passes. Each file is timed in this
+process alone and with a worker process per core (``build_vocabulary`` itself picks
+workers only for corpora of ``keras_rnnlm.vocab.PARALLEL_BYTES`` or more).
 
 Usage:
     python benchmarks/encode_speed.py [--tokens 20000000] [--files ../shared/data/tinyshakespeare/input.txt]
@@ -20,19 +22,28 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import write_corpus  # noqa: E402
 
+from keras_rnnlm import vocab  # noqa: E402
 from keras_rnnlm.corpus import Document  # noqa: E402
 from keras_rnnlm.tokenizer import Tokenizer  # noqa: E402
-from keras_rnnlm.vocab import build_vocabulary  # noqa: E402
+
+WAYS = {"one process": float("inf"), "worker processes": 0}  # vocab.PARALLEL_BYTES for each
 
 
-def megabytes_per_second(path: Path, tokenizer: Tokenizer, repeats: int) -> tuple[float, int]:
-    """(MB/s, tokens encoded) of build_vocabulary on one file."""
-    times = []
+def megabytes_per_second(path: Path, tokenizer: Tokenizer, repeats: int) -> tuple[dict[str, float], int]:
+    """({way: MB/s}, tokens encoded) of build_vocabulary on one file, the ways interleaved."""
+    times = {way: [] for way in WAYS}
     for _ in range(repeats):
-        started = time.perf_counter()
-        _, (ids,) = build_vocabulary([Document(path.name, path=path)], tokenizer, max_size=10_000)
-        times.append(time.perf_counter() - started)
-    return path.stat().st_size / 1e6 / statistics.median(times), len(ids)
+        for way, parallel_bytes in WAYS.items():
+            vocab.PARALLEL_BYTES = parallel_bytes
+            started = time.perf_counter()
+            _, (ids,) = vocab.build_vocabulary([Document(path.name, path=path)], tokenizer, max_size=10_000)
+            times[way].append(time.perf_counter() - started)
+    return {way: path.stat().st_size / 1e6 / statistics.median(seconds) for way, seconds in times.items()}, len(ids)
+
+
+def report(name: str, path: Path, speeds: dict[str, float], tokens: int) -> None:
+    ways = ", ".join(f"{way} {speed:.1f} MB/s" for way, speed in speeds.items())
+    print(f"{name}: {path.stat().st_size / 1e6:,.1f} MB, {tokens:,} tokens: {ways}", flush=True)
 
 
 def main() -> None:
@@ -45,13 +56,13 @@ def main() -> None:
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     synthetic = Path(args.workdir) / f"synthetic_{args.tokens}.txt"
     write_corpus(synthetic, args.tokens)
-    speed, tokens = megabytes_per_second(synthetic, Tokenizer(), args.repeats)
-    print(f"{synthetic.name}: {synthetic.stat().st_size / 1e6:,.1f} MB, {tokens:,} tokens: {speed:.1f} MB/s (target: 20)")
+    print(f"{vocab._cores()} cores; target: 20 MB/s")
+    speeds, tokens = megabytes_per_second(synthetic, Tokenizer(), args.repeats)
+    report(synthetic.name, synthetic, speeds, tokens)
     for file in map(Path, args.files):
         for name, tokenizer in (("punctuation", Tokenizer()), ("whitespace", Tokenizer(split="whitespace", lowercase=False))):
-            file_speed, file_tokens = megabytes_per_second(file, tokenizer, args.repeats)
-            print(f"{file.name} ({name} split): {file.stat().st_size / 1e6:,.1f} MB, {file_tokens:,} tokens: {file_speed:.1f} MB/s")
-    print(json.dumps({"tokens": tokens, "megabytes_per_second": round(speed, 2)}))
+            report(f"{file.name} ({name} split)", file, *megabytes_per_second(file, tokenizer, args.repeats))
+    print(json.dumps({"tokens": tokens, "megabytes_per_second": {way: round(speed, 2) for way, speed in speeds.items()}}))
 
 
 if __name__ == "__main__":

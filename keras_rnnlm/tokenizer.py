@@ -21,8 +21,10 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 PAD = "<pad>"
 UNK = "<unk>"
@@ -102,6 +104,7 @@ class Tokenizer:
         Returns:
             string (batch, None): each text's tokens, as :meth:`tokens_from_text` gives them.
         """
+        import tensorflow as tf  # here, so that the encoding worker processes start without it
         if self.lowercase:
             # ICU's full case mapping, as str.lower. It stops at a NUL character, so the
             # pieces between NULs are lowered one by one. (reduce_join drops a NUL separator,
@@ -138,6 +141,7 @@ class Tokenizer:
         Returns:
             string (batch,).
         """
+        import tensorflow as tf
         token = tokens.flat_values  # (tokens,) of all texts, one after another
         piece = tf.where(token == LINE_BREAK, "\n", token)  # (tokens,)
         if self.level == "word":
@@ -157,6 +161,7 @@ class Tokenizer:
 
 
 def _is_any_of(tokens: tf.Tensor, marks: frozenset[str]) -> tf.Tensor:
+    import tensorflow as tf
     return tf.reduce_any(tokens[:, tf.newaxis] == tf.constant(sorted(marks))[tf.newaxis, :], axis=1)
 
 

@@ -40,3 +40,22 @@ def test_fixed_vocabulary_encodes_unknown_words_as_unk():
     (ids,) = encode_documents([Document("d", text="baby now never")], Tokenizer(), vocabulary)
     assert ids.dtype == np.int32
     assert list(ids) == [3, 4, UNK_ID, LINE_BREAK_ID]
+
+
+def test_a_large_corpus_encodes_the_same_in_worker_processes(tmp_path, monkeypatch):
+    import keras_rnnlm.vocab as vocab
+
+    rng = np.random.default_rng(0)
+    words = np.array([f"w{number}" for number in range(5000)] + [",", "don't", "Naïve"])
+    lines = [" ".join(rng.choice(words, 12)) for _ in range(40_000)]  # about 3 MB: three blocks
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("\n".join(lines), encoding="utf-8")
+    second.write_text("tail words never seen w1\n", encoding="utf-8")
+    documents = [Document("a", path=first), Document("b", path=second)]
+
+    serial = build_vocabulary(documents, Tokenizer(), max_size=3000)
+    monkeypatch.setattr(vocab, "PARALLEL_BYTES", 0)
+    parallel = build_vocabulary(documents, Tokenizer(), max_size=3000)
+    assert parallel[0] == serial[0]
+    assert all(np.array_equal(a, b) for a, b in zip(parallel[1], serial[1], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(encode_documents(documents, Tokenizer(), serial[0]), serial[1], strict=True))
