@@ -3,8 +3,8 @@
 Batch 256 of the default architecture (vocabulary 10,000, embedding 128, one LSTM of
 256, window 5). Each piece is a compiled ``tf.function`` that runs the piece's forward
 and backward pass (a ``GradientTape``) and returns the gradients; the whole step is
-Keras' own train function on one batch. Pieces are called on their own, so each
-includes about 0.1-0.3 ms of call overhead. Float32 and, where it matters, bfloat16
+Keras' own train function on one batch, the model as the CLI builds it. Pieces are
+called on their own, so each includes about 0.1-0.3 ms of call overhead. Float32 and, where it matters, bfloat16
 (the weights cast once, outside the timed function, as a mixed policy would).
 
 Usage:
@@ -25,7 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.config import ModelConfig, TrainConfig
-from keras_rnnlm.model import build_model, compile_model
+from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
+from keras_rnnlm.model import FusedAdam, NextTokenMetrics, build_model, compile_model
 
 VOCABULARY_SIZE, WINDOW_SIZE, BATCH_SIZE = 10_000, 5, 256
 
@@ -93,14 +94,50 @@ def lstm_pieces(config: ModelConfig) -> dict:
     return pieces
 
 
-def whole_step() -> dict:
-    """Keras' own train function on one batch (forward, backward, clipping, Adam, metrics)."""
-    model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE)
-    compile_model(model, TrainConfig())
+def whole_steps() -> dict:
+    """Keras' own train function on one batch (forward, backward, clipping, Adam, metrics),
+    the model built as the CLI builds it (precision "auto", the LSTM unrolled on a CPU),
+    with Keras' Adam and with the fused one the CLI uses."""
+    strategy = select_strategy("auto")
     windows = tf.random.uniform((BATCH_SIZE, WINDOW_SIZE), 0, VOCABULARY_SIZE, dtype=tf.int32)
     targets = tf.random.uniform((BATCH_SIZE,), 0, VOCABULARY_SIZE, dtype=tf.int32)
-    model.train_on_batch(windows, targets)  # builds the optimizer and the train function
-    return {"whole Keras train step (fit's function)": (lambda: model.train_function([(windows, targets)]), )}
+    pieces = {}
+    for name in ("Keras Adam", "FusedAdam"):
+        policy = set_precision("auto", strategy)
+        model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE, unroll=not on_gpu(strategy))
+        compile_model(model, TrainConfig())  # the CLI's: FusedAdam
+        if name == "Keras Adam":
+            model.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0),
+                          loss=keras.losses.SparseCategoricalCrossentropy(), metrics=[NextTokenMetrics()])
+        keras.mixed_precision.set_global_policy("float32")
+        model.train_on_batch(windows, targets)  # builds the optimizer and the train function
+        pieces[f"whole train step, {policy}, {name}"] = (lambda model=model: model.train_function([(windows, targets)]),)
+    return pieces
+
+
+def optimizer_pieces(model_config: ModelConfig) -> dict:
+    """One Adam update with global norm clipping of the default model's weights."""
+    shapes = [(VOCABULARY_SIZE, model_config.embedding_dim), (model_config.embedding_dim, 4 * model_config.units),
+              (model_config.units, 4 * model_config.units), (4 * model_config.units,),
+              (model_config.units, VOCABULARY_SIZE), (VOCABULARY_SIZE,)]
+    gradients = [tf.random.normal(shape, stddev=0.01) for shape in shapes]
+    pieces = {}
+    for name, optimizer in (("Keras Adam", keras.optimizers.Adam(1e-3, global_clipnorm=1.0)),
+                            ("FusedAdam", FusedAdam(1e-3, global_clipnorm=1.0))):
+        weights = [keras.Variable(tf.random.normal(shape)) for shape in shapes]
+        optimizer.build(weights)
+        pieces[f"update of {sum(np.prod(shape) for shape in shapes) / 1e6:.1f}M weights, {name}"] = (
+            _applying(optimizer, gradients, weights),
+        )
+    return pieces
+
+
+def _applying(optimizer, gradients, weights):
+    @tf.function
+    def apply():  # the variables are closed over: as arguments they would become tensors
+        optimizer.apply(gradients, weights)
+        return optimizer.iterations.value  # something to wait for
+    return apply
 
 
 def main() -> None:
@@ -110,7 +147,8 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     config = ModelConfig()
     pieces = {
-        **whole_step(),
+        **whole_steps(),
+        **optimizer_pieces(config),
         **output_layer_pieces(config.units, tf.float32),
         **output_layer_pieces(config.units, tf.bfloat16),
         **lstm_pieces(config),

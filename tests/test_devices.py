@@ -49,12 +49,23 @@ def test_mirrored_strategy_trains_over_two_logical_cpus(song_file, tmp_path):
         from keras_rnnlm.train import train
         strategy = strategy_for_devices([d.name for d in tf.config.list_logical_devices("CPU")])
         print("replicas", strategy.num_replicas_in_sync, type(strategy).__name__)
+        import keras
+        import numpy as np
+
+        class ReplicasAgree(keras.callbacks.Callback):  # every replica's copy got the same update
+            def on_train_end(self, logs=None):
+                variables = self.model.trainable_weights + self.model.optimizer.variables
+                copies = [variable.value.values for variable in variables if hasattr(variable.value, "values")]
+                assert len(copies) > len(self.model.trainable_weights)
+                print("replicas differ by", max(float(np.max(np.abs(a.numpy() - b.numpy()))) for a, b in copies))
+
         config = small_config([{str(song_file)!r}], train={{"epochs": 12, "sample_length": 5}})
-        summary = train(config, {str(tmp_path / "run")!r}, strategy=strategy, verbose=0)
+        summary = train(config, {str(tmp_path / "run")!r}, strategy=strategy, verbose=0, extra_callbacks=[ReplicasAgree()])
         print("val_accuracy", summary["val_accuracy"])
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2 MirroredStrategy" in result.stdout
+    assert float(result.stdout.split("replicas differ by")[1].split()[0]) == 0.0
     assert float(result.stdout.split("val_accuracy")[1]) > 0.95
     assert (tmp_path / "run" / "model.keras").is_file()

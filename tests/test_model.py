@@ -4,9 +4,10 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_rnnlm.config import ModelConfig, TrainConfig
-from keras_rnnlm.model import NextTokenMetrics, build_model, compile_model
+from keras_rnnlm.model import FusedAdam, NextTokenMetrics, build_model, compile_model
 
 
 def test_shapes_and_layers():
@@ -87,3 +88,22 @@ def test_softmax_stays_float32_under_mixed_precision():
         assert model(np.zeros((2, 3), np.int32)).dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_fused_adam_updates_weights_as_keras_adam_does():
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(8,)).astype(np.float32)]
+    gradients = [
+        [tf.IndexedSlices(tf.constant(rng.normal(size=(3, 8)), tf.float32), tf.constant([4, 9, 4]), tf.constant([50, 8])),
+         tf.constant(rng.normal(size=(8,)), tf.float32)]
+        for _ in range(5)
+    ]  # an Embedding's sparse gradient (a row twice) and a dense one
+    results = []
+    for optimizer in (keras.optimizers.Adam(0.01, global_clipnorm=1.0), FusedAdam(0.01, global_clipnorm=1.0)):
+        weights = [keras.Variable(value) for value in start]
+        for step in gradients:
+            optimizer.apply(step, weights)
+        results.append([weight.numpy() for weight in weights])
+    for keras_weight, fused_weight, start_weight in zip(*results, start, strict=True):
+        assert not np.allclose(fused_weight, start_weight)
+        np.testing.assert_allclose(fused_weight, keras_weight, rtol=1e-5, atol=1e-6)
