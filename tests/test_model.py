@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_rnnlm.config import ModelConfig, TrainConfig
-from keras_rnnlm.model import FusedAdam, NextTokenMetrics, build_model, compile_model
+from keras_rnnlm.model import FusedAdam, NextTokenCrossEntropy, NextTokenMetrics, build_model, compile_model
 
 
 def test_shapes_and_layers():
@@ -107,3 +107,27 @@ def test_fused_adam_updates_weights_as_keras_adam_does():
     for keras_weight, fused_weight, start_weight in zip(*results, start, strict=True):
         assert not np.allclose(fused_weight, start_weight)
         np.testing.assert_allclose(fused_weight, keras_weight, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_next_token_loss_and_its_gradients_match_keras_sparse_cross_entropy(precision):
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        model = build_model(ModelConfig(embedding_dim=8, units=16), window_size=5, vocabulary_size=50)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    rng = np.random.default_rng(0)
+    windows = rng.integers(0, 50, (32, 5)).astype(np.int32)
+    targets = rng.integers(0, 50, 32).astype(np.int32)
+    weights = rng.uniform(0, 2, 32).astype(np.float32)
+    results = []
+    for loss in (NextTokenCrossEntropy(), keras.losses.SparseCategoricalCrossentropy()):
+        with tf.GradientTape() as tape:
+            probabilities = model(windows, training=False)
+            assert hasattr(probabilities, "_keras_logits")  # the fast path's logits are there
+            value = loss(targets, probabilities, sample_weight=weights)
+        results.append([value, *map(tf.convert_to_tensor, tape.gradient(value, model.trainable_weights))])
+    for ours, theirs in zip(*results, strict=True):
+        np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(theirs, np.float32), rtol=1e-4, atol=1e-6)
+    plain = tf.constant(np.full((2, 50), 1 / 50, np.float32))  # not a softmax output: Keras' loss
+    np.testing.assert_allclose(NextTokenCrossEntropy()(targets[:2], plain), np.log(50), rtol=1e-6)
