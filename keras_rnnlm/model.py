@@ -161,33 +161,42 @@ class FusedAdam(keras.optimizers.Adam):
 
 @keras.saving.register_keras_serializable(package="keras_rnnlm")
 class NextTokenCrossEntropy(keras.losses.Loss):
-    """Sparse categorical cross-entropy of a softmax output, computed from its logits.
+    """Sparse categorical cross-entropy of a softmax output, its gradient taken straight
+    to the softmax's logits.
 
-    Keras' own loss does the same through TensorFlow's SparseSoftmaxCrossEntropyWithLogits,
-    whose CPU kernel took 7.2 ms for the default (256, 10,000) batch here; this takes
-    2.7 ms, forward and backward (``benchmarks/train_breakdown.py``). It finds the logits
-    where Keras' loss finds them: Keras' softmax keeps them on its output. For any other
-    output it is Keras' loss.
+    Keras' own loss recomputes the softmax from the logits through TensorFlow's
+    SparseSoftmaxCrossEntropyWithLogits, whose CPU kernel took 7.2 ms for the default
+    (256, 10,000) batch here. The gradient of the cross-entropy with respect to the
+    logits is the softmax minus the one-hot target, and the model has already computed
+    the softmax: this loss reads the target's probability from it and hands that
+    gradient to the logits, skipping the softmax's backward pass
+    (``benchmarks/train_breakdown.py``). It finds the logits where Keras' loss does
+    (Keras' softmax keeps them on its output); for any other output it is Keras' loss.
     """
 
     def call(self, y_true, y_pred):
         logits = getattr(y_pred, "_keras_logits", None)
         if logits is None:
             return keras.losses.sparse_categorical_crossentropy(y_true, y_pred)
-        return _sparse_softmax_cross_entropy(tf.cast(y_true, tf.int32), tf.cast(logits, tf.float32))
+        return _cross_entropy_of_softmax(tf.cast(y_true, tf.int32), logits, y_pred)
 
 
 @tf.custom_gradient
-def _sparse_softmax_cross_entropy(targets, logits):
-    """``-log softmax(logits)[target]`` per row, and its gradient ``softmax - one-hot``
-    (the one-hot never built: the target entries are decremented in place)."""
-    shifted = logits - tf.stop_gradient(tf.reduce_max(logits, axis=-1, keepdims=True))  # (batch, vocabulary)
-    losses = tf.math.log(tf.reduce_sum(tf.exp(shifted), axis=-1)) - tf.gather(shifted, targets, batch_dims=1)
+def _cross_entropy_of_softmax(targets, logits, probabilities):
+    """``-log probabilities[target]`` per row, where ``probabilities = softmax(logits)``;
+    the gradient goes to the logits only, as ``probabilities - one-hot`` (the one-hot never
+    built: the target entries are decremented in place).
+
+    A probability that underflowed to 0 counts as the smallest float32: the loss is at
+    most 87.3 nats, reached only when the target's logit trails by that much.
+    """
     target_entries = tf.stack([tf.range(tf.shape(targets)[0]), targets], axis=1)  # (batch, 2)
+    chosen = tf.gather_nd(probabilities, target_entries)  # (batch,)
+    losses = -tf.math.log(tf.maximum(chosen, np.finfo(np.float32).tiny))
 
     def gradient(upstream):  # (batch,)
-        softmax = tf.nn.softmax(logits)
-        return None, tf.tensor_scatter_nd_sub(softmax, target_entries, tf.ones_like(upstream)) * upstream[:, tf.newaxis]
+        to_logits = tf.tensor_scatter_nd_sub(probabilities, target_entries, tf.ones_like(chosen)) * upstream[:, tf.newaxis]
+        return None, tf.cast(to_logits, logits.dtype), None
 
     return losses, gradient
 

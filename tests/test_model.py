@@ -131,3 +131,13 @@ def test_next_token_loss_and_its_gradients_match_keras_sparse_cross_entropy(prec
         np.testing.assert_allclose(np.asarray(ours, np.float32), np.asarray(theirs, np.float32), rtol=1e-4, atol=1e-6)
     plain = tf.constant(np.full((2, 50), 1 / 50, np.float32))  # not a softmax output: Keras' loss
     np.testing.assert_allclose(NextTokenCrossEntropy()(targets[:2], plain), np.log(50), rtol=1e-6)
+
+
+def test_next_token_loss_stays_finite_when_the_target_probability_underflows():
+    logits = tf.constant([[0.0, 200.0, 0.0]])  # the target (id 0) trails by 200 nats
+    with tf.GradientTape() as tape:
+        tape.watch(logits)
+        probabilities = keras.activations.softmax(logits)
+        loss = NextTokenCrossEntropy()(tf.constant([0]), probabilities)
+    np.testing.assert_allclose(loss, -np.log(np.finfo(np.float32).tiny), rtol=1e-6)  # 87.3, not inf
+    np.testing.assert_allclose(tape.gradient(loss, logits), [[-1.0, 1.0, 0.0]], atol=1e-6)  # softmax - one-hot
