@@ -6,9 +6,12 @@ synthetic token stream (Zipf-distributed ids), one epoch of ``--windows`` window
 measurement, interleaved so machine noise hits all alike; the figure is the median over
 ``--repeats`` after one warm-up epoch each.
 
+Each path trains in its own process, all its epochs in one run (one ``fit`` call for
+the Keras paths, as the CLI), each epoch started when the parent says so.
+
 1. keras_rnnlm: its own model, compile settings, precision and tf.data pipeline (windows
-   gathered from one int32 stream, a new permutation each epoch), fed to ``fit`` as the
-   CLI does (without the CLI's per-epoch callbacks, which cost nothing per step). Its
+   gathered from one int32 stream, a new permutation each epoch), fed to ``fit`` as
+   train.py does (without the CLI's per-epoch callbacks and validation). Its
    precision is the CLI's default "auto": mixed bfloat16 on a CPU whose bfloat16 matmul
    measures faster; the FLOP share still counts float32-equivalent multiply-adds.
 2. PyTorch, written plainly as the seeds do: ``nn.Embedding -> nn.LSTM -> nn.Dropout ->
@@ -63,20 +66,27 @@ def sliding_windows(ids: np.ndarray, window_size: int) -> tuple[np.ndarray, np.n
     return np.ascontiguousarray(windows), ids[window_size:]
 
 
-def keras_rnnlm_epoch(ids, model_config, vocabulary_size, batch_size):
-    """keras_rnnlm's model, compile settings and pipeline; returns a function that trains one epoch."""
+def keras_rnnlm_training(ids, model_config, vocabulary_size, batch_size):
+    """keras_rnnlm's model, compile settings and pipeline, fed to ``fit`` as train.py does
+    (the dataset repeated, ``steps_per_epoch`` given); returns (windows per epoch, a
+    function that trains ``epochs`` epochs with the given callback)."""
     strategy = select_strategy("auto")
     policy = set_precision(TrainConfig().precision, strategy)  # as the CLI: "auto" picks by device
     with strategy.scope():
         model = build_model(model_config, 5, vocabulary_size, unroll=not on_gpu(strategy))
         compile_model(model, TrainConfig())
+    keras.mixed_precision.set_global_policy("float32")
     print(f"keras_rnnlm: precision {policy}, LSTM unrolled: {not on_gpu(strategy)}")
     stream = windowed_stream([ids[5:]], window_size=5)  # one segment, left-padded as the CLI pads a file
     dataset = windows_dataset(stream, batch_size, shuffle=True, seed=0)
-    return stream.num_windows, lambda: model.fit(dataset, epochs=1, verbose=0, shuffle=False)
+
+    def train(epochs, callback):
+        model.fit(dataset.repeat(), steps_per_epoch=len(dataset), epochs=epochs, callbacks=[callback], verbose=0)
+
+    return stream.num_windows, train
 
 
-def naive_keras_epoch(ids, model_config, vocabulary_size, batch_size, num_windows):
+def naive_keras_training(ids, model_config, vocabulary_size, batch_size, num_windows):
     """The textbook recipe: NumPy windows, one-hot targets, categorical cross-entropy."""
     windows, targets = sliding_windows(ids[: num_windows + 5], 5)
     one_hot = keras.utils.to_categorical(targets, vocabulary_size).astype(np.float32)  # (n, vocabulary)
@@ -88,7 +98,11 @@ def naive_keras_epoch(ids, model_config, vocabulary_size, batch_size, num_window
         keras.layers.Dense(vocabulary_size, activation="softmax"),
     ])
     model.compile(loss="categorical_crossentropy", optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0))
-    return len(windows), lambda: model.fit(windows, one_hot, batch_size=batch_size, epochs=1, verbose=0)
+
+    def train(epochs, callback):
+        model.fit(windows, one_hot, batch_size=batch_size, epochs=epochs, callbacks=[callback], verbose=0)
+
+    return len(windows), train
 
 
 def torch_model(model_config, vocabulary_size):
@@ -112,7 +126,7 @@ def torch_model(model_config, vocabulary_size):
     return LanguageModel()
 
 
-def torch_epoch(ids, model_config, vocabulary_size, batch_size):
+def torch_training(ids, model_config, vocabulary_size, batch_size):
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -125,16 +139,19 @@ def torch_epoch(ids, model_config, vocabulary_size, batch_size):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_function = torch.nn.CrossEntropyLoss()
 
-    def epoch():
+    def train(epochs, callback):
         model.train()
-        for batch_windows, batch_targets in loader:
-            optimizer.zero_grad()
-            loss = loss_function(model(batch_windows), batch_targets)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
+        for epoch in range(epochs):
+            callback.on_epoch_begin(epoch)
+            for batch_windows, batch_targets in loader:
+                optimizer.zero_grad()
+                loss = loss_function(model(batch_windows), batch_targets)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+            callback.on_epoch_end(epoch)
 
-    return len(windows), epoch
+    return len(windows), train
 
 
 def matmul_peak_flops(size: int, repeats: int = 5) -> float:
@@ -152,24 +169,38 @@ def matmul_peak_flops(size: int, repeats: int = 5) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
+class _Turns(keras.callbacks.Callback):
+    """Runs each epoch after the first (the warm-up) only when the parent says so, and
+    sends it the epoch's windows per second."""
+
+    def __init__(self, connection, num_windows: int):
+        super().__init__()
+        self.connection, self.num_windows = connection, num_windows
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch > 0:
+            self.connection.recv()
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.started
+        self.connection.send("ready" if epoch == 0 else self.num_windows / seconds)
+
+
 def _worker(connection, path: str, settings: dict) -> None:
-    """Builds one path, warms it up, then times an epoch each time the parent asks."""
+    """Builds one path and trains it for a warm-up epoch and ``repeats`` more, each of
+    them in one training run (one ``fit``, as the CLI), started by the parent in turn."""
     keras.utils.set_random_seed(0)
     args = argparse.Namespace(**settings)
     model_config = ModelConfig(embedding_dim=args.embedding, units=args.units)
     ids = token_stream(args.windows + 5, args.vocabulary)
     builders = {
-        "keras_rnnlm": lambda: keras_rnnlm_epoch(ids, model_config, args.vocabulary, args.batch_size),
-        "torch": lambda: torch_epoch(ids, model_config, args.vocabulary, args.batch_size),
-        "naive": lambda: naive_keras_epoch(ids, model_config, args.vocabulary, args.batch_size, args.naive_windows),
+        "keras_rnnlm": lambda: keras_rnnlm_training(ids, model_config, args.vocabulary, args.batch_size),
+        "torch": lambda: torch_training(ids, model_config, args.vocabulary, args.batch_size),
+        "naive": lambda: naive_keras_training(ids, model_config, args.vocabulary, args.batch_size, args.naive_windows),
     }
-    num_windows, epoch = builders[path]()
-    epoch()
-    connection.send("ready")
-    while connection.recv() is not None:
-        started = time.perf_counter()
-        epoch()
-        connection.send(num_windows / (time.perf_counter() - started))
+    num_windows, train = builders[path]()
+    train(args.repeats + 1, _Turns(connection, num_windows))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -188,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Each path trains in its own process: in one process, PyTorch ran about half as
     # fast after a TensorFlow training epoch as before it (benchmarks/RESULTS.md), which
     # would flatter keras_rnnlm. The processes take turns, one epoch at a time.
-    peak = matmul_peak_flops(args.matmul_size)  # before any worker runs
+    peak_before = matmul_peak_flops(args.matmul_size)  # before any worker runs
     context = multiprocessing.get_context("spawn")
     workers = {}
     for path in args.paths:
@@ -203,23 +234,27 @@ def main(argv: list[str] | None = None) -> dict:
         for path, (_, connection) in workers.items():
             connection.send("epoch")
             speeds[path].append(connection.recv())
-    for process, connection in workers.values():
-        connection.send(None)
+    for process, _ in workers.values():
         process.join()
+    # Measured on either side of the workers; the higher is the peak (a conservative share).
+    peak_after = matmul_peak_flops(args.matmul_size)
+    peak = max(peak_before, peak_after)
     model_config = ModelConfig(embedding_dim=args.embedding, units=args.units)
     flops = training_flops_per_window(model_config, 5, args.vocabulary)
 
     medians = {path: statistics.median(values) for path, values in speeds.items()}
     print(f"vocabulary {args.vocabulary:,}, embedding {args.embedding}, LSTM {args.units}, window 5, batch "
           f"{args.batch_size}; {args.repeats} repeats, medians; {os.cpu_count()} CPUs; TensorFlow {tf.__version__}")
-    print(f"float32 matmul peak ({args.matmul_size}^3): {peak / 1e9:,.0f} GFLOPS; "
+    print(f"float32 matmul peak ({args.matmul_size}^3): {peak / 1e9:,.0f} GFLOPS (before the workers "
+          f"{peak_before / 1e9:,.0f}, after {peak_after / 1e9:,.0f}); "
           f"training FLOPs per window: {flops / 1e6:.1f} M")
     for path, value in medians.items():
         print(f"{path:>12}: {value:9,.0f} windows/s  ({value * flops / peak:5.1%} of the matmul peak)")
     for path in medians:
         if path != "keras_rnnlm" and "keras_rnnlm" in medians:
             print(f"keras_rnnlm vs {path}: {medians['keras_rnnlm'] / medians[path]:.2f}x")
-    result = {"windows_per_second": medians, "runs": speeds, "matmul_peak_flops": peak, "flops_per_window": flops}
+    result = {"windows_per_second": medians, "runs": speeds, "matmul_peak_flops": peak,
+              "matmul_peak_flops_before_after": [peak_before, peak_after], "flops_per_window": flops}
     print(json.dumps(result))
     return result
 

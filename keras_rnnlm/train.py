@@ -126,9 +126,16 @@ def train(
                                                   line_mode=config.corpus.sequences == "lines"), valid_stream)
     callbacks.extend(extra_callbacks)
 
+    # The datasets repeat and fit is told each epoch's length, so that Keras keeps one
+    # iterator of each for the whole run. Otherwise it makes new ones every epoch, and
+    # tearing down the old training iterator stalled for up to 2 s an epoch here
+    # (benchmarks/RESULTS.md). Each pass still draws a new order (windows_dataset).
+    valid_dataset = windows_dataset(valid_stream, config.data.batch_size)
     history = model.fit(
-        train_dataset,
-        validation_data=windows_dataset(valid_stream, config.data.batch_size),
+        train_dataset.repeat(),
+        steps_per_epoch=len(train_dataset),
+        validation_data=valid_dataset.repeat(),
+        validation_steps=len(valid_dataset),
         epochs=config.train.epochs,
         callbacks=callbacks,
         shuffle=False,  # The dataset shuffles itself, with the run's seed.

@@ -67,6 +67,11 @@ def test_every_epoch_has_a_new_order_in_whole_batches():
     first, second = (np.concatenate(batches) for batches in epochs)
     assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(3, 103))
     assert not np.array_equal(first, second)
+    # Repeated, as train() feeds fit: every pass is a new permutation.
+    repeated = np.concatenate([targets.numpy() for _, targets in dataset.repeat().take(30)])
+    third, fourth = repeated[:100], repeated[100:]
+    assert sorted(third.tolist()) == sorted(fourth.tolist()) == list(range(3, 103))
+    assert not np.array_equal(third, fourth)
 
 
 def test_validation_is_the_end_of_each_document_and_never_in_training_windows():
