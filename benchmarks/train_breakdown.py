@@ -8,12 +8,13 @@ called on their own, so each includes about 0.1-0.3 ms of call overhead. Float32
 (the weights cast once, outside the timed function, as a mixed policy would).
 
 Usage:
-    python benchmarks/train_breakdown.py [--calls 30]
+    python benchmarks/train_breakdown.py [--calls 30] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -141,7 +142,8 @@ def _applying(optimizer, gradients, weights):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=30)
+    parser.add_argument("--calls", type=int, default=30, help="calls per timing")
+    parser.add_argument("--repeats", type=int, default=5, help="timings per piece (the median is shown)")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
     config = ModelConfig()
@@ -153,9 +155,12 @@ def main() -> None:
         **lstm_pieces(config),
     }
     print(f"batch {BATCH_SIZE}, vocabulary {VOCABULARY_SIZE:,}, embedding {config.embedding_dim}, "
-          f"LSTM {config.units}, window {WINDOW_SIZE}; medians of 5 x {args.calls} calls; TensorFlow {tf.__version__}")
-    for name, milliseconds in median_ms(pieces, calls=args.calls).items():
-        print(f"{name:>56}: {milliseconds:7.2f} ms")
+          f"LSTM {config.units}, window {WINDOW_SIZE}; medians of {args.repeats} x {args.calls} calls; "
+          f"TensorFlow {tf.__version__}")
+    milliseconds = median_ms(pieces, calls=args.calls, repeats=args.repeats)
+    for name, value in milliseconds.items():
+        print(f"{name:>56}: {value:7.2f} ms")
+    print(json.dumps({"milliseconds": milliseconds}))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,11 @@ def test_train_speed_runs_at_a_tiny_size():
     assert all(value > 0 for value in result["windows_per_second"].values()) and result["matmul_peak_flops"] > 0
 
 
+def test_train_breakdown_times_every_piece():
+    result = run_benchmark("train_breakdown.py", "--calls", "1", "--repeats", "1")
+    assert len(result["milliseconds"]) == 10 and all(value > 0 for value in result["milliseconds"].values())
+
+
 def test_memory_benchmark_runs_at_a_tiny_size(tmp_path):
     result = run_benchmark("memory.py", "--tokens", "2000", "4000", "--workdir", str(tmp_path))
     assert [run["tokens"] for run in result["runs"]] == [2000, 4000]
