@@ -27,7 +27,13 @@ import tensorflow as tf
 
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
-from keras_rnnlm.model import FusedAdam, NextTokenCrossEntropy, NextTokenMetrics, build_model, compile_model
+from keras_rnnlm.model import (
+    FusedAdam,
+    NextTokenCrossEntropy,
+    NextTokenMetrics,
+    build_model,
+    compile_model,
+)
 
 VOCABULARY_SIZE, WINDOW_SIZE, BATCH_SIZE = 10_000, 5, 256
 

@@ -7,7 +7,13 @@ import pytest
 import tensorflow as tf
 
 from keras_rnnlm.config import ModelConfig, TrainConfig
-from keras_rnnlm.model import FusedAdam, NextTokenCrossEntropy, NextTokenMetrics, build_model, compile_model
+from keras_rnnlm.model import (
+    FusedAdam,
+    NextTokenCrossEntropy,
+    NextTokenMetrics,
+    build_model,
+    compile_model,
+)
 
 
 def test_shapes_and_layers():
