@@ -68,7 +68,7 @@ def sliding_windows(ids: np.ndarray, window_size: int) -> tuple[np.ndarray, np.n
 
 def keras_rnnlm_training(ids, model_config, vocabulary_size, batch_size):
     """keras_rnnlm's model, compile settings and pipeline, fed to ``fit`` as train.py does
-    (the dataset repeated, ``steps_per_epoch`` given); returns (windows per epoch, a
+    (the dataset repeated and prefetched, ``steps_per_epoch`` given); returns (windows per epoch, a
     function that trains ``epochs`` epochs with the given callback)."""
     strategy = select_strategy("auto")
     policy = set_precision(TrainConfig().precision, strategy)  # as the CLI: "auto" picks by device
@@ -81,7 +81,8 @@ def keras_rnnlm_training(ids, model_config, vocabulary_size, batch_size):
     dataset = windows_dataset(stream, batch_size, shuffle=True, seed=0)
 
     def train(epochs, callback):
-        model.fit(dataset.repeat(), steps_per_epoch=len(dataset), epochs=epochs, callbacks=[callback], verbose=0)
+        model.fit(dataset.repeat().prefetch(tf.data.AUTOTUNE), steps_per_epoch=len(dataset), epochs=epochs,
+                  callbacks=[callback], verbose=0)
 
     return stream.num_windows, train
 

@@ -126,16 +126,14 @@ def train(
                                                   line_mode=config.corpus.sequences == "lines"), valid_stream)
     callbacks.extend(extra_callbacks)
 
-    # The datasets repeat and fit is told each epoch's length, so that Keras keeps one
-    # iterator of each for the whole run. Otherwise it makes new ones every epoch, and
-    # tearing down the old training iterator stalled for up to 2 s an epoch here
+    # The training data repeats and fit is told each epoch's length, so that Keras keeps
+    # one iterator for the whole run: otherwise it makes a new one every epoch, and
+    # destroying the old one (prefetching) stalled for up to 10 s here
     # (benchmarks/RESULTS.md). Each pass still draws a new order (windows_dataset).
-    valid_dataset = windows_dataset(valid_stream, config.data.batch_size)
     history = model.fit(
-        train_dataset.repeat(),
+        train_dataset.repeat().prefetch(tf.data.AUTOTUNE),
         steps_per_epoch=len(train_dataset),
-        validation_data=valid_dataset.repeat(),
-        validation_steps=len(valid_dataset),
+        validation_data=windows_dataset(valid_stream, config.data.batch_size),
         epochs=config.train.epochs,
         callbacks=callbacks,
         shuffle=False,  # The dataset shuffles itself, with the run's seed.
