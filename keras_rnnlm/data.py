@@ -201,11 +201,11 @@ def windows_dataset(
 
     batches = tf.data.Dataset.range(num_batches, output_type=tf.int32).map(example_numbers)
     if shuffle:
-        # A new permutation of all examples every epoch (the one-element seed dataset draws
-        # a new seed each time it is iterated, or repeated). index_shuffle computes each example's place
-        # in the permutation without building it: Dataset.shuffle would hold every example
-        # as a tensor in its buffer (about 200 bytes per corpus token), a materialized
-        # permutation 4 bytes per token.
+        # A new permutation of all examples every epoch: the one-element seed dataset
+        # draws a new seed each time it is iterated (or repeated). index_shuffle gives
+        # each example's place in the permutation without building it: Dataset.shuffle
+        # would hold every example as a tensor in its buffer (about 200 bytes per corpus
+        # token), a materialized permutation 4 bytes per token.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
         batches = seeds.flat_map(
             lambda draw: batches.map(
