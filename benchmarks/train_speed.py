@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_rnnlm.config import ModelConfig, TrainConfig  # noqa: E402
-from keras_rnnlm.data import windowed_stream, windows_dataset  # noqa: E402
+from keras_rnnlm.data import training_feed, windowed_stream, windows_dataset  # noqa: E402
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision  # noqa: E402
 from keras_rnnlm.model import build_model, compile_model, training_flops_per_window  # noqa: E402
 
@@ -68,8 +68,8 @@ def sliding_windows(ids: np.ndarray, window_size: int) -> tuple[np.ndarray, np.n
 
 def keras_rnnlm_training(ids, model_config, vocabulary_size, batch_size):
     """keras_rnnlm's model, compile settings and pipeline, fed to ``fit`` as train.py does
-    (the dataset repeated and prefetched, ``steps_per_epoch`` given); returns (windows per epoch, a
-    function that trains ``epochs`` epochs with the given callback)."""
+    (``training_feed``); returns (windows per epoch, a function that trains ``epochs``
+    epochs with the given callback)."""
     strategy = select_strategy("auto")
     policy = set_precision(TrainConfig().precision, strategy)  # as the CLI: "auto" picks by device
     with strategy.scope():
@@ -78,11 +78,10 @@ def keras_rnnlm_training(ids, model_config, vocabulary_size, batch_size):
     keras.mixed_precision.set_global_policy("float32")
     print(f"keras_rnnlm: precision {policy}, LSTM unrolled: {not on_gpu(strategy)}")
     stream = windowed_stream([ids[5:]], window_size=5)  # one segment, left-padded as the CLI pads a file
-    dataset = windows_dataset(stream, batch_size, shuffle=True, seed=0)
+    feed, steps_per_epoch = training_feed(windows_dataset(stream, batch_size, shuffle=True, seed=0))
 
     def train(epochs, callback):
-        model.fit(dataset.repeat().prefetch(tf.data.AUTOTUNE), steps_per_epoch=len(dataset), epochs=epochs,
-                  callbacks=[callback], verbose=0)
+        model.fit(feed, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=[callback], verbose=0)
 
     return stream.num_windows, train
 

@@ -214,8 +214,23 @@ def windows_dataset(
         )
         # flat_map hides the length; fit needs it for its progress bar and epoch end.
         batches = batches.apply(tf.data.experimental.assert_cardinality(num_batches))
-    # No prefetching, and the gather (about 0.3 ms a batch) runs in the calling thread:
-    # with either, destroying an iterator that had sat idle for seconds stalled for up
-    # to 10 s here, and Keras destroys the validation iterator at every epoch's
-    # evaluation. train() prefetches its training data, whose iterator lives for the run.
+    # No prefetching, and the gather (a fraction of a millisecond a batch) runs in the
+    # calling thread: with either, destroying an iterator that had sat idle for seconds
+    # stalled for up to 10 s here, and Keras destroys the validation iterator at every
+    # epoch's evaluation. training_feed prefetches the training data, whose iterator
+    # lives for the whole run.
     return batches.map(gather)
+
+
+def training_feed(dataset: tf.data.Dataset) -> tuple[tf.data.Dataset, int]:
+    """The training data as ``fit`` gets it, and the steps of one epoch.
+
+    The dataset repeats and fit is told each epoch's length, so that Keras keeps one
+    iterator for the whole run: otherwise it makes a new one every epoch, and destroying
+    the old one (prefetching) stalled for up to 10 s here (benchmarks/RESULTS.md). Each
+    pass still draws a new order (:func:`windows_dataset`).
+
+    Returns:
+        The repeated, prefetched dataset (for ``fit``'s ``x``) and ``steps_per_epoch``.
+    """
+    return dataset.repeat().prefetch(tf.data.AUTOTUNE), len(dataset)

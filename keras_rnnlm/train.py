@@ -31,7 +31,7 @@ from keras_rnnlm import cli
 from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, SampleText
 from keras_rnnlm.config import Config, load_config
 from keras_rnnlm.corpus import corpus_documents, find_documents
-from keras_rnnlm.data import check_sizes, segments_for_training, windowed_stream, windows_dataset
+from keras_rnnlm.data import check_sizes, segments_for_training, training_feed, windowed_stream, windows_dataset
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.export import export_run
@@ -126,13 +126,10 @@ def train(
                                                   line_mode=config.corpus.sequences == "lines"), valid_stream)
     callbacks.extend(extra_callbacks)
 
-    # The training data repeats and fit is told each epoch's length, so that Keras keeps
-    # one iterator for the whole run: otherwise it makes a new one every epoch, and
-    # destroying the old one (prefetching) stalled for up to 10 s here
-    # (benchmarks/RESULTS.md). Each pass still draws a new order (windows_dataset).
+    feed, steps_per_epoch = training_feed(train_dataset)
     history = model.fit(
-        train_dataset.repeat().prefetch(tf.data.AUTOTUNE),
-        steps_per_epoch=len(train_dataset),
+        feed,
+        steps_per_epoch=steps_per_epoch,
         validation_data=windows_dataset(valid_stream, config.data.batch_size),
         epochs=config.train.epochs,
         callbacks=callbacks,

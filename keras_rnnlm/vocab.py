@@ -198,9 +198,10 @@ def _encoded_blocks(document: Document, tokenizer: Tokenizer, pool: Executor | N
         yield from map(encode, document.blocks())
         return
     in_flight: deque = deque()
+    most_in_flight = 2 * _cores()
     for block in document.blocks():
         in_flight.append(pool.submit(encode, block))
-        if len(in_flight) > 2 * _cores():
+        if len(in_flight) > most_in_flight:
             yield in_flight.popleft().result()
     while in_flight:
         yield in_flight.popleft().result()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from keras_rnnlm.data import check_sizes, split_by_position, windowed_stream, windows_dataset
+from keras_rnnlm.data import check_sizes, split_by_position, training_feed, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.vocab import PAD_ID
 
@@ -68,7 +68,8 @@ def test_every_epoch_has_a_new_order_in_whole_batches():
     assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(3, 103))
     assert not np.array_equal(first, second)
     # Repeated, as train() feeds fit: every pass is a new permutation.
-    repeated = np.concatenate([targets.numpy() for _, targets in dataset.repeat().take(30)])
+    feed, _ = training_feed(dataset)
+    repeated = np.concatenate([targets.numpy() for _, targets in feed.take(30)])
     third, fourth = repeated[:100], repeated[100:]
     assert sorted(third.tolist()) == sorted(fourth.tolist()) == list(range(3, 103))
     assert not np.array_equal(third, fourth)
