@@ -186,8 +186,9 @@ def _encode_block(tokenizer: Tokenizer, text: str) -> tuple[list[str], np.ndarra
     """The distinct tokens of a block in order of first appearance, and the block as int32
     positions in that list."""
     types = _ProvisionalIds()
-    ids = np.fromiter(map(types.__getitem__, tokenizer.tokens_from_text(text)), dtype=np.int32)  # map: no Python loop per token
-    return list(types), ids
+    tokens = tokenizer.tokens_from_text(text, line_break="\n")
+    ids = np.fromiter(map(types.__getitem__, tokens), dtype=np.int32, count=len(tokens))  # map: no Python loop per token
+    return [LINE_BREAK if token == "\n" else token for token in types], ids
 
 
 def _encoded_blocks(document: Document, tokenizer: Tokenizer, pool: Executor | None) -> Iterator[tuple[list[str], np.ndarray]]:

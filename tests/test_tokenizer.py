@@ -45,6 +45,17 @@ def test_character_level_keeps_every_character():
     assert Tokenizer(level="char").tokens_from_text("Ab c\nd") == ["a", "b", " ", "c", LINE_BREAK, "d"]
 
 
+def test_character_level_drops_carriage_returns_only_at_line_ends():
+    assert Tokenizer(level="char").tokens_from_text("a\rb\r\r\nc\r") == ["a", "\r", "b", LINE_BREAK, "c"]
+
+
+@pytest.mark.parametrize("tokenizer", [Tokenizer(), Tokenizer(split="whitespace"), Tokenizer(level="char")])
+def test_line_break_can_stay_a_newline_for_encoding(tokenizer):
+    text = "one, two\r\nthree\n"
+    renamed = ["\n" if token == LINE_BREAK else token for token in tokenizer.tokens_from_text(text)]
+    assert tokenizer.tokens_from_text(text, line_break="\n") == renamed
+
+
 def test_detokenization_attaches_punctuation_and_restores_lines():
     tokenizer = Tokenizer()
     text = "bad blood, baby (now).\ndon't stop!"
