@@ -4,7 +4,9 @@ Times ``build_vocabulary`` (one streaming pass: read, decode, tokenize, assign i
 map to final ids) on a synthetic corpus (benchmarks/synthetic.py) and on any ``--files``
 given, at word level; the median of ``--repeats`` passes. Each file is timed in this
 process alone and with a worker process per core (``build_vocabulary`` itself picks
-workers only for corpora of ``keras_rnnlm.vocab.PARALLEL_BYTES`` or more).
+workers only for corpora of ``keras_rnnlm.vocab.PARALLEL_BYTES`` or more). This script
+imports TensorFlow first, as ``python -m keras_rnnlm.train`` does, so worker start-up
+costs what it costs under the CLI.
 
 Usage:
     python benchmarks/encode_speed.py [--tokens 20000000] [--files ../shared/data/tinyshakespeare/input.txt]
@@ -22,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import write_corpus  # noqa: E402
 
+import keras_rnnlm.train  # noqa: E402, F401  # as under the CLI, this main module has TensorFlow loaded
 from keras_rnnlm import vocab  # noqa: E402
 from keras_rnnlm.corpus import Document  # noqa: E402
 from keras_rnnlm.tokenizer import Tokenizer  # noqa: E402

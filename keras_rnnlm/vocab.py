@@ -18,11 +18,14 @@ import functools
 import logging
 import multiprocessing
 import os
+import sys
 from array import array
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -107,8 +110,7 @@ def build_vocabulary(
         The vocabulary and one int32 id array per document.
     """
     provisional = _ProvisionalIds({token: number for number, token in enumerate(RESERVED_TOKENS)})
-    with _encoding_pool(documents) as pool:
-        encoded = [_encode_document(document, tokenizer, provisional.__getitem__, pool) for document in documents]
+    encoded = _encode_documents(documents, tokenizer, provisional.__getitem__)
     counts = np.zeros(len(provisional), dtype=np.int64)
     for ids in encoded:  # document by document: no second copy of the corpus
         counts += np.bincount(ids, minlength=len(provisional))
@@ -143,8 +145,7 @@ def build_vocabulary(
 
 def encode_documents(documents: Sequence[Document], tokenizer: Tokenizer, vocabulary: Vocabulary) -> list[np.ndarray]:
     """Encodes documents with a fixed vocabulary (evaluation, resuming, validation files)."""
-    with _encoding_pool(documents) as pool:
-        return [_encode_document(document, tokenizer, vocabulary._ids.__getitem__, pool) for document in documents]
+    return _encode_documents(documents, tokenizer, vocabulary._ids.__getitem__)
 
 
 class _IdsOrUnknown(dict):
@@ -167,6 +168,19 @@ def _map_in_place(ids: np.ndarray, table: np.ndarray, chunk: int = 1 << 20) -> N
     """``ids[:] = table[ids]`` a chunk at a time, so the corpus is never held twice."""
     for start in range(0, len(ids), chunk):
         ids[start : start + chunk] = table[ids[start : start + chunk]]
+
+
+def _encode_documents(documents: Sequence[Document], tokenizer: Tokenizer, id_of) -> list[np.ndarray]:
+    """Encodes every document, in worker processes for a large corpus; ``id_of(token)``
+    gives each token's id. If a worker dies (killed, out of memory), the corpus is encoded
+    again in this process: the ids ``id_of`` gave so far follow the corpus order, so the
+    result is the same."""
+    with _encoding_pool(documents) as pool:
+        try:
+            return [_encode_document(document, tokenizer, id_of, pool) for document in documents]
+        except BrokenProcessPool as error:
+            logger.warning("an encoding worker process died (%s); encoding in this process instead", error)
+    return [_encode_document(document, tokenizer, id_of, None) for document in documents]
 
 
 def _encode_document(document: Document, tokenizer: Tokenizer, id_of, pool: Executor | None) -> np.ndarray:
@@ -201,7 +215,8 @@ def _encoded_blocks(document: Document, tokenizer: Tokenizer, pool: Executor | N
     in_flight: deque = deque()
     most_in_flight = 2 * _cores()
     for block in document.blocks():
-        in_flight.append(pool.submit(encode, block))
+        with _main_module_hidden():  # submit starts the workers
+            in_flight.append(pool.submit(encode, block))
         if len(in_flight) > most_in_flight:
             yield in_flight.popleft().result()
     while in_flight:
@@ -211,10 +226,29 @@ def _encoded_blocks(document: Document, tokenizer: Tokenizer, pool: Executor | N
 # Tokenizing is pure Python (10-13 MB/s of text on one core here), so a large corpus is
 # tokenized in one process per core. Workers are spawned, not forked (TensorFlow is
 # already running threads in this process), and starting them costs about 0.25 s, so
-# corpora under a few MB stay in this process: on 2 cores, WikiText-2's 10.8 MB encoded
-# at 15.7 MB/s with workers against 10.5 without, tiny Shakespeare's 1.1 MB at 3.6
-# against 9.8 (benchmarks/encode_speed.py).
+# corpora under a few MB stay in this process: on 2 cores, a 138 MB corpus encoded at
+# 24.8 MB/s with workers against 12-14 without, WikiText-2's 10.8 MB at 12-14 against
+# 10, tiny Shakespeare's 1.1 MB at 3.0-3.4 against 9-10 (benchmarks/encode_speed.py).
 PARALLEL_BYTES = 8 << 20
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Hides the ``__main__`` module from multiprocessing while it starts workers.
+
+    A spawned worker first imports its parent's main module, so that functions defined
+    there can be unpickled. Ours run only this module's functions, and the CLI's main
+    module imports TensorFlow: about 3 s a worker, and WikiText-2 encoded at 2.1 MB/s
+    with workers against 6.5-9.2 without (benchmarks/encode_speed.py). Hidden, a worker
+    imports only this package, and a user's script needs no ``if __name__ == "__main__":``
+    guard.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = ModuleType("__main__")  # no file or module name to import
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def _encoding_pool(documents: Sequence[Document]) -> contextlib.AbstractContextManager[Executor | None]:
