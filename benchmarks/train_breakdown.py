@@ -27,10 +27,12 @@ import tensorflow as tf
 
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
+from keras_rnnlm import model as model_module
 from keras_rnnlm.model import (
     FusedAdam,
     NextTokenCrossEntropy,
     NextTokenMetrics,
+    WindowLSTM,
     build_model,
     compile_model,
 )
@@ -81,38 +83,51 @@ def output_layer_pieces(units: int, dtype) -> dict:
     }
 
 
-def lstm_pieces(config: ModelConfig) -> dict:
-    """Keras' LSTM layer on embedded windows, forward and backward."""
-    inputs = tf.random.normal((BATCH_SIZE, WINDOW_SIZE, config.embedding_dim))
+def lstm_pieces(config: ModelConfig, precision: str) -> dict:
+    """The LSTM layer on embedded windows, forward and backward: Keras' LSTM (its loop and
+    unrolled) and keras_rnnlm's WindowLSTM (unrolled, as the CLI runs it on a CPU)."""
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        layers = {
+            "Keras LSTM, loop": keras.layers.LSTM(config.units),
+            "Keras LSTM, unrolled": keras.layers.LSTM(config.units, unroll=True),
+            "WindowLSTM, unrolled": WindowLSTM(config.units, unroll=True),
+        }
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     pieces = {}
-    for unroll in (False, True):
-        layer = keras.layers.LSTM(config.units, unroll=unroll)
+    for name, layer in layers.items():
+        inputs = tf.random.normal((BATCH_SIZE, WINDOW_SIZE, config.embedding_dim), dtype=layer.compute_dtype)
         layer.build(inputs.shape)
 
         @tf.function
         def forward_backward(inputs, layer=layer):
             with tf.GradientTape() as tape:
                 tape.watch(inputs)
-                loss = tf.reduce_sum(layer(inputs, training=True))
+                loss = tf.reduce_sum(tf.cast(layer(inputs, training=True), tf.float32))
             return tape.gradient(loss, [inputs, *layer.trainable_weights])
 
-        pieces[f"Keras LSTM, unroll={unroll}"] = (forward_backward, inputs)
+        pieces[f"{name} ({precision})"] = (forward_backward, inputs)
     return pieces
 
 
 def whole_steps() -> dict:
     """Keras' own train function on one batch (forward, backward, clipping, Adam, metrics),
     the model built as the CLI builds it (precision "auto", the LSTM unrolled on a CPU),
-    with Keras' Adam and with the fused one the CLI uses."""
+    with Keras' LSTM, Adam and loss, with Keras' LSTM only, and as the CLI."""
     strategy = select_strategy("auto")
     windows = tf.random.uniform((BATCH_SIZE, WINDOW_SIZE), 0, VOCABULARY_SIZE, dtype=tf.int32)
     targets = tf.random.uniform((BATCH_SIZE,), 0, VOCABULARY_SIZE, dtype=tf.int32)
     pieces = {}
-    for name in ("Keras' Adam and loss", "as the CLI: FusedAdam, NextTokenCrossEntropy"):
+    for name in ("Keras' LSTM, Adam and loss", "Keras' LSTM", "as the CLI: WindowLSTM, FusedAdam, NextTokenCrossEntropy"):
         policy = set_precision("auto", strategy)
-        model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE, unroll=not on_gpu(strategy))
+        model_module._CELLS["lstm"] = keras.layers.LSTM if name.startswith("Keras' LSTM") else WindowLSTM
+        try:
+            model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE, unroll=not on_gpu(strategy))
+        finally:
+            model_module._CELLS["lstm"] = WindowLSTM
         compile_model(model, TrainConfig())
-        if name.startswith("Keras'"):
+        if name.startswith("Keras' LSTM, Adam"):
             model.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0),
                           loss=keras.losses.SparseCategoricalCrossentropy(), metrics=[NextTokenMetrics()])
         keras.mixed_precision.set_global_policy("float32")
@@ -158,7 +173,8 @@ def main() -> None:
         **optimizer_pieces(config),
         **output_layer_pieces(config.units, tf.float32),
         **output_layer_pieces(config.units, tf.bfloat16),
-        **lstm_pieces(config),
+        **lstm_pieces(config, "float32"),
+        **lstm_pieces(config, "mixed_bfloat16"),
     }
     print(f"batch {BATCH_SIZE}, vocabulary {VOCABULARY_SIZE:,}, embedding {config.embedding_dim}, "
           f"LSTM {config.units}, window {WINDOW_SIZE}; medians of {args.repeats} x {args.calls} calls; "

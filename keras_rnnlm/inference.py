@@ -41,6 +41,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_rnnlm.model import WindowLSTM, lstm_cell
+
 BLOCK = 128  # Ids per sampling block; near the square root of a typical vocabulary.
 
 
@@ -141,7 +143,7 @@ class NextTokenLogits:
                 # new one starts from zero state (no recurrent term, zero cell state).
                 recurrent = _matmul_chains(hiddens[:-1], recurrent_kernel)  # (window - 1, batch, 4 * units)
                 gates = inputs + tf.pad(recurrent, [[1, 0], [0, 0], [0, 0]])  # (window, batch, 4 * units)
-                new_state.append(_lstm_cell(gates, tf.pad(memories[:-1], [[1, 0], [0, 0], [0, 0]])))
+                new_state.append(lstm_cell(gates, tf.pad(memories[:-1], [[1, 0], [0, 0], [0, 0]])))
             return tuple(new_state)
 
         def start(windows):
@@ -169,14 +171,6 @@ def _window_steps(logits_from_windows) -> TokenSteps:
         return (tf.concat([windows[:, 1:], ids[:, tf.newaxis]], axis=1),)  # (batch, window)
 
     return TokenSteps(lambda windows: (windows,), lambda state: logits_from_windows(state[0]), advance)
-
-
-def _lstm_cell(gates, memories):
-    """Keras' LSTM cell (gates input, forget, cell, output; sigmoid and tanh): the new
-    (hidden, cell) states from the summed input and recurrent projections."""
-    i, f, g, o = tf.split(gates, 4, axis=-1)
-    memories = tf.sigmoid(f) * memories + tf.sigmoid(i) * tf.tanh(g)
-    return tf.sigmoid(o) * tf.tanh(memories), memories
 
 
 def _matmul_chains(chains, kernel):
@@ -215,7 +209,7 @@ def _lstm_stack(layers) -> list | None:
         return None
     lstms = layers[1:]
     plain = all(
-        type(layer) is keras.layers.LSTM
+        type(layer) in (keras.layers.LSTM, WindowLSTM)
         and layer.cell.activation is keras.activations.tanh
         and layer.cell.recurrent_activation is keras.activations.sigmoid
         and layer.cell.use_bias

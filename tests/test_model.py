@@ -11,6 +11,7 @@ from keras_rnnlm.model import (
     FusedAdam,
     NextTokenCrossEntropy,
     NextTokenMetrics,
+    WindowLSTM,
     build_model,
     compile_model,
 )
@@ -19,7 +20,8 @@ from keras_rnnlm.model import (
 def test_shapes_and_layers():
     model = build_model(ModelConfig(embedding_dim=8, units=16, layers=2), window_size=5, vocabulary_size=50)
     assert isinstance(model, keras.Sequential)
-    assert [type(layer).__name__ for layer in model.layers] == ["Embedding", "LSTM", "Dropout", "LSTM", "Dropout", "Dense", "Activation"]
+    assert [type(layer).__name__ for layer in model.layers] == ["Embedding", "WindowLSTM", "Dropout", "WindowLSTM", "Dropout", "Dense", "Activation"]
+    assert isinstance(model.layers[1], keras.layers.LSTM)
     probabilities = model(np.zeros((3, 5), np.int32))
     assert probabilities.shape == (3, 50)
     np.testing.assert_allclose(np.sum(probabilities, axis=-1), 1.0, rtol=1e-5)
@@ -84,6 +86,9 @@ def test_metrics_match_keras_own_metrics():
     metric.reset_state()
     metric.update_state(targets[:1], probabilities[:1])
     assert float(metric.result()["perplexity"]) == pytest.approx(math.exp(cross_entropy[0]), rel=1e-5)
+    metric.reset_state()
+    metric.update_state(np.array([1]), np.array([[0.4, 0.4, 0.2]], np.float32))  # tied with the best
+    assert float(metric.result()["accuracy"]) == 1.0
 
 
 def test_softmax_stays_float32_under_mixed_precision():
@@ -147,3 +152,39 @@ def test_next_token_loss_stays_finite_when_the_target_probability_underflows():
         loss = NextTokenCrossEntropy()(tf.constant([0]), probabilities)
     np.testing.assert_allclose(loss, -np.log(np.finfo(np.float32).tiny), rtol=1e-6)  # 87.3, not inf
     np.testing.assert_allclose(tape.gradient(loss, logits), [[-1.0, 1.0, 0.0]], atol=1e-6)  # softmax - one-hot
+
+
+@pytest.mark.parametrize("precision, tolerance", [("float32", 1e-5), ("mixed_bfloat16", 3e-2)])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_window_lstm_computes_keras_lstm(precision, tolerance, return_sequences, monkeypatch):
+    from keras_rnnlm import model as model_module
+
+    cells, lstm_cell = [], model_module.lstm_cell  # the window path's cell calls: one per position
+
+    def counted_cell(*args):
+        cells.append(args)
+        return lstm_cell(*args)
+
+    monkeypatch.setattr(model_module, "lstm_cell", counted_cell)
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        ours, theirs = (kind(16, unroll=True, return_sequences=return_sequences) for kind in (WindowLSTM, keras.layers.LSTM))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    inputs = tf.constant(np.random.default_rng(0).normal(size=(8, 5, 12)), tf.float32)
+    ours.build(inputs.shape)
+    theirs.build(inputs.shape)
+    for mine, keras_weight in zip(ours.weights, theirs.weights, strict=True):
+        mine.assign(keras_weight + np.random.default_rng(1).normal(0, 0.3, keras_weight.shape))  # a bias too
+        keras_weight.assign(mine)
+    results = []
+    for layer in (ours, theirs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = tf.cast(layer(inputs, training=True), tf.float32)
+            value = tf.reduce_sum(outputs * tf.range(outputs.shape[-1], dtype=tf.float32))
+        results.append([outputs, *tape.gradient(value, [inputs, *layer.trainable_weights])])
+    assert len(cells) == 5
+    for mine, keras_result in zip(*results, strict=True):
+        scale = float(tf.reduce_max(tf.abs(keras_result)))
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(keras_result), atol=tolerance * scale)
