@@ -75,7 +75,10 @@ def test_train_speed_runs_at_a_tiny_size():
 
 def test_train_breakdown_times_every_piece():
     result = run_benchmark("train_breakdown.py", "--calls", "1", "--repeats", "1")
-    assert len(result["milliseconds"]) == 10 and all(value > 0 for value in result["milliseconds"].values())
+    names = list(result["milliseconds"])
+    assert len(names) == 15 and all(value > 0 for value in result["milliseconds"].values())
+    assert sum("train step" in name for name in names) == 3
+    assert {"WindowLSTM, unrolled (mixed_bfloat16)", "Keras LSTM, unrolled (mixed_bfloat16)"} <= set(names)
 
 
 def test_memory_benchmark_runs_at_a_tiny_size(tmp_path):
@@ -96,3 +99,12 @@ def test_generate_speed_runs_at_a_tiny_size():
                              "--naive-tokens", "2"], capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "batch 1 vs naive:" in result.stdout and "batch 64 vs naive:" in result.stdout
+
+
+def test_quality_benchmark_runs_at_a_tiny_size(tmp_path):
+    corpus = tmp_path / "lyrics.txt"
+    corpus.write_text("cause baby now we got bad blood\nyou know it used to be mad love\n" * 40, encoding="utf-8")
+    result = run_benchmark("quality.py", "--seeds", "1", "--epochs", "1", "--corpus", str(corpus),
+                           "--set", "model.embedding_dim=8", "--set", "model.units=8", "--set", "train.tensorboard=false")
+    assert set(result["val_perplexity"]) == {"float32", "mixed"}
+    assert all(len(values) == 1 and values[0] > 1 for values in result["val_perplexity"].values())
