@@ -21,39 +21,27 @@ logger = logging.getLogger("keras_rnnlm")
 
 @keras.saving.register_keras_serializable(package="keras_rnnlm")
 class WindowLSTM(layers.LSTM):
-    """Keras' LSTM, with a faster unrolled path for reading short windows from zero state.
+    """Keras' LSTM, with a faster unrolled path for reading short windows in mixed precision.
 
     Unrolled, Keras runs its LSTM cell at every position: an input and a recurrent
-    matmul, then the gate arithmetic in the compute dtype. When the state starts at zero
-    (no initial state, mask, stateful state or dropout inside the layer), this layer
-    instead projects the inputs of all positions in one matmul, skips the recurrent
-    matmul at the first position (its state is zero), and does the gate arithmetic in
-    float32, which on a CPU runs faster than bfloat16 element-wise ops. Same weights,
-    same function (a test holds the outputs and gradients to Keras' own). Forward and
-    backward at the default sizes in mixed bfloat16 took 15.3 ms against 20.4 for Keras'
-    unrolled LSTM, and the whole train step 38.9 against 43.5; in float32 the two are
-    level (``benchmarks/train_breakdown.py``).
-
-    Not unrolled (on a GPU, for the cuDNN kernel) or with anything else set, it is Keras'
-    LSTM.
+    matmul, then the gate arithmetic in the compute dtype. Under a 16-bit compute dtype
+    (mixed bfloat16 on a CPU), when the state starts at zero (no initial state, mask,
+    stateful state or dropout inside the layer), this layer instead projects the inputs
+    of all positions in one matmul, skips the recurrent matmul at the first position (its
+    state is zero), and does the gate arithmetic in float32, which on a CPU runs faster
+    than bfloat16 element-wise ops. Same weights, same function (a test holds the outputs
+    and gradients to Keras' own). Forward and backward at the default sizes took 15.3 ms
+    against 20.4 for Keras' unrolled LSTM, and the whole train step 38.9 against 43.5
+    (``benchmarks/train_breakdown.py``). In float32 the path measured no faster, so there,
+    as when not unrolled (on a GPU, for the cuDNN kernel), it is Keras' LSTM.
     """
 
+    WINDOW_PATH_DTYPES = ("bfloat16", "float16")
+
     def call(self, sequences, initial_state=None, mask=None, training=False):
-        cell = self.cell
-        window_path = (
-            self.unroll
-            and initial_state is None
-            and mask is None
-            and not self.stateful
-            and not self.go_backwards
-            and not self.return_state
-            and cell.activation is keras.activations.tanh
-            and cell.recurrent_activation is keras.activations.sigmoid
-            and cell.use_bias
-            and not (training and (cell.dropout or cell.recurrent_dropout))
-        )
-        if not window_path:
+        if not self._takes_window_path(initial_state, mask, training):
             return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
+        cell = self.cell
         window, inputs = sequences.shape[1], sequences.shape[2]
         by_position = tf.transpose(sequences, [1, 0, 2])  # (window, batch, inputs)
         projected = tf.matmul(tf.reshape(by_position, [-1, inputs]), tf.cast(cell.kernel, self.compute_dtype))
@@ -68,6 +56,22 @@ class WindowLSTM(layers.LSTM):
             hiddens.append(hidden)
         output = tf.stack(hiddens, axis=1) if self.return_sequences else hidden  # (batch, window, units) or (batch, units)
         return tf.cast(output, self.compute_dtype)
+
+    def _takes_window_path(self, initial_state, mask, training) -> bool:
+        cell = self.cell
+        return (
+            self.unroll
+            and self.compute_dtype in self.WINDOW_PATH_DTYPES
+            and initial_state is None
+            and mask is None
+            and not self.stateful
+            and not self.go_backwards
+            and not self.return_state
+            and cell.activation is keras.activations.tanh
+            and cell.recurrent_activation is keras.activations.sigmoid
+            and cell.use_bias
+            and not (training and (cell.dropout or cell.recurrent_dropout))
+        )
 
 
 def lstm_cell(gates, memory=None):

@@ -166,6 +166,9 @@ def test_window_lstm_computes_keras_lstm(precision, tolerance, return_sequences,
         return lstm_cell(*args)
 
     monkeypatch.setattr(model_module, "lstm_cell", counted_cell)
+    # The path runs only under a 16-bit compute dtype; opted in here for float32, its
+    # arithmetic can be held to Keras' at float32's precision.
+    monkeypatch.setattr(WindowLSTM, "WINDOW_PATH_DTYPES", ("bfloat16", "float32"))
     keras.mixed_precision.set_global_policy(precision)
     try:
         ours, theirs = (kind(16, unroll=True, return_sequences=return_sequences) for kind in (WindowLSTM, keras.layers.LSTM))
@@ -188,3 +191,18 @@ def test_window_lstm_computes_keras_lstm(precision, tolerance, return_sequences,
     for mine, keras_result in zip(*results, strict=True):
         scale = float(tf.reduce_max(tf.abs(keras_result)))
         np.testing.assert_allclose(np.asarray(mine), np.asarray(keras_result), atol=tolerance * scale)
+
+
+def test_window_lstm_is_keras_path_in_float32_and_when_not_unrolled(monkeypatch):
+    from keras_rnnlm import model as model_module
+
+    cells = []
+    monkeypatch.setattr(model_module, "lstm_cell", lambda *args: cells.append(args))
+    inputs = tf.zeros((2, 5, 4))
+    WindowLSTM(3, unroll=True)(inputs)  # float32
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        WindowLSTM(3)(inputs)  # not unrolled: Keras' loop, the cuDNN kernel on a GPU
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert cells == []
