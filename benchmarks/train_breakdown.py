@@ -27,7 +27,6 @@ import tensorflow as tf
 
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
-from keras_rnnlm import model as model_module
 from keras_rnnlm.model import (
     FusedAdam,
     NextTokenCrossEntropy,
@@ -121,11 +120,11 @@ def whole_steps() -> dict:
     pieces = {}
     for name in ("Keras' LSTM, Adam and loss", "Keras' LSTM", "as the CLI: WindowLSTM, FusedAdam, NextTokenCrossEntropy"):
         policy = set_precision("auto", strategy)
-        model_module._CELLS["lstm"] = keras.layers.LSTM if name.startswith("Keras' LSTM") else WindowLSTM
-        try:
-            model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE, unroll=not on_gpu(strategy))
-        finally:
-            model_module._CELLS["lstm"] = WindowLSTM
+        model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE, unroll=not on_gpu(strategy))
+        if name.startswith("Keras' LSTM"):
+            for layer in model.layers:
+                if isinstance(layer, WindowLSTM):
+                    layer.WINDOW_PATH_DTYPES = ()  # never its own path: Keras' LSTM
         compile_model(model, TrainConfig())
         if name.startswith("Keras' LSTM, Adam"):
             model.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0),

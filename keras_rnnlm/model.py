@@ -18,7 +18,6 @@ from keras_rnnlm.config import ModelConfig, TrainConfig
 logger = logging.getLogger("keras_rnnlm")
 
 
-
 @keras.saving.register_keras_serializable(package="keras_rnnlm")
 class WindowLSTM(layers.LSTM):
     """Keras' LSTM, with a faster unrolled path for reading short windows in mixed precision.
@@ -94,8 +93,8 @@ class NextTokenMetrics(keras.metrics.Metric):
     (batch, vocabulary) output; the three took a fifth of a training step
     (``benchmarks/train_breakdown.py``). Here the cross-entropy comes from the target's
     probability (one gather), and accuracy and top-5 accuracy from ``in_top_k``, one
-    pass each that materializes nothing (a comparison, cast and sum over the output took
-    5x as long). A target tied with the best counts as correct.
+    pass each that materializes nothing (a comparison, a cast and a sum would make three,
+    and a (batch, vocabulary) temporary). A target tied with the best counts as correct.
 
     Perplexity is exp of the mean cross-entropy, the standard definition (the mean of
     per-batch perplexities would overstate it). The cross-entropy is read from the

@@ -36,9 +36,8 @@ RESERVED_TOKENS = (PAD, UNK, LINE_BREAK)  # Their ids are 0, 1 and 2 in every vo
 # "punctuation": a word (letters, digits, underscore) with apostrophes inside it, a
 # literal <unk>, or any other single non-space character. "whitespace": what str.split
 # keeps. The possessive quantifiers (++, *+) match exactly what + and * would here, as
-# nothing follows a word, but spare re its backtracking bookkeeping; with words tried
-# first (the commonest) and <unk> before the class that would split it, a block encoded
-# 1.16-1.21x faster (benchmarks/RESULTS.md, third session).
+# nothing follows a word, but spare re its backtracking bookkeeping. Words come first
+# (the commonest), and <unk> before the class that would split it.
 _WORDS_AND_LINE_BREAKS = {
     "punctuation": re.compile(r"\w++(?:['’]\w++)*+|<unk>|[^\w\s]|\n"),
     "whitespace": re.compile(r"[^\s]++|\n"),

@@ -238,8 +238,9 @@ def _main_module_hidden() -> Iterator[None]:
 
     A spawned worker first imports its parent's main module, so that functions defined
     there can be unpickled. Ours run only this module's functions, and the CLI's main
-    module imports TensorFlow: about 3 s a worker, and WikiText-2 encoded at 2.1 MB/s
-    with workers against 6.5-9.2 without (benchmarks/encode_speed.py). Hidden, a worker
+    module imports TensorFlow: WikiText-2 encoded at 2.1 MB/s with workers against
+    6.5-9.2 without (benchmarks/encode_speed.py, which imports TensorFlow as the CLI
+    does, run at ad6fc37). Hidden, a worker
     imports only this package, and a user's script needs no ``if __name__ == "__main__":``
     guard.
     """
