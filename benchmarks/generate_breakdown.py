@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_rnnlm.config import ModelConfig  # noqa: E402
-from keras_rnnlm.generate import _sample_in_blocks  # noqa: E402
+from keras_rnnlm.sampling import sample_in_blocks  # noqa: E402
 from keras_rnnlm.inference import NextTokenLogits  # noqa: E402
 from keras_rnnlm.model import build_model  # noqa: E402
 
@@ -78,7 +78,7 @@ def generator_pieces(model) -> None:
     start = tf.function(steps.start)
     # One token: read the last id (advance every LSTM chain), then the next logits.
     step = tf.function(lambda state, ids: steps.logits(steps.advance(state, ids)))
-    sample = tf.function(lambda logits: _sample_in_blocks(logits, tf.random.stateless_uniform([tf.shape(logits)[0], 2], [1, 2])))
+    sample = tf.function(lambda logits: sample_in_blocks(logits, tf.random.stateless_uniform([tf.shape(logits)[0], 2], [1, 2])))
     for batch in (1, 64):
         state, ids = start(tf.zeros((batch, WINDOW_SIZE), tf.int32)), tf.zeros((batch,), tf.int32)
         logits = step(state, ids)

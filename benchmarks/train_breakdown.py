@@ -18,6 +18,7 @@ import json
 import os
 import statistics
 import time
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,16 +26,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_rnnlm import speedups
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
-from keras_rnnlm.model import (
-    FusedAdam,
-    NextTokenCrossEntropy,
-    NextTokenMetrics,
-    WindowLSTM,
-    build_model,
-    compile_model,
-)
+from keras_rnnlm.model import build_model, compile_model
+from keras_rnnlm.speedups import FusedAdam, NextTokenCrossEntropy, WindowLSTM, training_model
 
 VOCABULARY_SIZE, WINDOW_SIZE, BATCH_SIZE = 10_000, 5, 256
 
@@ -56,7 +52,9 @@ def median_ms(pieces: dict, calls: int, repeats: int = 5) -> dict[str, float]:
 
 
 def output_layer_pieces(units: int, dtype) -> dict:
-    """Dense(10,000) and the loss, forward and backward, two ways."""
+    """Dense(10,000), the softmax and the loss, forward and backward: the stock model's
+    way (a float32 softmax output; Keras' loss finds its logits) and the training model's
+    (float32 logits; NextTokenCrossEntropy)."""
     hidden = tf.random.normal((BATCH_SIZE, units), dtype=tf.float32)
     kernel = tf.Variable(tf.random.normal((units, VOCABULARY_SIZE), stddev=0.05))
     bias = tf.Variable(tf.zeros((VOCABULARY_SIZE,)))
@@ -65,39 +63,42 @@ def output_layer_pieces(units: int, dtype) -> dict:
     def logits_of(hidden):
         return tf.cast(tf.matmul(tf.cast(hidden, dtype), tf.cast(kernel, dtype)), tf.float32) + bias
 
-    def loss_piece(loss):  # the model's way: a float32 softmax output, the loss reads it
+    def loss_piece(loss, output):
         @tf.function
         def forward_backward(hidden):
             with tf.GradientTape() as tape:
                 tape.watch(hidden)
-                probabilities = keras.activations.softmax(logits_of(hidden))
-                value = loss(targets, probabilities)
+                value = loss(targets, output(logits_of(hidden)))
             return tape.gradient(value, [hidden, kernel, bias])
         return forward_backward
 
     name = dtype.name
+    keras_loss = loss_piece(keras.losses.SparseCategoricalCrossentropy(), keras.activations.softmax)
+    next_token_loss = loss_piece(NextTokenCrossEntropy(), tf.identity)
     return {
-        f"Dense + softmax + Keras loss ({name})": (loss_piece(keras.losses.SparseCategoricalCrossentropy()), hidden),
-        f"Dense + softmax + NextTokenCrossEntropy ({name})": (loss_piece(NextTokenCrossEntropy()), hidden),
+        f"Dense + softmax + Keras loss ({name})": (keras_loss, hidden),
+        f"Dense + NextTokenCrossEntropy ({name})": (next_token_loss, hidden),
     }
 
 
 def lstm_pieces(config: ModelConfig, precision: str) -> dict:
     """The LSTM layer on embedded windows, forward and backward: Keras' LSTM (its loop and
-    unrolled) and keras_rnnlm's WindowLSTM (unrolled, as the CLI runs it on a CPU)."""
+    unrolled) and keras_rnnlm's WindowLSTM over an unrolled LSTM (as training runs it on a
+    CPU in mixed precision; in float32 training uses Keras' unrolled LSTM)."""
     keras.mixed_precision.set_global_policy(precision)
     try:
         layers = {
             "Keras LSTM, loop": keras.layers.LSTM(config.units),
             "Keras LSTM, unrolled": keras.layers.LSTM(config.units, unroll=True),
-            "WindowLSTM, unrolled": WindowLSTM(config.units, unroll=True),
         }
+        inputs = tf.random.normal((BATCH_SIZE, WINDOW_SIZE, config.embedding_dim), dtype=layers["Keras LSTM, loop"].compute_dtype)
+        for layer in layers.values():
+            layer.build(inputs.shape)
+        layers["WindowLSTM, unrolled"] = WindowLSTM(layers["Keras LSTM, unrolled"])
     finally:
         keras.mixed_precision.set_global_policy("float32")
     pieces = {}
     for name, layer in layers.items():
-        inputs = tf.random.normal((BATCH_SIZE, WINDOW_SIZE, config.embedding_dim), dtype=layer.compute_dtype)
-        layer.build(inputs.shape)
 
         @tf.function
         def forward_backward(inputs, layer=layer):
@@ -112,8 +113,10 @@ def lstm_pieces(config: ModelConfig, precision: str) -> dict:
 
 def whole_steps() -> dict:
     """Keras' own train function on one batch (forward, backward, clipping, Adam, metrics),
-    the model built as the CLI builds it (precision "auto", the LSTM unrolled on a CPU),
-    with Keras' LSTM, Adam and loss, with Keras' LSTM only, and as the CLI."""
+    the model built as the CLI builds it (precision "auto", the LSTM unrolled on a CPU):
+    the stock model as compiled for model.keras (Keras' LSTM, Adam and loss), the
+    training model without WindowLSTM (Keras' LSTM), and the training model as the CLI
+    trains it."""
     strategy = select_strategy("auto")
     windows = tf.random.uniform((BATCH_SIZE, WINDOW_SIZE), 0, VOCABULARY_SIZE, dtype=tf.int32)
     targets = tf.random.uniform((BATCH_SIZE,), 0, VOCABULARY_SIZE, dtype=tf.int32)
@@ -121,14 +124,12 @@ def whole_steps() -> dict:
     for name in ("Keras' LSTM, Adam and loss", "Keras' LSTM", "as the CLI: WindowLSTM, FusedAdam, NextTokenCrossEntropy"):
         policy = set_precision("auto", strategy)
         model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE, unroll=not on_gpu(strategy))
-        if name.startswith("Keras' LSTM"):
-            for layer in model.layers:
-                if isinstance(layer, WindowLSTM):
-                    layer.WINDOW_PATH_DTYPES = ()  # never its own path: Keras' LSTM
         compile_model(model, TrainConfig())
-        if name.startswith("Keras' LSTM, Adam"):
-            model.compile(optimizer=keras.optimizers.Adam(1e-3, global_clipnorm=1.0),
-                          loss=keras.losses.SparseCategoricalCrossentropy(), metrics=[NextTokenMetrics()])
+        if name == "Keras' LSTM":
+            with mock.patch.object(speedups, "takes_window_path", lambda layer: False):
+                model = training_model(model, TrainConfig())
+        elif name.startswith("as the CLI"):
+            model = training_model(model, TrainConfig())
         keras.mixed_precision.set_global_policy("float32")
         model.train_on_batch(windows, targets)  # builds the optimizer and the train function
         pieces[f"train step, {policy}, {name}"] = (lambda model=model: model.train_function([(windows, targets)]),)

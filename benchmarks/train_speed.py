@@ -48,9 +48,30 @@ import tensorflow as tf  # noqa: E402
 from keras_rnnlm.config import ModelConfig, TrainConfig  # noqa: E402
 from keras_rnnlm.data import training_feed, windowed_stream, windows_dataset  # noqa: E402
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision  # noqa: E402
-from keras_rnnlm.model import build_model, compile_model, training_flops_per_window  # noqa: E402
+from keras_rnnlm.model import build_model, compile_model  # noqa: E402
+from keras_rnnlm.speedups import training_model  # noqa: E402
 
 PATHS = ("keras_rnnlm", "torch", "naive")
+
+# Weight matrices per recurrent step, as multiples of units x (inputs + units): the gates.
+GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}
+
+
+def training_flops_per_window(config: ModelConfig, window_size: int, vocabulary_size: int) -> int:
+    """Floating-point operations to train on one window: 2 per multiply-add, and the
+    backward pass counted as twice the forward (gradients for inputs and for weights).
+
+    The forward multiply-adds are the recurrent layers' input and recurrent kernels at
+    every position of the window and the output layer once; the Embedding is a lookup.
+    Element-wise work (activations, softmax, the optimizer) is not counted.
+    """
+    multiply_adds = 0
+    inputs = config.embedding_dim
+    for _ in range(config.layers):
+        multiply_adds += window_size * GATES[config.cell] * config.units * (inputs + config.units)
+        inputs = config.units
+    multiply_adds += config.units * vocabulary_size
+    return 2 * 3 * multiply_adds
 
 
 def token_stream(num_tokens: int, vocabulary_size: int, seed: int = 0) -> np.ndarray:
@@ -75,13 +96,14 @@ def keras_rnnlm_training(ids, model_config, vocabulary_size, batch_size):
     with strategy.scope():
         model = build_model(model_config, 5, vocabulary_size, unroll=not on_gpu(strategy))
         compile_model(model, TrainConfig())
+        trainer = training_model(model, TrainConfig())
     keras.mixed_precision.set_global_policy("float32")
     print(f"keras_rnnlm: precision {policy}, LSTM unrolled: {not on_gpu(strategy)}")
     stream = windowed_stream([ids[5:]], window_size=5)  # one segment, left-padded as the CLI pads a file
     feed, steps_per_epoch = training_feed(windows_dataset(stream, batch_size, shuffle=True, seed=0))
 
     def train(epochs, callback):
-        model.fit(feed, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=[callback], verbose=0)
+        trainer.fit(feed, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=[callback], verbose=0)
 
     return stream.num_windows, train
 

@@ -1,5 +1,6 @@
-"""Keras callbacks that the stock set lacks: an atomic best-model checkpoint, a text
-sample after every epoch, and the loss / perplexity plot at the end."""
+"""Keras callbacks that the stock set lacks: perplexity beside every loss, an atomic
+best-model checkpoint of the stock model, a text sample after every epoch, and the loss /
+perplexity plot at the end."""
 
 from __future__ import annotations
 
@@ -12,20 +13,49 @@ import keras
 
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.runs import read_history, save_model_atomically
+from keras_rnnlm.sampling import Sampling
+from keras_rnnlm.speedups import copy_optimizer_state
 
 logger = logging.getLogger("keras_rnnlm")
 
 
+class Perplexity(keras.callbacks.Callback):
+    """Logs ``perplexity`` beside ``loss`` and ``val_perplexity`` beside ``val_loss``.
+
+    Perplexity is exp of the mean cross-entropy per token. Keras' ``loss`` is that mean
+    (each batch's mean loss weighted by its size, and the model has no other losses), so
+    no metric needs to read the (batch, vocabulary) output again for it. The callbacks
+    after this one (the CSV log, TensorBoard, the progress bar) see the added values;
+    Keras' own callbacks that add to ``logs`` (``ReduceLROnPlateau``) work the same way.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        _add_perplexities(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        _add_perplexities(logs)
+
+
+def _add_perplexities(logs) -> None:
+    for key in [key for key in logs or {} if key in ("loss", "val_loss")]:
+        logs[key.replace("loss", "perplexity")] = math.exp(logs[key]) if logs[key] < 700 else math.inf
+
+
 class BestModelCheckpoint(keras.callbacks.Callback):
-    """Saves the model whenever the validation loss improves, atomically.
+    """Saves the stock model whenever the validation loss improves, atomically.
+
+    Training runs a model with speed paths swapped in (:mod:`keras_rnnlm.speedups`); the
+    file keeps the stock model that shares its weights, with the optimizer's state.
 
     Args:
+        model: The stock model to save; compiled, as :func:`keras_rnnlm.model.compile_model` does.
         path: Where the ``.keras`` file goes.
         best: The best validation loss so far (a resumed run passes its history's).
     """
 
-    def __init__(self, path: Path, best: float = math.inf):
+    def __init__(self, model: keras.Model, path: Path, best: float = math.inf):
         super().__init__()
+        self.saved_model = model
         self.path = path
         self.best = best
         self.best_epoch: int | None = None
@@ -34,7 +64,8 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         loss = (logs or {}).get("val_loss", math.nan)
         if loss < self.best:  # False for NaN: a diverged model is never saved.
             self.best, self.best_epoch = loss, epoch + 1
-            save_model_atomically(self.model, self.path)
+            copy_optimizer_state(self.model.optimizer, self.saved_model.optimizer)
+            save_model_atomically(self.saved_model, self.path)
 
 
 class SampleText(keras.callbacks.Callback):
@@ -56,7 +87,7 @@ class SampleText(keras.callbacks.Callback):
         self.num_samples = num_samples
 
     def on_epoch_end(self, epoch, logs=None):
-        texts = self.generator.generate([self.prompt] * self.num_samples, self.length, temperature=self.temperature, seed=self.seed)
+        texts = self.generator.generate([self.prompt] * self.num_samples, self.length, Sampling(self.temperature), seed=self.seed)
         logger.info("sample after epoch %d:\n%s\n", epoch + 1, "\n".join(text.rstrip("\n") for text in texts))
 
 

@@ -66,12 +66,10 @@ class VocabConfig:
 class DataConfig:
     """How the token stream becomes training examples."""
 
-    # Word level: tokens of context in each example; the target is the token after them.
+    # Tokens of context in each example (words, or characters at character level); the
+    # target is the token after them. A character model sets its own, larger window in
+    # its config (configs/names.toml: 16, which holds every name of the list whole).
     window_size: int = 5
-    # Character level: characters of context. 16 holds every name of the US baby-name
-    # list whole (with its newline); 8 cuts 15% of them and scored slightly worse on
-    # held-out names at the same budget (benchmarks/RESULTS.md).
-    char_window_size: int = 16
     # Windows per training step.
     batch_size: int = 256
 
@@ -140,12 +138,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    @property
-    def window_size(self) -> int:
-        """Tokens of context the model reads: ``data.window_size`` for words,
-        ``data.char_window_size`` for characters."""
-        return self.data.char_window_size if self.corpus.level == "char" else self.data.window_size
-
 
 CHOICES = {
     "corpus.builtin": ("kjv-poetry", "kjv"),
@@ -158,10 +150,6 @@ CHOICES = {
     "train.precision": ("auto", "float32", "mixed"),
 }
 
-# Keys that runs saved by earlier versions hold, and what they mean now.
-_RENAMED = {
-    ("train", "mixed_precision"): ("precision", lambda mixed: "mixed" if mixed is True else "float32"),
-}
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
@@ -179,15 +167,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         RnnlmError: The file is missing or not TOML, a key is unknown, a value has the
             wrong type or lies outside its range.
     """
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise RnnlmError(f"config file {path} does not exist; pass a path such as configs/default.toml")
-        try:
-            values = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-            raise RnnlmError(f"config file {path} is not valid TOML ({error}); fix the line it names") from None
+    values = read_toml(path) if path is not None else {}
     for override in overrides:
         key, value = _parse_override(override)
         *sections, name = key.split(".")
@@ -200,16 +180,27 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     return config_from_dict(values)
 
 
+def read_toml(path: str | Path) -> dict:
+    """The tables of a TOML file, as nested dictionaries.
+
+    Raises:
+        RnnlmError: The file is missing or is not TOML.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RnnlmError(f"config file {path} does not exist; pass a path such as configs/default.toml")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise RnnlmError(f"config file {path} is not valid TOML ({error}); fix the line it names") from None
+
+
 def config_from_dict(values: dict) -> Config:
     """Builds a validated :class:`Config` from nested dictionaries (as TOML gives).
 
     Raises:
         RnnlmError: On an unknown key, a wrong type or an out-of-range value.
     """
-    for (section, old), (new, meaning) in _RENAMED.items():
-        table = values.get(section)
-        if isinstance(table, dict) and old in table and new not in table:
-            values = {**values, section: {**{k: v for k, v in table.items() if k != old}, new: meaning(table[old])}}
     config = _build(Config, values, prefix="")
     validate(config)
     return config
@@ -261,7 +252,6 @@ def validate(config: Config) -> None:
         ("vocab.max_size", config.vocab.max_size >= 4, "at least 4 (three reserved tokens and one word)"),
         ("vocab.min_count", config.vocab.min_count >= 1, "at least 1"),
         ("data.window_size", config.data.window_size >= 1, "at least 1"),
-        ("data.char_window_size", config.data.char_window_size >= 1, "at least 1"),
         ("data.batch_size", config.data.batch_size >= 1, "at least 1"),
         ("model.embedding_dim", config.model.embedding_dim >= 1, "at least 1"),
         ("model.units", config.model.units >= 1, "at least 1"),

@@ -162,8 +162,7 @@ def check_sizes(train: WindowedStream, valid: WindowedStream) -> None:
     if train.num_windows < train.window_size + 1:
         raise RnnlmError(
             f"the corpus has only {train.num_windows} training tokens, fewer than window_size + 1 = "
-            f"{train.window_size + 1}; give more text or a smaller window (data.window_size, or "
-            "data.char_window_size at character level)"
+            f"{train.window_size + 1}; give more text or a smaller data.window_size"
         )
     if valid.num_windows == 0:
         raise RnnlmError(

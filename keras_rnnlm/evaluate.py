@@ -40,9 +40,9 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
     """
     run = RunFolder(run_dir)
     config, vocabulary, tokenizer, model = run.load()
-    compile_model(model, config.train)  # the loss and metrics; the optimizer is never used
+    compile_model(model, config.train)  # Keras' own loss and metrics; the optimizer is never used
     encoded = encode_documents(find_documents(text_paths), tokenizer, vocabulary)
-    stream = windowed_stream(segments_for_evaluation(encoded, config.corpus.sequences), config.window_size)
+    stream = windowed_stream(segments_for_evaluation(encoded, config.corpus.sequences), config.data.window_size)
     if stream.num_windows == 0:
         raise RnnlmError("the text has no tokens to evaluate; give a file with some text in it")
     # Keras weights each batch's mean loss by its size, so this is the mean over all tokens.

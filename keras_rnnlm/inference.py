@@ -41,9 +41,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm.model import WindowLSTM, lstm_cell
-
-BLOCK = 128  # Ids per sampling block; near the square root of a typical vocabulary.
+from keras_rnnlm.sampling import BLOCK
+from keras_rnnlm.speedups import lstm_cell
 
 
 class TokenSteps(NamedTuple):
@@ -209,7 +208,7 @@ def _lstm_stack(layers) -> list | None:
         return None
     lstms = layers[1:]
     plain = all(
-        type(layer) in (keras.layers.LSTM, WindowLSTM)
+        type(layer) is keras.layers.LSTM
         and layer.cell.activation is keras.activations.tanh
         and layer.cell.recurrent_activation is keras.activations.sigmoid
         and layer.cell.use_bias

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import keras
 
-from keras_rnnlm.config import Config, config_to_dict, config_to_toml, load_config
+from keras_rnnlm.config import Config, config_from_dict, config_to_dict, config_to_toml, read_toml
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import Vocabulary
@@ -60,7 +60,7 @@ class RunFolder:
             raise RnnlmError(
                 f"{self.path} exists and is not a keras_rnnlm run; choose another --run-name or pass --overwrite"
             )
-        previous = load_config(self.config)
+        previous = self.load_config()
         if previous != config:
             raise RnnlmError(
                 f"{self.path} holds a run with a different config ({_differences(previous, config)}); "
@@ -75,17 +75,27 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def load_config(self) -> Config:
+        """The run's ``config.toml``; one written by an earlier version is read as it meant.
+
+        Raises:
+            RnnlmError: The folder has no ``config.toml``, or it is not a valid config.
+        """
         if not self.config.is_file():
             raise RnnlmError(f"{self.path} is not a keras_rnnlm run (no config.toml); pass --model saved_models/<run>")
-        return load_config(self.config)
+        return config_from_dict(_upgraded(read_toml(self.config)))
 
     def load_model(self) -> keras.Model:
         """Loads ``model.keras`` in Keras' safe mode (no code runs from the file), without
-        its training settings: generating needs none, and a run trained by an older
-        version, whose metrics may differ, still loads."""
+        its training settings: generating needs none. A model saved by an earlier
+        version, whose LSTM layers were keras_rnnlm's own subclass, loads as stock Keras."""
         if not self.model.is_file():
             raise RnnlmError(f"{self.path} has no model.keras yet; train it first with python -m keras_rnnlm.train")
-        return keras.saving.load_model(self.model, compile=False, safe_mode=True)
+        model = keras.saving.load_model(
+            self.model, compile=False, safe_mode=True, custom_objects={"keras_rnnlm>WindowLSTM": WindowLSTM}
+        )
+        if any(isinstance(layer, WindowLSTM) for layer in model.layers):
+            model = _with_stock_lstm_layers(model)
+        return model
 
     def load(self) -> tuple[Config, Vocabulary, Tokenizer, keras.Model]:
         """Reads back what generation and evaluation need: config, vocabulary, tokenizer, model."""
@@ -134,6 +144,39 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
     temporary = path.with_name(f".{path.stem}.partial.keras")
     model.save(temporary)
     os.replace(temporary, path)
+
+
+class WindowLSTM(keras.layers.LSTM):
+    """Reads the LSTM layers that earlier versions saved as keras_rnnlm's ``WindowLSTM``:
+    a ``keras.layers.LSTM`` subclass with the same config and weights, whose weights the
+    file files under this class name."""
+
+
+def _with_stock_lstm_layers(model: keras.Sequential) -> keras.Sequential:
+    """The same model and weights, each :class:`WindowLSTM` a ``keras.layers.LSTM``."""
+
+    def stock(layer):
+        kind = keras.layers.LSTM if isinstance(layer, WindowLSTM) else type(layer)
+        return kind.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=stock)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _upgraded(values: dict) -> dict:
+    """A run config written by an earlier version, in today's keys: ``train.mixed_precision``
+    (true or false) became ``train.precision``; ``data.char_window_size``, the window of
+    a character model, became ``data.window_size`` at either level."""
+    values = {key: dict(table) if isinstance(table, dict) else table for key, table in values.items()}
+    train, data, corpus = (values.get(section, {}) for section in ("train", "data", "corpus"))
+    if "mixed_precision" in train:
+        train.setdefault("precision", "mixed" if train.pop("mixed_precision") is True else "float32")
+    if "char_window_size" in data:
+        char_window_size = data.pop("char_window_size")
+        if corpus.get("level") == "char":
+            data["window_size"] = char_window_size
+    return values
 
 
 def _differences(before: Config, after: Config) -> str:

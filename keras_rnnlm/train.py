@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from keras_rnnlm import cli
-from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, SampleText
+from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, Perplexity, SampleText
 from keras_rnnlm.config import Config, load_config
 from keras_rnnlm.corpus import corpus_documents, find_documents
 from keras_rnnlm.data import check_sizes, segments_for_training, training_feed, windowed_stream, windows_dataset
@@ -37,6 +37,7 @@ from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.export import export_run
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model
+from keras_rnnlm.speedups import training_model
 from keras_rnnlm.runs import FINISHED, NEW, RunFolder, read_history, tokenizer_for, write_config, write_summary
 from keras_rnnlm.vocab import Vocabulary, build_vocabulary, encode_documents
 
@@ -91,7 +92,7 @@ def train(
     train_segments, valid_segments = segments_for_training(
         encoded, valid_encoded, config.corpus.sequences, config.corpus.valid_fraction, config.train.seed
     )
-    window_size = config.window_size
+    window_size = config.data.window_size
     train_stream, valid_stream = windowed_stream(train_segments, window_size), windowed_stream(valid_segments, window_size)
     check_sizes(train_stream, valid_stream)
     del encoded, valid_encoded, train_segments, valid_segments  # the streams hold copies; free 4 bytes a token
@@ -116,18 +117,21 @@ def train(
     try:
         set_precision(config.train.precision, strategy)
         with strategy.scope():
+            # What model.keras keeps: stock Keras layers, loss, optimizer and metrics.
             model = build_model(config.model, window_size, len(vocabulary), unroll=not on_gpu(strategy))
             compile_model(model, config.train)
-    finally:  # the model keeps its policy; the caller's next model gets theirs
+            # What trains model's weights: the same layers, with the speed paths swapped in.
+            trainer = training_model(model, config.train)
+    finally:  # the models keep their policy; the caller's next model gets theirs
         keras.mixed_precision.set_global_policy(caller_policy)
     model.summary(print_fn=lambda line, **_: logger.info(line))
 
-    callbacks = _callbacks(config, run, Generator(model, vocabulary, tokenizer, window_size,
-                                                  line_mode=config.corpus.sequences == "lines"), valid_stream)
+    generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
+    callbacks = _callbacks(config, run, model, generator, valid_stream)
     callbacks.extend(extra_callbacks)
 
     feed, steps_per_epoch = training_feed(train_dataset)
-    history = model.fit(
+    history = trainer.fit(
         feed,
         steps_per_epoch=steps_per_epoch,
         validation_data=windows_dataset(valid_stream, config.data.batch_size),
@@ -164,13 +168,15 @@ def train(
     return summary
 
 
-def _callbacks(config: Config, run: RunFolder, generator: Generator, valid_stream) -> list[keras.callbacks.Callback]:
+def _callbacks(config: Config, run: RunFolder, model: keras.Model, generator: Generator, valid_stream) -> list[keras.callbacks.Callback]:
     """The run's callbacks. BackupAndRestore comes first so that an epoch is backed up
-    before anything later in the list can stop the process."""
+    before anything later in the list can stop the process; Perplexity comes before
+    everything that logs."""
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run.backup)),
+        Perplexity(),
         keras.callbacks.TerminateOnNaN(),
-        BestModelCheckpoint(run.model, best=run.best_validation_loss()),
+        BestModelCheckpoint(model, run.model, best=run.best_validation_loss()),
         keras.callbacks.CSVLogger(str(run.history), append=True),
         CurvesPlot(run.history, run.curves),
     ]

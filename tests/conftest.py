@@ -1,4 +1,6 @@
-"""Shared fixtures: small corpora written on the fly and small configs that train in seconds."""
+"""Shared fixtures: small corpora written on the fly, small configs that train in seconds,
+and trained runs that the whole test session shares (trained once, never changed by a
+test: a test that writes into a run copies it first)."""
 
 from __future__ import annotations
 
@@ -11,17 +13,19 @@ import pytest
 from keras_rnnlm.config import Config, config_from_dict, config_to_dict
 
 SONG = "cause baby now we got bad blood\nyou know it used to be mad love\n"
+NAMES = ["anna", "bob", "emma", "otto", "hannah", "ava", "elle", "ada"]
 
 
 def small_config(corpus_paths, **sections) -> Config:
     """A config for a seconds-long run on ``corpus_paths``; ``sections`` override values,
-    e.g. ``small_config(paths, train={"epochs": 3})``."""
+    e.g. ``small_config(paths, train={"epochs": 3})``. Precision is float32, so which
+    path a test takes does not depend on the machine; bfloat16 has tests of its own."""
     values = config_to_dict(Config())
     values["name"] = "test"
     values["corpus"]["paths"] = [str(path) for path in corpus_paths]
     values["data"].update(batch_size=16)
     values["model"].update(embedding_dim=16, units=32, dropout=0.0)
-    values["train"].update(epochs=2, learning_rate=0.01, tensorboard=False, sample_length=0)
+    values["train"].update(epochs=2, learning_rate=0.01, tensorboard=False, sample_length=0, precision="float32")
     for section, entries in sections.items():
         values[section].update(entries)
     return config_from_dict(values)
@@ -33,3 +37,35 @@ def song_file(tmp_path):
     path = tmp_path / "song.txt"
     path.write_text(SONG * 40, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def corpora(tmp_path_factory):
+    """The song and a list of names, written once for the session."""
+    folder = tmp_path_factory.mktemp("corpora")
+    (folder / "song.txt").write_text(SONG * 40, encoding="utf-8")
+    (folder / "names.txt").write_text("\n".join(NAMES * 30) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def song_run(corpora, tmp_path_factory):
+    """A word model that has memorized the song (stream mode, with a sample every epoch)."""
+    from keras_rnnlm.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "song"
+    config = small_config([corpora / "song.txt"], train={"epochs": 12, "sample_length": 8})
+    train(config, run, verbose=0)
+    return run
+
+
+@pytest.fixture(scope="session")
+def names_run(corpora, tmp_path_factory):
+    """A character model of the names in line mode: every name its own sequence."""
+    from keras_rnnlm.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "names"
+    config = small_config([corpora / "names.txt"], corpus={"level": "char", "sequences": "lines"},
+                          data={"window_size": 8}, train={"epochs": 15})
+    train(config, run, verbose=0)
+    return run

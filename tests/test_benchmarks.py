@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_rnnlm.config import ModelConfig
-from keras_rnnlm.model import build_model, training_flops_per_window
+from keras_rnnlm.model import build_model
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -40,8 +40,8 @@ def test_training_flops_count_every_weight_multiply_add_three_times():
     # Forward multiply-adds: each recurrent kernel once per window position, the output kernel once.
     forward = sum(5 * (layer.cell.kernel.shape.num_elements() + layer.cell.recurrent_kernel.shape.num_elements())
                   for layer in recurrent) + model.get_layer("next_token").kernel.shape.num_elements()
-    assert training_flops_per_window(config, 5, 100) == 2 * 3 * forward
-    default = training_flops_per_window(ModelConfig(), 5, 10_000)
+    assert train_speed.training_flops_per_window(config, 5, 100) == 2 * 3 * forward
+    default = train_speed.training_flops_per_window(ModelConfig(), 5, 10_000)
     assert default == 6 * (5 * 4 * 256 * (128 + 256) + 256 * 10_000)  # 27.2 MFLOP
 
 

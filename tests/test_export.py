@@ -7,26 +7,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SONG, small_config
 from keras_rnnlm import cli
 from keras_rnnlm.export import SIGNATURES, export_run, main
 from keras_rnnlm.generate import Generator
-from keras_rnnlm.train import train
-
-NAMES = ["anna", "bob", "emma", "otto", "hannah", "ava", "elle", "ada"]
+from keras_rnnlm.sampling import Sampling
 
 # Runs in a fresh process that cannot import keras or keras_rnnlm: it reads requests
-# (signature name, inputs) as JSON on stdin and prints each result, or the error's message.
+# (SavedModel folder, signature name, inputs) as JSON on stdin and prints each result, or
+# the error's message.
 SERVER = textwrap.dedent("""
     import json, sys
     sys.modules["keras"] = None        # importing them now fails
     sys.modules["keras_rnnlm"] = None
     import tensorflow as tf
 
-    exported = tf.saved_model.load(sys.argv[1])
-    results = []
-    for name, inputs in json.load(sys.stdin):
-        signature = exported.signatures[name]
+    exported, results = {}, []
+    for folder, name, inputs in json.load(sys.stdin):
+        if folder not in exported:
+            exported[folder] = tf.saved_model.load(folder)
+        signature = exported[folder].signatures[name]
         specs = signature.structured_input_signature[1]
         try:
             outputs = signature(**{key: tf.constant(value, specs[key].dtype) for key, value in inputs.items()})
@@ -38,35 +37,18 @@ SERVER = textwrap.dedent("""
 """)
 
 
-def serve(export_dir, requests):
-    """Calls the exported signatures in a process that has only TensorFlow."""
-    result = subprocess.run(
-        [sys.executable, "-c", SERVER, str(export_dir)],
-        input=json.dumps(requests), capture_output=True, text=True, timeout=600, check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout)
-
-
 def generate_request(prompts, num_words, temperature=1.0, top_k=0, top_p=1.0, seed=0, max_lines=0):
     return ["generate", {"prompts": prompts, "num_words": num_words, "temperature": temperature, "top_k": top_k,
                          "top_p": top_p, "seed": seed, "max_lines": max_lines}]
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A word model that has memorized a song and a line-mode character model of names,
-    each trained and exported."""
+def runs(song_run, names_run, tmp_path_factory):
+    """The session's song and names runs, each exported."""
     folder = tmp_path_factory.mktemp("export")
-    (folder / "song.txt").write_text(SONG * 40)
-    (folder / "names.txt").write_text("\n".join(NAMES * 30) + "\n")
-    # float32: a bfloat16 model served from the SavedModel differs from the Keras call by up to 5e-3.
-    train(small_config([folder / "song.txt"], train={"epochs": 12, "precision": "float32"}), folder / "song", verbose=0)
-    names = small_config([folder / "names.txt"], corpus={"level": "char", "sequences": "lines"},
-                         data={"char_window_size": 8}, train={"epochs": 10})
-    train(names, folder / "names", verbose=0)
-    for run in ("song", "names"):
-        export_run(folder / run, folder / run / "saved_model")
+    for name, run in (("song", song_run), ("names", names_run)):
+        export_run(run, folder / name / "saved_model")
+        (folder / name / "run").symlink_to(run)
     return folder
 
 
@@ -77,65 +59,79 @@ SETTINGS = [
     dict(temperature=0.8, top_k=3, seed=4),
     dict(temperature=2.0, top_p=0.8, seed=5, max_lines=1),
 ]
+NAME_PROMPTS = ["", "hann", "Em"] * 4
+TEXTS = ["cause baby now we", "", "zebra"]
+BAD_REQUESTS = [
+    generate_request(["cause baby", "", "zebra zebra zebra"], 0),  # 0 words: the prompt back
+    generate_request([], 5),  # an empty batch
+    generate_request(["cause"], 1_000_000),
+    generate_request(["cause"], -1),
+    generate_request(["cause"], 5, temperature=-1.0),
+    generate_request(["cause"], 5, top_k=-1),
+    generate_request(["cause"], 5, top_k=10_000),
+    generate_request(["cause"], 5, top_p=0.0),
+    generate_request(["cause"], 5, top_p=1.5),
+    generate_request(["cause"], 5, max_lines=-2),
+    ["next_words", {"texts": ["cause"], "k": 0}],
+    ["next_words", {"texts": ["cause"], "k": 17}],
+    ["next_words", {"texts": ["", "zebra"], "k": 16}],  # every word the model knows
+]
 
 
-def test_exported_generate_writes_exactly_what_the_generator_writes(runs):
-    generator = Generator.from_run(runs / "song")
-    requests = [generate_request(PROMPTS, 15, **settings) for settings in SETTINGS]
-    served = serve(runs / "song" / "saved_model", requests)
-    for settings, result in zip(SETTINGS, served):
-        expected = generator.generate(
-            PROMPTS, 15, strategy="greedy" if settings["temperature"] == 0 else "temperature",
-            temperature=settings["temperature"] or 1.0, top_k=settings.get("top_k") or None,
-            top_p=settings.get("top_p"), seed=settings.get("seed", 0), max_lines=settings.get("max_lines", 0),
-        )
+@pytest.fixture(scope="module")
+def song(runs):
+    return Generator.from_run(runs / "song" / "run")
+
+
+@pytest.fixture(scope="module")
+def served(runs, song):
+    """What the exported models answer to every test's requests, all sent to one process
+    that has only TensorFlow: {test: [result, ...]}."""
+    requests = {
+        "generate": [("song", generate_request(PROMPTS, 15, **settings)) for settings in SETTINGS],
+        "names": [("names", generate_request(NAME_PROMPTS, 30, 0.9, seed=2, max_lines=1))],
+        "next_words": [("song", ["next_words", {"texts": TEXTS, "k": 4}]),
+                       ("song", ["serving_default", {"windows": song.windows_from_prompts(TEXTS).tolist()}])],
+        "bad": [("song", request) for request in BAD_REQUESTS],
+    }
+    flat = [[str(runs / model / "saved_model"), *request] for test in requests.values() for model, request in test]
+    result = subprocess.run([sys.executable, "-c", SERVER], input=json.dumps(flat), capture_output=True, text=True,
+                            timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = iter(json.loads(result.stdout))
+    return {test: [next(results) for _ in test_requests] for test, test_requests in requests.items()}
+
+
+def test_exported_generate_writes_exactly_what_the_generator_writes(served, song):
+    for settings, result in zip(SETTINGS, served["generate"], strict=True):
+        sampling = Sampling(settings["temperature"], settings.get("top_k", 0), settings.get("top_p", 1.0))
+        expected = song.generate(PROMPTS, 15, sampling, seed=settings.get("seed", 0), max_lines=settings.get("max_lines", 0))
         assert result["texts"] == expected
-    assert served[0]["texts"][0] == "cause baby now we got bad blood\nyou know it used to be mad love\ncause baby now"
+    assert served["generate"][0]["texts"][0] == "cause baby now we got bad blood\nyou know it used to be mad love\ncause baby now"
 
 
-def test_exported_line_mode_names_stop_at_the_line_end(runs):
-    generator = Generator.from_run(runs / "names")
-    (result,) = serve(runs / "names" / "saved_model", [generate_request(["", "hann", "Em"] * 4, 30, 0.9, seed=2, max_lines=1)])
-    assert result["texts"] == generator.generate(["", "hann", "Em"] * 4, 30, temperature=0.9, seed=2)
+def test_exported_line_mode_names_stop_at_the_line_end(served, runs):
+    generator = Generator.from_run(runs / "names" / "run")
+    (result,) = served["names"]
+    assert result["texts"] == generator.generate(NAME_PROMPTS, 30, Sampling(temperature=0.9), seed=2)
     assert all(text.endswith("\n") and "\n" not in text[:-1] for text in result["texts"])
 
 
-def test_next_words_and_serving_default_agree_with_the_keras_model(runs):
-    generator = Generator.from_run(runs / "song")
-    texts = ["cause baby now we", "", "zebra"]
-    windows = generator.windows_from_prompts(texts)
-    served = serve(runs / "song" / "saved_model", [
-        ["next_words", {"texts": texts, "k": 4}],
-        ["serving_default", {"windows": windows.tolist()}],
-    ])
-    probabilities = generator.model(windows, training=False).numpy()  # (3, vocabulary)
-    np.testing.assert_allclose(served[1]["probabilities"], probabilities, atol=1e-5)
+def test_next_words_and_serving_default_agree_with_the_keras_model(served, song):
+    next_words, serving_default = served["next_words"]
+    probabilities = song.model(song.windows_from_prompts(TEXTS), training=False).numpy()  # (3, vocabulary)
+    np.testing.assert_allclose(serving_default["probabilities"], probabilities, atol=1e-5)
 
     choosable = probabilities.copy()
     choosable[:, :2] = -1  # <pad> and <unk> are left out
     best = np.argsort(-choosable, axis=1, kind="stable")[:, :4]
-    np.testing.assert_allclose(served[0]["probabilities"], np.take_along_axis(probabilities, best, axis=1), atol=1e-5)
-    assert [words[0] for words in served[0]["words"]] == [generator.vocabulary.tokens[i] for i in best[:, 0]]
-    assert served[0]["words"][0][0] == "got"
+    np.testing.assert_allclose(next_words["probabilities"], np.take_along_axis(probabilities, best, axis=1), atol=1e-5)
+    assert [words[0] for words in next_words["words"]] == [song.vocabulary.tokens[i] for i in best[:, 0]]
+    assert next_words["words"][0][0] == "got"
 
 
-def test_bad_inputs_get_a_defined_result_or_a_clear_error(runs):
-    requests = [
-        generate_request(["cause baby", "", "zebra zebra zebra"], 0),  # 0 words: the prompt back
-        generate_request([], 5),  # an empty batch
-        generate_request(["cause"], 1_000_000),
-        generate_request(["cause"], -1),
-        generate_request(["cause"], 5, temperature=-1.0),
-        generate_request(["cause"], 5, top_k=-1),
-        generate_request(["cause"], 5, top_k=10_000),
-        generate_request(["cause"], 5, top_p=0.0),
-        generate_request(["cause"], 5, top_p=1.5),
-        generate_request(["cause"], 5, max_lines=-2),
-        ["next_words", {"texts": ["cause"], "k": 0}],
-        ["next_words", {"texts": ["cause"], "k": 17}],
-        ["next_words", {"texts": ["", "zebra"], "k": 16}],  # every word the model knows
-    ]
-    results = serve(runs / "song" / "saved_model", requests)
+def test_bad_inputs_get_a_defined_result_or_a_clear_error(served):
+    results = served["bad"]
     assert results[0] == {"texts": ["cause baby", "", "zebra zebra zebra"]}
     assert results[1] == {"texts": []}
     messages = [result.get("error", "") for result in results[2:12]]
@@ -145,6 +141,7 @@ def test_bad_inputs_get_a_defined_result_or_a_clear_error(runs):
          "top_p must be in (0, 1]", "max_lines must be 0 (no limit) or more", "k must be at least 1",
          "k must be at most 16"],
         messages,
+        strict=True,
     ):
         assert expected in message
     assert {"<pad>", "<unk>"}.isdisjoint(results[12]["words"][0]) and len(set(results[12]["words"][1])) == 16
@@ -169,15 +166,15 @@ def test_the_export_folder_describes_its_signatures(runs):
 
 def test_cli_replaces_an_earlier_export_and_refuses_other_folders(runs, tmp_path, capsys):
     out = tmp_path / "exported"
-    assert cli.run(main, ["--model", str(runs / "song"), "--out", str(out)]) == 0
+    assert cli.run(main, ["--model", str(runs / "song" / "run"), "--out", str(out)]) == 0
     (out / "stale").write_text("from the first export")
-    assert cli.run(main, ["--model", str(runs / "song"), "--out", str(out)]) == 0
+    assert cli.run(main, ["--model", str(runs / "song" / "run"), "--out", str(out)]) == 0
     assert (out / "saved_model.pb").is_file() and not (out / "stale").exists()
     assert [path.name for path in tmp_path.iterdir()] == ["exported"]  # no temporary folders left
 
     (tmp_path / "notes").mkdir()
     capsys.readouterr()
-    assert cli.run(main, ["--model", str(runs / "song"), "--out", str(tmp_path / "notes")]) == 2
+    assert cli.run(main, ["--model", str(runs / "song" / "run"), "--out", str(tmp_path / "notes")]) == 2
     assert "is not a SavedModel; choose another --out" in capsys.readouterr().err
     assert cli.run(main, ["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "is not a keras_rnnlm run" in capsys.readouterr().err and not (tmp_path / "x").exists()

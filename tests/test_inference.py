@@ -4,9 +4,9 @@ import pytest
 import tensorflow as tf
 
 from keras_rnnlm.config import ModelConfig
-from keras_rnnlm.generate import _sample_in_blocks
-from keras_rnnlm.inference import BLOCK, NextTokenLogits
+from keras_rnnlm.inference import NextTokenLogits
 from keras_rnnlm.model import build_model
+from keras_rnnlm.sampling import BLOCK
 
 VOCABULARY_SIZE, WINDOW_SIZE, BANNED = 300, 5, [0, 1]
 
@@ -62,19 +62,3 @@ def test_any_callable_that_returns_probabilities_works():
     expected = table.numpy().copy()
     expected[:, BANNED] = 0
     np.testing.assert_allclose(tf.nn.softmax(logits)[:, :VOCABULARY_SIZE], np.tile(expected / expected.sum(), (4, 1)), atol=1e-6)
-
-
-def test_block_sampling_draws_each_id_with_its_probability():
-    rng = np.random.default_rng(0)
-    probabilities = rng.dirichlet(np.full(3 * BLOCK, 0.3))
-    probabilities[[5, 200, 300]] = 0  # never drawn, in different blocks
-    probabilities /= probabilities.sum()
-    draws = 200_000
-    logits = tf.tile(tf.math.log(tf.constant(probabilities, tf.float32))[tf.newaxis], [draws, 1])
-    uniform = tf.random.stateless_uniform([draws, 2], seed=[4, 2])
-    ids = _sample_in_blocks(logits, uniform).numpy()
-    frequencies = np.bincount(ids, minlength=3 * BLOCK) / draws
-    assert frequencies[[5, 200, 300]].sum() == 0
-    # Binomial standard error is at most sqrt(0.25 / 200,000) ~ 0.0011.
-    np.testing.assert_allclose(frequencies, probabilities, atol=0.005)
-    assert np.array_equal(_sample_in_blocks(logits[:100], uniform[:100]), ids[:100])  # row by row

@@ -4,12 +4,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import textwrap
+
 import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import small_config
 from keras_rnnlm import cli
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.generate import Generator
 from keras_rnnlm.runs import read_history
 from keras_rnnlm.train import main, train
 from keras_rnnlm.vocab import Vocabulary
@@ -17,29 +22,74 @@ from keras_rnnlm.vocab import Vocabulary
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_a_repetitive_song_is_learned_and_the_run_folder_is_complete(song_file, tmp_path):
-    run = tmp_path / "run"
-    summary = train(small_config([song_file], train={"epochs": 12, "sample_length": 8}), run, verbose=0)
+def test_a_repetitive_song_is_learned_and_the_run_folder_is_complete(song_run):
+    summary = json.loads((song_run / "summary.json").read_text())
     assert summary["val_accuracy"] > 0.95
     assert summary["val_perplexity"] < 1.5
     for name in ("model.keras", "vocabulary.txt", "config.toml", "history.csv", "curves.png", "summary.json"):
-        assert (run / name).is_file(), name
-    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert not (run / "backup").exists()  # Removed once training finishes.
-    assert not list(run.glob(".*partial*"))
-    rows = read_history(run / "history.csv")
+        assert (song_run / name).is_file(), name
+    assert (song_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (song_run / "backup").exists()  # Removed once training finishes.
+    assert not list(song_run.glob(".*partial*"))
+    rows = read_history(song_run / "history.csv")
     assert [int(row["epoch"]) for row in rows] == list(range(len(rows)))
-    assert {"loss", "val_loss", "perplexity", "val_perplexity", "accuracy", "top5_accuracy"} <= set(rows[0])
-    assert rows[-1]["val_perplexity"] == pytest.approx(math.exp(rows[-1]["val_loss"]), rel=1e-3)
+    assert {"loss", "val_loss", "perplexity", "val_perplexity", "accuracy", "top5_accuracy", "val_top5_accuracy"} <= set(rows[0])
+    for row in rows:  # perplexity is exp of the epoch's mean cross-entropy
+        assert row["perplexity"] == pytest.approx(math.exp(row["loss"]), rel=1e-6)
+        assert row["val_perplexity"] == pytest.approx(math.exp(row["val_loss"]), rel=1e-6)
 
 
-def test_mixed_precision_trains_and_keeps_the_softmax_in_float32(song_file, tmp_path):
+# Runs in a fresh process that cannot import keras_rnnlm: loads a run's model.keras with
+# Keras alone and checks what it holds.
+KERAS_ALONE = textwrap.dedent("""
+    import json, sys
+    sys.modules["keras_rnnlm"] = None  # importing it now fails
+    import keras, numpy as np
+    model = keras.saving.load_model(sys.argv[1] + "/model.keras")
+    windows = np.array(json.loads(sys.argv[2]), np.int32)
+    print(json.dumps({
+        "layers": [type(layer).__name__ for layer in model.layers],
+        "optimizer": type(model.optimizer).__name__,
+        "steps": int(model.optimizer.iterations.numpy()),
+        "probabilities": model.predict(windows, verbose=0).tolist(),
+        "loss after one more step": model.fit(windows, windows[:, -1], verbose=0).history["loss"][0],
+    }))
+""")
+
+
+def test_model_keras_is_a_plain_keras_model_that_loads_and_trains_without_keras_rnnlm(song_run):
+    generator = Generator.from_run(song_run)
+    windows = generator.windows_from_prompts(["cause baby now we got", "", "you know"])
+    result = subprocess.run([sys.executable, "-c", KERAS_ALONE, str(song_run), json.dumps(windows.tolist())],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["layers"] == ["Embedding", "LSTM", "Dropout", "Dense", "Activation"]
+    assert loaded["optimizer"] == "Adam" and loaded["steps"] > 0  # the trained optimizer's state
+    assert math.isfinite(loaded["loss after one more step"])
+    np.testing.assert_allclose(loaded["probabilities"], generator.model.predict(windows, verbose=0), atol=1e-6)
+    steps = generator.logits.prepare()  # generation's own next-token computation, <pad> and <unk> banned
+    allowed = np.array(loaded["probabilities"])
+    allowed[:, :2] = 0
+    allowed /= allowed.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(tf.nn.softmax(steps.logits(steps.start(windows)))[:, :18], allowed, atol=1e-5)
+
+
+def test_mixed_precision_trains_through_the_window_lstm_and_keeps_the_softmax_in_float32(song_file, tmp_path):
+    class TrainingLayers(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.layers = [type(layer).__name__ for layer in self.model.layers]
+
+    layers = TrainingLayers()
     try:
-        summary = train(small_config([song_file], train={"epochs": 8, "precision": "mixed"}), tmp_path / "run", verbose=0)
+        summary = train(small_config([song_file], train={"epochs": 6, "precision": "mixed"}), tmp_path / "run",
+                        extra_callbacks=[layers], verbose=0)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    assert layers.layers == ["Embedding", "WindowLSTM", "Dropout", "Dense", "Activation"]  # the last: float32 logits
     assert summary["val_accuracy"] > 0.9
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert type(model.layers[1]) is keras.layers.LSTM
     assert model.layers[1].compute_dtype == "bfloat16" and model.layers[-1].compute_dtype == "float32"
 
 

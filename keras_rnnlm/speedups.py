@@ -1,0 +1,227 @@
+"""How keras_rnnlm trains the model faster than stock Keras would: measured speed paths,
+swapped in for training and kept out of what is saved.
+
+:func:`training_model` is the one place they are chosen. It takes the stock model of
+:func:`keras_rnnlm.model.build_model` and returns the model that trains it: the same
+layer objects, so the same weights, with these swaps:
+
+===========================================  =========================  ==================================
+stock Keras                                  swapped in for training    why
+===========================================  =========================  ==================================
+``keras.layers.LSTM``, unrolled, under a     :class:`WindowLSTM`,       one input matmul for the whole
+16-bit compute dtype (mixed bfloat16 on a    reading the LSTM's own     window, no recurrent matmul at the
+CPU)                                         weights                    first position, and float32 gate
+                                                                        arithmetic (faster than bfloat16
+                                                                        element-wise ops on a CPU)
+``Dense`` -> ``Activation("softmax")`` ->    the ``Dense``'s logits ->  one float32 softmax that is both the
+``SparseCategoricalCrossentropy``            :class:`NextTokenCross-    loss and its gradient (softmax minus
+                                             Entropy`                   one-hot), instead of TensorFlow's
+                                                                        slow CPU kernel for sparse softmax
+                                                                        cross-entropy
+``keras.optimizers.Adam``                    :class:`FusedAdam`         TensorFlow's one-kernel Adam update
+                                                                        instead of about ten element-wise
+                                                                        ops per weight
+===========================================  =========================  ==================================
+
+Each is held equal to its stock piece by ``tests/test_speedups.py``, and
+``benchmarks/train_breakdown.py`` times each against it (figures: benchmarks/RESULTS.md).
+What is saved (``model.keras``) is the stock model, compiled with the stock pieces;
+:func:`copy_optimizer_state` carries the trained optimizer's state over to it.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_rnnlm.config import TrainConfig
+from keras_rnnlm.model import make_metrics, make_optimizer
+
+SIXTEEN_BIT = ("bfloat16", "float16")
+
+
+def training_model(model: keras.Sequential, config: TrainConfig) -> keras.Sequential:
+    """The model that trains ``model``'s weights, compiled with the speed paths.
+
+    Args:
+        model: Built by :func:`keras_rnnlm.model.build_model` (Embedding, recurrent
+            layers, Dropout, Dense, softmax).
+        config: Optimizer, learning rate and clipping.
+
+    Returns:
+        A ``keras.Sequential`` of the same layers (the same variables: training it trains
+        ``model``) without the final softmax, each LSTM that :func:`takes_window_path`
+        read through :class:`WindowLSTM`, compiled with :class:`NextTokenCrossEntropy`,
+        :class:`FusedAdam` (or SGD) and the stock metrics. It outputs float32 logits.
+    """
+    *body, softmax = model.layers
+    if not (isinstance(softmax, keras.layers.Activation) and softmax.activation is keras.activations.softmax):
+        raise ValueError(f"{model.name} does not end in a softmax; build it with keras_rnnlm.model.build_model")
+    layers = [WindowLSTM(layer) if takes_window_path(layer) else layer for layer in body]
+    # The logits in float32, where the softmax runs: the loss and metrics read them.
+    layers.append(keras.layers.Activation("linear", dtype="float32", name="logits"))  # (batch, vocabulary)
+    trainer = keras.Sequential([keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype), *layers], name=f"{model.name}_training")
+    trainer.compile(optimizer=make_optimizer(config, adam=FusedAdam), loss=NextTokenCrossEntropy(), metrics=make_metrics())
+    return trainer
+
+
+def takes_window_path(layer: keras.layers.Layer) -> bool:
+    """Whether :class:`WindowLSTM` computes ``layer`` faster: a plain unrolled LSTM (the
+    CPU's choice; on a GPU the cuDNN kernel is faster) under a 16-bit compute dtype. In
+    float32 the path measured no faster than Keras' unrolled LSTM
+    (``benchmarks/train_breakdown.py``), so there Keras' LSTM trains."""
+    cell = getattr(layer, "cell", None)
+    return (
+        type(layer) is keras.layers.LSTM
+        and layer.unroll
+        and layer.compute_dtype in SIXTEEN_BIT
+        and not (layer.stateful or layer.go_backwards or layer.return_state)
+        and cell.activation is keras.activations.tanh
+        and cell.recurrent_activation is keras.activations.sigmoid
+        and cell.use_bias
+        and cell.dropout == 0
+        and cell.recurrent_dropout == 0
+    )
+
+
+class WindowLSTM(keras.layers.Layer):
+    """An LSTM layer's function over a window, computed another way; its weights are the
+    LSTM's own.
+
+    Unrolled, Keras runs its LSTM cell at every position: an input and a recurrent
+    matmul, then the gate arithmetic in the compute dtype. This projects the inputs of
+    all positions in one matmul, skips the recurrent matmul at the first position (its
+    state is zero), and keeps the gate arithmetic in float32. It always starts from zero
+    state and takes no mask, as the windows of :mod:`keras_rnnlm.data` need.
+
+    Args:
+        lstm: A built ``keras.layers.LSTM`` for which :func:`takes_window_path` holds.
+    """
+
+    def __init__(self, lstm: keras.layers.LSTM, **kwargs):
+        super().__init__(name=f"{lstm.name}_window", dtype=lstm.dtype_policy, **kwargs)
+        self.lstm = lstm
+
+    def call(self, sequences):
+        cell = self.lstm.cell
+        window, inputs = sequences.shape[1], sequences.shape[2]
+        by_position = tf.transpose(sequences, [1, 0, 2])  # (window, batch, inputs)
+        projected = tf.matmul(tf.reshape(by_position, [-1, inputs]), tf.cast(cell.kernel, self.compute_dtype))
+        projected = tf.cast(projected, tf.float32) + tf.cast(cell.bias, tf.float32)  # (window * batch, 4 * units)
+        gates_from_inputs = tf.unstack(tf.reshape(projected, [window, -1, 4 * cell.units]))  # window x (batch, 4 * units)
+        recurrent_kernel = tf.cast(cell.recurrent_kernel, self.compute_dtype)
+        hidden, memory, hiddens = None, None, []
+        for gates in gates_from_inputs:
+            if hidden is not None:
+                gates += tf.cast(tf.matmul(tf.cast(hidden, self.compute_dtype), recurrent_kernel), tf.float32)
+            hidden, memory = lstm_cell(gates, memory)
+            hiddens.append(hidden)
+        output = tf.stack(hiddens, axis=1) if self.lstm.return_sequences else hidden  # (batch, window, units) or (batch, units)
+        return tf.cast(output, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return self.lstm.compute_output_shape(input_shape)
+
+
+def lstm_cell(gates, memory=None):
+    """Keras' LSTM cell (gates input, forget, cell, output; sigmoid and tanh): the new
+    (hidden, memory) states from the summed input and recurrent projections. ``memory``
+    None is a zero memory."""
+    i, f, g, o = tf.split(gates, 4, axis=-1)
+    memory = tf.sigmoid(i) * tf.tanh(g) if memory is None else tf.sigmoid(f) * memory + tf.sigmoid(i) * tf.tanh(g)
+    return tf.sigmoid(o) * tf.tanh(memory), memory
+
+
+class NextTokenCrossEntropy(keras.losses.Loss):
+    """``keras.losses.SparseCategoricalCrossentropy(from_logits=True)``, computed through
+    one float32 softmax that also gives the gradient.
+
+    Keras' loss runs TensorFlow's SparseSoftmaxCrossEntropyWithLogits, whose CPU kernel
+    is slow. The gradient of the cross-entropy with respect to the logits is the softmax
+    minus the one-hot target: this loss computes the softmax once, reads the target's
+    probability from it for the loss, and hands that gradient straight to the logits.
+    """
+
+    def call(self, y_true, y_pred):
+        return _cross_entropy_from_logits(tf.cast(tf.reshape(y_true, [-1]), tf.int32), y_pred)
+
+
+@tf.custom_gradient
+def _cross_entropy_from_logits(targets, logits):
+    """``-log softmax(logits)[target]`` per row; the gradient is ``softmax - one-hot``
+    (the one-hot never built: the target entries are decremented in place).
+
+    A probability that underflowed to 0 counts as the smallest float32: the loss is at
+    most 87.3 nats, reached only when the target's logit trails by that much.
+    """
+    probabilities = tf.nn.softmax(tf.cast(logits, tf.float32))  # (batch, vocabulary)
+    target_entries = tf.stack([tf.range(tf.shape(targets)[0]), targets], axis=1)  # (batch, 2)
+    chosen = tf.gather_nd(probabilities, target_entries)  # (batch,)
+    losses = -tf.math.log(tf.maximum(chosen, np.finfo(np.float32).tiny))
+
+    def gradient(upstream):  # (batch,)
+        to_logits = tf.tensor_scatter_nd_sub(probabilities, target_entries, tf.ones_like(chosen)) * upstream[:, tf.newaxis]
+        return None, tf.cast(to_logits, logits.dtype)
+
+    return losses, gradient
+
+
+class FusedAdam(keras.optimizers.Adam):
+    """Keras' Adam, each weight updated by TensorFlow's fused Adam kernel.
+
+    Keras 3's Adam updates a weight with about ten element-wise ops, each a pass over the
+    weight or its moments; ``ResourceApplyAdam`` (which tf.keras used) makes one. The
+    arithmetic is Keras' own (a test holds the two equal), its variables are Adam's, the
+    kernel exists for CPU and GPU, and under a ``tf.distribute`` strategy it runs on each
+    replica's copy as Keras' update does.
+
+    One difference: where an Embedding's sparse gradient lists a row twice (a token twice
+    in a batch), the second moment takes the square of the row's summed gradient, as
+    Adam defines it (and tf.keras' and PyTorch's Adam compute it); Keras 3's Adam sums
+    the squares of the two slices.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad:
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        step = keras.ops.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = keras.ops.cast(self.beta_1, dtype), keras.ops.cast(self.beta_2, dtype)
+        momentum, velocity = adam_moments(self, variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle,
+            m=momentum.handle,
+            v=velocity.handle,
+            beta1_power=keras.ops.power(beta_1, step),
+            beta2_power=keras.ops.power(beta_2, step),
+            lr=keras.ops.cast(learning_rate, dtype),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=keras.ops.cast(self.epsilon, dtype),
+            grad=tf.cast(tf.convert_to_tensor(gradient), dtype),  # an Embedding's sparse gradient made dense, as Keras' Adam does
+        )
+
+
+def adam_moments(optimizer: keras.optimizers.Adam, variable) -> tuple[keras.Variable, keras.Variable]:
+    """The first and second moment variables Keras' Adam keeps for ``variable``.
+
+    Keras has no public way to them: this is the one place keras_rnnlm reads Keras'
+    private attributes, and ``tests/test_speedups.py`` fails if Keras changes them.
+    """
+    index = optimizer._get_variable_index(variable)
+    return optimizer._momentums[index], optimizer._velocities[index]
+
+
+def copy_optimizer_state(source: keras.optimizers.Optimizer, target: keras.optimizers.Optimizer) -> None:
+    """Copies the training optimizer's state (step count, moments) into the stock one
+    that ``model.keras`` keeps. :class:`FusedAdam` is a Keras Adam, so the two hold the
+    same variables in the same order.
+
+    Raises:
+        ValueError: The two optimizers hold different variables.
+    """
+    if [v.shape for v in source.variables] != [v.shape for v in target.variables]:
+        raise ValueError(f"optimizer {type(source).__name__} and {type(target).__name__} hold different variables")
+    for source_variable, target_variable in zip(source.variables, target.variables):
+        target_variable.assign(source_variable)
