@@ -7,12 +7,16 @@ tutorials' and textgenrnn's way: ``model.predict`` on one window, sample in NumP
 slide, repeat), interleaved in one run so machine noise hits all alike; reports medians.
 
 Usage:
-    python benchmarks/generate_speed.py [--repeats 5] [--tokens 2000]
+    python benchmarks/generate_speed.py [--repeats 5] [--tokens 2000] [--parts 1 2]
+
+``--parts`` times the compiled loop with a batch written in each number of independent
+parts (keras_rnnlm.generate.PARTS); the first is the one compared with the naive loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -24,7 +28,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_rnnlm.config import ModelConfig  # noqa: E402
-from keras_rnnlm.generate import Generator  # noqa: E402
+from keras_rnnlm.generate import PARTS, Generator  # noqa: E402
 from keras_rnnlm.model import build_model  # noqa: E402
 from keras_rnnlm.tokenizer import Tokenizer  # noqa: E402
 from keras_rnnlm.vocab import Vocabulary  # noqa: E402
@@ -56,31 +60,38 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=2000, help="tokens per sample for the compiled loop")
     parser.add_argument("--naive-tokens", type=int, default=40, help="tokens for the naive loop")
+    parser.add_argument("--parts", type=int, nargs="+", default=[PARTS], help=f"batch parts to time (default: {PARTS})")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
     model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE)
     vocabulary = Vocabulary(["<pad>", "<unk>", "<eol>"] + [f"w{i}" for i in range(VOCABULARY_SIZE - 3)])
-    generator = Generator(model, vocabulary, Tokenizer(), WINDOW_SIZE)
+    generators = {parts: Generator(model, vocabulary, Tokenizer(), WINDOW_SIZE, parts=parts) for parts in args.parts}
     rng = np.random.default_rng(0)
 
-    # Warm-up: trace the compiled loop and let predict build its function.
-    compiled_tokens_per_second(generator, 1, 10, 0)
+    # Warm-up: trace the compiled loops and let predict build its function.
+    for generator in generators.values():
+        compiled_tokens_per_second(generator, 1, 10, 0)
     naive_tokens_per_second(model, 3, rng)
 
-    results = {"naive": [], "batch 1": [], "batch 64": []}
+    results = {"naive": []}
     for repeat in range(args.repeats):
         results["naive"].append(naive_tokens_per_second(model, args.naive_tokens, rng))
-        results["batch 1"].append(compiled_tokens_per_second(generator, 1, args.tokens, repeat))
-        results["batch 64"].append(compiled_tokens_per_second(generator, 64, max(args.tokens // 4, 1), repeat))
+        for parts, generator in generators.items():
+            results.setdefault(f"batch 1, {parts} parts", []).append(compiled_tokens_per_second(generator, 1, args.tokens, repeat))
+            results.setdefault(f"batch 64, {parts} parts", []).append(
+                compiled_tokens_per_second(generator, 64, max(args.tokens // 4, 1), repeat)
+            )
 
     medians = {name: statistics.median(values) for name, values in results.items()}
     print(f"vocabulary {VOCABULARY_SIZE:,}, LSTM {ModelConfig().units}, window {WINDOW_SIZE}; "
           f"{args.repeats} repeats, medians; {os.cpu_count()} CPUs; TensorFlow {tf.__version__}")
     for name, value in medians.items():
-        print(f"{name:>9}: {value:10,.0f} tokens/s")
-    print(f"batch 1 vs naive: {medians['batch 1'] / medians['naive']:.0f}x")
-    print(f"batch 64 vs naive: {medians['batch 64'] / medians['naive']:.0f}x")
+        print(f"{name:>20}: {value:10,.0f} tokens/s")
+    first = args.parts[0]
+    for batch in (1, 64):
+        print(f"batch {batch} vs naive: {medians[f'batch {batch}, {first} parts'] / medians['naive']:.0f}x")
+    print(json.dumps({"tokens_per_second": medians, "runs": results}))
 
 
 if __name__ == "__main__":
