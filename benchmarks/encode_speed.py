@@ -4,7 +4,7 @@ Times ``build_vocabulary`` (one streaming pass: read, decode, tokenize, assign i
 map to final ids) on a synthetic corpus (benchmarks/synthetic.py) and on any ``--files``
 given, at word level; the median of ``--repeats`` passes. Each file is timed in this
 process alone and with a worker process per core (``build_vocabulary`` itself picks
-workers only for corpora of ``keras_rnnlm.vocab.PARALLEL_BYTES`` or more). This script
+workers only for corpora of ``keras_rnnlm.encoding.PARALLEL_BYTES`` or more). This script
 imports TensorFlow first, as ``python -m keras_rnnlm.train`` does, so worker start-up
 costs what it costs under the CLI.
 
@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import write_corpus  # noqa: E402
 
 import keras_rnnlm.train  # noqa: E402, F401  # as under the CLI, this main module has TensorFlow loaded
-from keras_rnnlm import vocab  # noqa: E402
+from keras_rnnlm import encoding, vocab  # noqa: E402
 from keras_rnnlm.corpus import Document  # noqa: E402
 from keras_rnnlm.tokenizer import Tokenizer  # noqa: E402
 
-WAYS = {"one process": float("inf"), "worker processes": 0}  # vocab.PARALLEL_BYTES for each
+WAYS = {"one process": float("inf"), "worker processes": 0}  # encoding.PARALLEL_BYTES for each
 
 
 def megabytes_per_second(path: Path, tokenizer: Tokenizer, repeats: int) -> tuple[dict[str, float], int]:
@@ -37,7 +37,7 @@ def megabytes_per_second(path: Path, tokenizer: Tokenizer, repeats: int) -> tupl
     times = {way: [] for way in WAYS}
     for _ in range(repeats):
         for way, parallel_bytes in WAYS.items():
-            vocab.PARALLEL_BYTES = parallel_bytes
+            encoding.PARALLEL_BYTES = parallel_bytes
             started = time.perf_counter()
             _, (ids,) = vocab.build_vocabulary([Document(path.name, path=path)], tokenizer, max_size=10_000)
             times[way].append(time.perf_counter() - started)
@@ -59,7 +59,7 @@ def main() -> None:
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     synthetic = Path(args.workdir) / f"synthetic_{args.tokens}.txt"
     write_corpus(synthetic, args.tokens)
-    print(f"{vocab._cores()} cores; target: 20 MB/s")
+    print(f"{encoding._cores()} cores; target: 20 MB/s")
     speeds, tokens = megabytes_per_second(synthetic, Tokenizer(), args.repeats)
     report(synthetic.name, synthetic, speeds, tokens)
     for file in map(Path, args.files):

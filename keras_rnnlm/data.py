@@ -203,8 +203,8 @@ def windows_dataset(
         # A new permutation of all examples every epoch: the one-element seed dataset
         # draws a new seed each time it is iterated (or repeated). index_shuffle gives
         # each example's place in the permutation without building it: Dataset.shuffle
-        # would hold every example as a tensor in its buffer (about 200 bytes per corpus
-        # token), a materialized permutation 4 bytes per token.
+        # would hold every example as a tensor in its buffer, a materialized permutation
+        # 4 bytes per token.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
         batches = seeds.flat_map(
             lambda draw: batches.map(
@@ -213,11 +213,11 @@ def windows_dataset(
         )
         # flat_map hides the length; fit needs it for its progress bar and epoch end.
         batches = batches.apply(tf.data.experimental.assert_cardinality(num_batches))
-    # No prefetching, and the gather (a fraction of a millisecond a batch) runs in the
-    # calling thread: with either, destroying an iterator that had sat idle for seconds
-    # stalled for up to 10 s here, and Keras destroys the validation iterator at every
-    # epoch's evaluation. training_feed prefetches the training data, whose iterator
-    # lives for the whole run.
+    # No prefetching, and the gather (cheap) runs in the calling thread: with either,
+    # destroying an iterator that had sat idle stalled for seconds (benchmarks/RESULTS.md,
+    # "the validation stall"), and Keras destroys the validation iterator at every epoch's
+    # evaluation. training_feed prefetches the training data, whose iterator lives for
+    # the whole run.
     return batches.map(gather)
 
 
@@ -226,7 +226,7 @@ def training_feed(dataset: tf.data.Dataset) -> tuple[tf.data.Dataset, int]:
 
     The dataset repeats and fit is told each epoch's length, so that Keras keeps one
     iterator for the whole run: otherwise it makes a new one every epoch, and destroying
-    the old one (prefetching) stalled for up to 10 s here (benchmarks/RESULTS.md). Each
+    the old one (prefetching) stalled for seconds (benchmarks/RESULTS.md). Each
     pass still draws a new order (:func:`windows_dataset`).
 
     Returns:

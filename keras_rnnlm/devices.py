@@ -100,7 +100,7 @@ BFLOAT16_SPEEDUP_NEEDED = 1.3
 def bfloat16_matmul_speedup(size: int = 1024, repeats: int = 7) -> float:
     """How many times faster a (size x size) bfloat16 matmul runs than a float32 one on
     the CPU: the median ratio of ``repeats`` pairs, each pair timed back to back so that
-    a busy moment slows both (about 0.15 s in all)."""
+    a busy moment slows both (a fraction of a second in all)."""
     with tf.device("/cpu:0"):
         a = tf.random.normal((size, size), dtype=tf.float32)
         multiplies = [tf.function(lambda a=tf.cast(a, dtype): tf.linalg.matmul(a, a)[0, 0]) for dtype in (tf.float32, tf.bfloat16)]

@@ -32,7 +32,7 @@ LINE_BREAK = "<eol>"
 RESERVED_TOKENS = (PAD, UNK, LINE_BREAK)  # Their ids are 0, 1 and 2 in every vocabulary.
 
 # Word tokens, and the line break as a token of its own, so one regex pass covers many
-# lines (with map over a dict for the ids, 1.25x faster encoding; benchmarks/RESULTS.md).
+# lines (with map over a dict for the ids, faster encoding: benchmarks/encode_speed.py).
 # "punctuation": a word (letters, digits, underscore) with apostrophes inside it, a
 # literal <unk>, or any other single non-space character. "whitespace": what str.split
 # keeps. The possessive quantifiers (++, *+) match exactly what + and * would here, as

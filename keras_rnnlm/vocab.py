@@ -13,23 +13,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import multiprocessing
 import os
-import sys
-from array import array
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
 from keras_rnnlm.corpus import Document
+from keras_rnnlm.encoding import ProvisionalIds, encode
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.tokenizer import LINE_BREAK, PAD, RESERVED_TOKENS, UNK, Tokenizer
 
@@ -109,8 +101,8 @@ def build_vocabulary(
     Returns:
         The vocabulary and one int32 id array per document.
     """
-    provisional = _ProvisionalIds({token: number for number, token in enumerate(RESERVED_TOKENS)})
-    encoded = _encode_documents(documents, tokenizer, provisional.__getitem__)
+    provisional = ProvisionalIds({token: number for number, token in enumerate(RESERVED_TOKENS)})
+    encoded = encode(documents, tokenizer, provisional.__getitem__)
     counts = np.zeros(len(provisional), dtype=np.int64)
     for ids in encoded:  # document by document: no second copy of the corpus
         counts += np.bincount(ids, minlength=len(provisional))
@@ -145,7 +137,7 @@ def build_vocabulary(
 
 def encode_documents(documents: Sequence[Document], tokenizer: Tokenizer, vocabulary: Vocabulary) -> list[np.ndarray]:
     """Encodes documents with a fixed vocabulary (evaluation, resuming, validation files)."""
-    return _encode_documents(documents, tokenizer, vocabulary._ids.__getitem__)
+    return encode(documents, tokenizer, vocabulary._ids.__getitem__)
 
 
 class _IdsOrUnknown(dict):
@@ -156,110 +148,7 @@ class _IdsOrUnknown(dict):
         return UNK_ID
 
 
-class _ProvisionalIds(dict):
-    """Token -> id, where a token not seen before gets the next id."""
-
-    def __missing__(self, token: str) -> int:
-        self[token] = number = len(self)
-        return number
-
-
 def _map_in_place(ids: np.ndarray, table: np.ndarray, chunk: int = 1 << 20) -> None:
     """``ids[:] = table[ids]`` a chunk at a time, so the corpus is never held twice."""
     for start in range(0, len(ids), chunk):
         ids[start : start + chunk] = table[ids[start : start + chunk]]
-
-
-def _encode_documents(documents: Sequence[Document], tokenizer: Tokenizer, id_of) -> list[np.ndarray]:
-    """Encodes every document, in worker processes for a large corpus; ``id_of(token)``
-    gives each token's id. If a worker dies (killed, out of memory), the corpus is encoded
-    again in this process: the ids ``id_of`` gave so far follow the corpus order, so the
-    result is the same."""
-    with _encoding_pool(documents) as pool:
-        try:
-            return [_encode_document(document, tokenizer, id_of, pool) for document in documents]
-        except BrokenProcessPool as error:
-            logger.warning("an encoding worker process died (%s); encoding in this process instead", error)
-    return [_encode_document(document, tokenizer, id_of, None) for document in documents]
-
-
-def _encode_document(document: Document, tokenizer: Tokenizer, id_of, pool: Executor | None) -> np.ndarray:
-    """Encodes a document a block of lines at a time; ``id_of(token)`` gives each token's id.
-
-    Each block is encoded with ids of its own (in the pool's processes when there is a
-    pool); here only its distinct tokens are looked up, and its ids mapped in NumPy.
-    """
-    ids = array("i")
-    for types, block_ids in _encoded_blocks(document, tokenizer, pool):
-        table = np.fromiter(map(id_of, types), dtype=np.int32, count=len(types))  # in order: first appearance is kept
-        ids.frombytes(table[block_ids].tobytes())
-    return np.frombuffer(ids, dtype=np.int32) if ids else np.zeros(0, dtype=np.int32)
-
-
-def _encode_block(tokenizer: Tokenizer, text: str) -> tuple[list[str], np.ndarray]:
-    """The distinct tokens of a block in order of first appearance, and the block as int32
-    positions in that list."""
-    types = _ProvisionalIds()
-    tokens = tokenizer.tokens_from_text(text, line_break="\n")
-    ids = np.fromiter(map(types.__getitem__, tokens), dtype=np.int32, count=len(tokens))  # map: no Python loop per token
-    return [LINE_BREAK if token == "\n" else token for token in types], ids
-
-
-def _encoded_blocks(document: Document, tokenizer: Tokenizer, pool: Executor | None) -> Iterator[tuple[list[str], np.ndarray]]:
-    """:func:`_encode_block` of every block of the document, in order. With a pool, a few
-    blocks are in flight at once, so the text read ahead stays a few MB."""
-    encode = functools.partial(_encode_block, tokenizer)
-    if pool is None:
-        yield from map(encode, document.blocks())
-        return
-    in_flight: deque = deque()
-    most_in_flight = 2 * _cores()
-    for block in document.blocks():
-        with _main_module_hidden():  # submit starts the workers
-            in_flight.append(pool.submit(encode, block))
-        if len(in_flight) > most_in_flight:
-            yield in_flight.popleft().result()
-    while in_flight:
-        yield in_flight.popleft().result()
-
-
-# Tokenizing is pure Python (10-13 MB/s of text on one core here), so a large corpus is
-# tokenized in one process per core. Workers are spawned, not forked (TensorFlow is
-# already running threads in this process), and starting them costs about 0.25 s, so
-# corpora under a few MB stay in this process: on 2 cores, a 138 MB corpus encoded at
-# 24.8 MB/s with workers against 12-14 without, WikiText-2's 10.8 MB at 12-14 against
-# 10, tiny Shakespeare's 1.1 MB at 3.0-3.4 against 9-10 (benchmarks/encode_speed.py).
-PARALLEL_BYTES = 8 << 20
-
-
-@contextlib.contextmanager
-def _main_module_hidden() -> Iterator[None]:
-    """Hides the ``__main__`` module from multiprocessing while it starts workers.
-
-    A spawned worker first imports its parent's main module, so that functions defined
-    there can be unpickled. Ours run only this module's functions, and the CLI's main
-    module imports TensorFlow: WikiText-2 encoded at 2.1 MB/s with workers against
-    6.5-9.2 without (benchmarks/encode_speed.py, which imports TensorFlow as the CLI
-    does, run at ad6fc37). Hidden, a worker
-    imports only this package, and a user's script needs no ``if __name__ == "__main__":``
-    guard.
-    """
-    main = sys.modules["__main__"]
-    sys.modules["__main__"] = ModuleType("__main__")  # no file or module name to import
-    try:
-        yield
-    finally:
-        sys.modules["__main__"] = main
-
-
-def _encoding_pool(documents: Sequence[Document]) -> contextlib.AbstractContextManager[Executor | None]:
-    """A process pool for encoding large corpora on several cores, else no pool (None)."""
-    size = sum(document.path.stat().st_size for document in documents if document.path is not None)
-    if _cores() < 2 or size < PARALLEL_BYTES:
-        return contextlib.nullcontext()
-    return ProcessPoolExecutor(_cores(), mp_context=multiprocessing.get_context("spawn"))
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
