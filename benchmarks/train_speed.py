@@ -48,8 +48,7 @@ import tensorflow as tf  # noqa: E402
 from keras_rnnlm.config import ModelConfig, TrainConfig  # noqa: E402
 from keras_rnnlm.data import training_feed, windowed_stream, windows_dataset  # noqa: E402
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision  # noqa: E402
-from keras_rnnlm.model import build_model, compile_model  # noqa: E402
-from keras_rnnlm.speedups import training_model  # noqa: E402
+from keras_rnnlm.model import build_model, compile_model, training_model  # noqa: E402
 
 PATHS = ("keras_rnnlm", "torch", "naive")
 

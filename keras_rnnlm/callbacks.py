@@ -1,4 +1,5 @@
-"""Keras callbacks that the stock set lacks: perplexity beside every loss, an atomic
+"""Keras callbacks that the stock set lacks: perplexity beside every loss, lanes reset at
+each epoch (bptt mode), the tied output kernel kept in the saved model, an atomic
 best-model checkpoint of the stock model, a text sample after every epoch, and the loss /
 perplexity plot at the end."""
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import keras
 
 from keras_rnnlm.generate import Generator
+from keras_rnnlm.model import copy_tied_kernel
 from keras_rnnlm.runs import read_history, save_model_atomically
 from keras_rnnlm.sampling import Sampling
 from keras_rnnlm.speedups import copy_optimizer_state
@@ -41,6 +43,39 @@ def _add_perplexities(logs) -> None:
         logs[key.replace("loss", "perplexity")] = math.exp(logs[key]) if logs[key] < 700 else math.inf
 
 
+class ResetStates(keras.callbacks.Callback):
+    """Starts every lane of a bptt-mode model from zero state at the start of each epoch
+    and of each validation pass; within them, the state carries from step to step."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._reset()
+
+    def on_test_begin(self, logs=None):
+        self._reset()
+
+    def _reset(self):
+        for layer in self.model.layers:
+            if getattr(layer, "stateful", False):
+                layer.reset_states()
+
+
+class TiedKernel(keras.callbacks.Callback):
+    """Keeps the saved model's output kernel equal to the embedding matrix, transposed,
+    after every epoch, when the embeddings are tied (:func:`keras_rnnlm.model.copy_tied_kernel`).
+    Put it before the callbacks that save or use the model.
+
+    Args:
+        model: The stock model that shares the training model's weights.
+    """
+
+    def __init__(self, model: keras.Model):
+        super().__init__()
+        self.saved_model = model
+
+    def on_epoch_end(self, epoch, logs=None):
+        copy_tied_kernel(self.saved_model)
+
+
 class BestModelCheckpoint(keras.callbacks.Callback):
     """Saves the stock model whenever the validation loss improves, atomically.
 
@@ -64,7 +99,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         loss = (logs or {}).get("val_loss", math.nan)
         if loss < self.best:  # False for NaN: a diverged model is never saved.
             self.best, self.best_epoch = loss, epoch + 1
-            copy_optimizer_state(self.model.optimizer, self.saved_model.optimizer)
+            copy_optimizer_state(self.model.optimizer, self.saved_model.optimizer, self.saved_model.trainable_variables)
             save_model_atomically(self.saved_model, self.path)
 
 

@@ -66,11 +66,18 @@ class VocabConfig:
 class DataConfig:
     """How the token stream becomes training examples."""
 
-    # Tokens of context in each example (words, or characters at character level); the
-    # target is the token after them. A character model sets its own, larger window in
-    # its config (configs/names.toml: 16, which holds every name of the list whole).
+    # "windows": every example is window_size tokens and the one target after them.
+    # "bptt": truncated backpropagation through time: batch_size lanes read the text in
+    # order, bptt_steps tokens a step, a target at every position, the recurrent state
+    # carried from step to step (long context).
+    mode: str = "windows"
+    # Windows mode: tokens of context in each example (words, or characters at character
+    # level). A character model sets its own, larger window in its config
+    # (configs/names.toml: 16, which holds every name of the list whole).
     window_size: int = 5
-    # Windows per training step.
+    # Bptt mode: tokens each lane reads per step; the gradient stops at the step's start.
+    bptt_steps: int = 35
+    # Windows per training step, or lanes in bptt mode.
     batch_size: int = 256
 
 
@@ -90,6 +97,11 @@ class ModelConfig:
     dropout: float = 0.2
     # Dropout on the recurrent state, in [0, 1); above 0 the fused cuDNN kernel is off.
     recurrent_dropout: float = 0.0
+    # Dropout on the token vectors, in [0, 1), as the PyTorch word-language-model example.
+    embedding_dropout: float = 0.0
+    # The output layer uses the embedding matrix (transposed) as its kernel (Press & Wolf
+    # 2017): fewer parameters, usually better perplexity. Needs embedding_dim == units.
+    tie_embeddings: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,7 @@ CHOICES = {
     "corpus.level": ("word", "char"),
     "corpus.split": ("punctuation", "whitespace"),
     "corpus.sequences": ("stream", "lines"),
+    "data.mode": ("windows", "bptt"),
     "model.cell": ("lstm", "gru", "simple_rnn"),
     "train.optimizer": ("adam", "sgd"),
     "train.device": ("auto", "cpu", "gpu"),
@@ -252,12 +265,14 @@ def validate(config: Config) -> None:
         ("vocab.max_size", config.vocab.max_size >= 4, "at least 4 (three reserved tokens and one word)"),
         ("vocab.min_count", config.vocab.min_count >= 1, "at least 1"),
         ("data.window_size", config.data.window_size >= 1, "at least 1"),
+        ("data.bptt_steps", config.data.bptt_steps >= 1, "at least 1"),
         ("data.batch_size", config.data.batch_size >= 1, "at least 1"),
         ("model.embedding_dim", config.model.embedding_dim >= 1, "at least 1"),
         ("model.units", config.model.units >= 1, "at least 1"),
         ("model.layers", config.model.layers >= 1, "at least 1"),
         ("model.dropout", 0.0 <= config.model.dropout < 1.0, "in [0, 1)"),
         ("model.recurrent_dropout", 0.0 <= config.model.recurrent_dropout < 1.0, "in [0, 1)"),
+        ("model.embedding_dropout", 0.0 <= config.model.embedding_dropout < 1.0, "in [0, 1)"),
         ("train.epochs", config.train.epochs >= 1, "at least 1"),
         ("train.learning_rate", config.train.learning_rate > 0.0, "above 0"),
         ("train.clipnorm", config.train.clipnorm >= 0.0, "0 (off) or above"),
@@ -271,6 +286,16 @@ def validate(config: Config) -> None:
             raise RnnlmError(f"{key} = {_get(config, key)!r} is out of range; it must be {expected}")
     if not config.name or "/" in config.name or config.name.startswith("."):
         raise RnnlmError(f"name = {config.name!r} cannot name a run folder; use letters, digits, '-' or '_'")
+    if config.model.tie_embeddings and config.model.embedding_dim != config.model.units:
+        raise RnnlmError(
+            f"model.tie_embeddings needs model.embedding_dim ({config.model.embedding_dim}) equal to model.units "
+            f"({config.model.units}), as the output layer reuses the embedding matrix; set both to the same size"
+        )
+    if config.data.mode == "bptt" and config.corpus.sequences == "lines":
+        raise RnnlmError(
+            'data.mode = "bptt" reads the text as one running stream, and corpus.sequences = "lines" makes every '
+            'line its own sequence; use data.mode = "windows" for a list of names'
+        )
 
 
 def _build(cls, values: dict, prefix: str):

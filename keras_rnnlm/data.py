@@ -1,6 +1,7 @@
-"""Token ids to training examples: fixed windows over the stream, built inside tf.data.
+"""Token ids to training examples, built inside tf.data: fixed windows over the stream
+(windows mode), or lanes read in order (bptt mode, :class:`Lanes`).
 
-Every example is ``window_size`` token ids and its target is the token that follows
+In windows mode every example is ``window_size`` token ids and its target is the token that follows
 them: in "cause baby now we got bad", the window ``cause baby now we got`` has the
 target ``bad``. Windows run over line breaks (the line-break token is context). Each
 segment (a document's training part, or its held-out part) starts with ``window_size``
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from keras_rnnlm.config import DataConfig
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID
 
@@ -233,3 +235,141 @@ def training_feed(dataset: tf.data.Dataset) -> tuple[tf.data.Dataset, int]:
         The repeated, prefetched dataset (for ``fit``'s ``x``) and ``steps_per_epoch``.
     """
     return dataset.repeat().prefetch(tf.data.AUTOTUNE), len(dataset)
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """A token stream laid out for truncated backpropagation through time (bptt mode).
+
+    The text is read as ``num_lanes`` contiguous lanes side by side, lane ``i`` the
+    ``i``-th slice of the text, in order. Each step reads the next ``bptt_steps`` tokens
+    of every lane and predicts the token after each one. The stream starts with a line
+    break, as if the text followed one, so that its first token is predicted too: every
+    token of the text is a target exactly once. The lanes are padded at the end to whole
+    steps; a padding target has weight 0.
+
+    Attributes:
+        ids: int32 (num_lanes, num_steps * bptt_steps + 1): each lane's inputs, then its
+            last target; lane ``i`` overlaps lane ``i + 1`` by that one token.
+        num_targets: The text's tokens, the targets of weight 1.
+        bptt_steps: Tokens each lane reads per step.
+    """
+
+    ids: np.ndarray
+    num_targets: int
+    bptt_steps: int
+
+    @property
+    def num_lanes(self) -> int:
+        return self.ids.shape[0]
+
+    @property
+    def num_steps(self) -> int:
+        return (self.ids.shape[1] - 1) // self.bptt_steps
+
+
+def lanes(segments: Sequence[np.ndarray], num_lanes: int, bptt_steps: int) -> Lanes:
+    """Joins segments end to end (after one line break) and cuts them into lanes.
+
+    Args:
+        segments: int32 id arrays, e.g. the documents' training parts; the recurrent state
+            carries over from one to the next as over a line break.
+        num_lanes: Lanes read side by side (the batch size).
+        bptt_steps: Tokens each lane reads per step.
+    """
+    text = np.concatenate([np.asarray(segment, np.int32) for segment in segments] or [np.zeros(0, np.int32)])
+    num_targets = len(text)
+    lane_length = -(-max(-(-num_targets // num_lanes), 1) // bptt_steps) * bptt_steps  # whole steps
+    stream = np.full(num_lanes * lane_length + 1, PAD_ID, dtype=np.int32)
+    stream[0] = LINE_BREAK_ID
+    stream[1 : num_targets + 1] = text
+    starts = np.arange(num_lanes)[:, np.newaxis] * lane_length
+    return Lanes(stream[starts + np.arange(lane_length + 1)], num_targets, bptt_steps)
+
+
+def check_lanes(train: Lanes, valid: Lanes) -> None:
+    """Refuses a training text too short to fill every lane for one step, or no
+    validation text.
+
+    Raises:
+        RnnlmError: Fewer training tokens than lanes x bptt_steps, or no validation token.
+    """
+    if train.num_targets < train.num_lanes * train.bptt_steps:
+        raise RnnlmError(
+            f"the corpus has only {train.num_targets:,} training tokens, fewer than data.batch_size x "
+            f"data.bptt_steps = {train.num_lanes} x {train.bptt_steps}; give more text, fewer lanes "
+            "(data.batch_size) or shorter steps (data.bptt_steps)"
+        )
+    if valid.num_targets == 0:
+        raise RnnlmError("the validation split is empty; give more text, a larger corpus.valid_fraction, or --valid FILE")
+
+
+def lanes_dataset(lanes: Lanes) -> tf.data.Dataset:
+    """The steps of an epoch over the lanes, in order.
+
+    Returns:
+        Batches of int32 ``inputs`` (lanes, bptt_steps), int32 ``targets`` (lanes,
+        bptt_steps) and float32 ``weights`` (lanes, bptt_steps): 1 for a token of the
+        text, 0 for padding.
+    """
+    ids = tf.constant(lanes.ids)  # (lanes, length + 1)
+    steps = lanes.bptt_steps
+    lane_starts = tf.range(lanes.num_lanes)[:, tf.newaxis] * (lanes.ids.shape[1] - 1)  # (lanes, 1)
+
+    def step(number):
+        start = number * steps
+        inputs = ids[:, start : start + steps]  # (lanes, steps)
+        targets = ids[:, start + 1 : start + steps + 1]  # (lanes, steps)
+        positions = lane_starts + start + tf.range(steps)[tf.newaxis]  # (lanes, steps): each target's place in the text
+        return inputs, targets, tf.cast(positions < lanes.num_targets, tf.float32)
+
+    return tf.data.Dataset.range(lanes.num_steps, output_type=tf.int32).map(step)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What training reads, in either data mode.
+
+    Attributes:
+        train: The training batches, one epoch (windows shuffled with the run's seed every
+            epoch; lanes in order).
+        valid: The validation batches.
+        train_targets: Tokens predicted per training epoch.
+        valid_targets: Tokens predicted per validation pass.
+        description: One line for the log.
+    """
+
+    train: tf.data.Dataset
+    valid: tf.data.Dataset
+    train_targets: int
+    valid_targets: int
+    description: str
+
+
+def training_data(
+    config: DataConfig, train_segments: Sequence[np.ndarray], valid_segments: Sequence[np.ndarray], seed: int
+) -> TrainingData:
+    """The training and validation batches of ``config.mode``, checked.
+
+    Raises:
+        RnnlmError: The text is too short for one batch, or there is no validation text.
+    """
+    if config.mode == "bptt":
+        train, valid = (lanes(segments, config.batch_size, config.bptt_steps) for segments in (train_segments, valid_segments))
+        check_lanes(train, valid)
+        description = (
+            f"lanes: {train.num_lanes} lanes of {train.num_steps * train.bptt_steps:,} tokens, {train.bptt_steps} "
+            f"a step: {train.num_steps:,} steps over {train.num_targets:,} training tokens; "
+            f"{valid.num_targets:,} validation tokens (bptt mode, the state carried between steps)"
+        )
+        return TrainingData(lanes_dataset(train), lanes_dataset(valid), train.num_targets, valid.num_targets, description)
+    train, valid = (windowed_stream(segments, config.window_size) for segments in (train_segments, valid_segments))
+    check_sizes(train, valid)
+    description = f"windows: {train.num_windows:,} training, {valid.num_windows:,} validation, {config.window_size} tokens each"
+    return TrainingData(
+        windows_dataset(train, config.batch_size, shuffle=True, seed=seed),
+        windows_dataset(valid, config.batch_size),
+        train.num_windows,
+        valid.num_windows,
+        description,
+    )

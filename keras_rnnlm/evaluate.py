@@ -1,7 +1,12 @@
 """Scoring a trained run on new text: ``python -m keras_rnnlm.evaluate``.
 
-The text is tokenized exactly as in training and read as one left-padded stream; every
-token, line breaks included, is predicted from the ``window_size`` tokens before it.
+The text is tokenized exactly as in training. A windows-mode model predicts every
+token, line breaks included, from the ``window_size`` tokens before it, the text read as
+one left-padded stream (each line on its own in line mode). A bptt-mode model reads the
+text in order, its state carried from token to token, in :data:`EVALUATION_LANES` lanes
+side by side as the PyTorch word-language-model example scores its validation and test
+text (each lane starts from zero state), so its figure compares with published
+WikiText-2 and Penn Treebank numbers; every token is predicted once.
 
 Example:
     python -m keras_rnnlm.evaluate --model saved_models/psalms --text my_psalm.txt
@@ -14,13 +19,19 @@ import math
 import sys
 from pathlib import Path
 
+import keras
+import tensorflow as tf
+
 from keras_rnnlm import cli
+from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import find_documents
-from keras_rnnlm.data import segments_for_evaluation, windowed_stream, windows_dataset
+from keras_rnnlm.data import Lanes, lanes, lanes_dataset, segments_for_evaluation, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.model import compile_model
+from keras_rnnlm.model import compile_model, training_model
 from keras_rnnlm.runs import RunFolder
 from keras_rnnlm.vocab import encode_documents
+
+EVALUATION_LANES = 10
 
 
 def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int = 256) -> dict:
@@ -29,32 +40,75 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
     Args:
         run_dir: A run folder written by ``python -m keras_rnnlm.train``.
         text_paths: Files or folders of ``.txt`` files to score.
-        batch_size: Windows per step. Defaults to 256.
+        batch_size: Windows per step (windows mode). Defaults to 256.
 
     Returns:
         ``tokens``, ``cross_entropy`` (nats per token: per character for a character
-        model), ``bits_per_token``, ``perplexity``, ``accuracy`` and ``level``.
+        model), ``bits_per_token``, ``perplexity``, ``accuracy``, ``level`` and ``scoring``
+        (how the tokens were read, in words).
 
     Raises:
         RnnlmError: The run folder or a text file is missing or unreadable.
     """
     run = RunFolder(run_dir)
     config, vocabulary, tokenizer, model = run.load()
-    compile_model(model, config.train)  # Keras' own loss and metrics; the optimizer is never used
     encoded = encode_documents(find_documents(text_paths), tokenizer, vocabulary)
-    stream = windowed_stream(segments_for_evaluation(encoded, config.corpus.sequences), config.data.window_size)
-    if stream.num_windows == 0:
+    segments = segments_for_evaluation(encoded, config.corpus.sequences)
+    if sum(map(len, segments)) == 0:
         raise RnnlmError("the text has no tokens to evaluate; give a file with some text in it")
+    if config.data.mode == "bptt":
+        text = lanes(segments, EVALUATION_LANES, config.data.bptt_steps)
+        tokens, cross_entropy, accuracy = score_lanes(model, text)
+        scoring = (f"in order, {text.num_lanes} lanes side by side, the state carried token to token "
+                   f"({config.data.bptt_steps} a step)")
+    else:
+        tokens, cross_entropy, accuracy = _score_windows(model, config, segments, batch_size)
+        scoring = f"each token from the {config.data.window_size} before it"
+    return {
+        "tokens": tokens,
+        "cross_entropy": cross_entropy,
+        "bits_per_token": cross_entropy / math.log(2),
+        "perplexity": math.exp(cross_entropy),
+        "accuracy": accuracy,
+        "level": config.corpus.level,
+        "scoring": scoring,
+    }
+
+
+def _score_windows(model: keras.Model, config: Config, segments, batch_size: int) -> tuple[int, float, float]:
+    compile_model(model, config.train)  # Keras' own loss and metrics; the optimizer is never used
+    stream = windowed_stream(segments, config.data.window_size)
     # Keras weights each batch's mean loss by its size, so this is the mean over all tokens.
     scores = model.evaluate(windows_dataset(stream, batch_size), return_dict=True, verbose=0)
-    return {
-        "tokens": stream.num_windows,
-        "cross_entropy": scores["loss"],
-        "bits_per_token": scores["loss"] / math.log(2),
-        "perplexity": math.exp(scores["loss"]),
-        "accuracy": scores["accuracy"],
-        "level": config.corpus.level,
-    }
+    return stream.num_windows, scores["loss"], scores["accuracy"]
+
+
+def score_lanes(model: keras.Model, text: Lanes) -> tuple[int, float, float]:
+    """Reads the lanes in order, each from zero state, the state carried from step to step.
+
+    Args:
+        model: A bptt-mode model (:func:`keras_rnnlm.model.build_model` without a window).
+        text: The text in lanes; padding targets count for nothing.
+
+    Returns:
+        (tokens scored, mean cross-entropy in nats, accuracy), summed over every target
+        exactly, not averaged per step.
+    """
+    reader = training_model(model, config=Config().train, lanes=text.num_lanes, bptt_steps=text.bptt_steps)
+
+    @tf.function
+    def sums(inputs, targets, weights):  # (lanes, steps) each
+        logits = reader(inputs, training=False)  # (lanes, steps, vocabulary), float32
+        cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+        correct = tf.reshape(tf.math.in_top_k(tf.reshape(targets, [-1]), tf.reshape(logits, [-1, logits.shape[-1]]), 1), tf.shape(targets))
+        return tf.reduce_sum(cross_entropy * weights), tf.reduce_sum(tf.cast(correct, tf.float32) * weights)
+
+    total_cross_entropy, total_correct = 0.0, 0.0
+    for inputs, targets, weights in lanes_dataset(text):
+        cross_entropy, correct = sums(inputs, targets, weights)
+        total_cross_entropy += float(cross_entropy)
+        total_correct += float(correct)
+    return text.num_targets, total_cross_entropy / text.num_targets, total_correct / text.num_targets
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,11 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", required=True, help="run folder, e.g. saved_models/psalms")
     parser.add_argument("--text", required=True, nargs="+", help="text files (or folders of .txt) to score")
-    parser.add_argument("--batch-size", type=int, default=256, help="windows per step (default: 256)")
+    parser.add_argument("--batch-size", type=int, default=256, help="windows per step, windows mode (default: 256)")
     args = parser.parse_args(argv)
     scores = evaluate(args.model, args.text, args.batch_size)
     unit = "character" if scores["level"] == "char" else "token"
-    print(f"{unit}s evaluated: {scores['tokens']:,}")
+    print(f"{unit}s evaluated: {scores['tokens']:,} ({scores['scoring']})")
     print(f"cross-entropy:    {scores['cross_entropy']:.4f} nats/{unit} ({scores['bits_per_token']:.4f} bits/{unit})")
     print(f"perplexity:       {scores['perplexity']:.2f}")
     print(f"accuracy:         {scores['accuracy']:.4f}")

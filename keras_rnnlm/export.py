@@ -7,7 +7,10 @@ imports only ``tensorflow`` can load it with ``tf.saved_model.load``, and Tensor
 Serving can serve it. Three signatures, each with a batch dimension:
 
 - ``serving_default``: ``windows`` int32 (batch, window_size) -> ``probabilities``
-  float32 (batch, vocabulary_size), the Keras model itself.
+  float32 (batch, vocabulary_size), the Keras model itself. For a bptt-mode model the
+  input is ``ids`` int32 (batch, time), whole texts left-padded with 0 (a text starts
+  with the line-break id 2, as training read it), and the output is the distribution of
+  the token after the last one.
 - ``next_words``: ``texts`` string (batch,) and ``k`` -> the k most likely next
   ``words`` (batch, k) and their ``probabilities`` (batch, k). ``<pad>`` and ``<unk>``
   are left out; a line break is the word ``<eol>``.
@@ -19,8 +22,6 @@ Serving can serve it. Three signatures, each with a batch dimension:
 
 Settings out of range fail the request with a TensorFlow ``InvalidArgumentError`` that
 says which input is wrong; they never crash the serving process.
-
-``model.keras`` in the run folder stays the training artifact (resume, fine-tune).
 
 Example:
     python -m keras_rnnlm.export --model saved_models/psalms --out exported/psalms
@@ -46,6 +47,7 @@ import tensorflow as tf
 from keras_rnnlm import cli
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import MAX_TOKENS, Generator
+from keras_rnnlm.tokenizer import LINE_BREAK
 from keras_rnnlm.vocab import PAD_ID, UNK_ID
 
 logger = logging.getLogger("keras_rnnlm")
@@ -105,14 +107,22 @@ def build_archive(generator: Generator) -> keras.export.ExportArchive:
     banned = np.isin(np.arange(vocabulary_size), generator.logits.banned_ids)  # (vocabulary,)
 
     def windows_from_tokens(text_tokens):
-        """As Generator.windows_from_prompts: the last window_size ids, left-padded."""
+        """As Generator.windows_from_prompts: the last window_size ids, or for a bptt-mode
+        model all of them after a line break; left-padded."""
+        if window_size is None:
+            line_breaks = tf.RaggedTensor.from_tensor(tf.fill([text_tokens.nrows(), 1], LINE_BREAK))
+            text_tokens = tf.concat([line_breaks, text_tokens], axis=1)
         ids = tf.ragged.map_flat_values(ids_from_tokens.lookup, text_tokens)  # (batch, None)
-        # Reversed, padded on the right and cut to the window, reversed back.
+        # Reversed, padded on the right (and cut to the window), reversed back.
         reversed_windows = tf.reverse(ids, axis=[1]).to_tensor(default_value=PAD_ID, shape=[None, window_size])
-        return tf.reverse(reversed_windows, axis=[1])  # (batch, window_size)
+        return tf.reverse(reversed_windows, axis=[1])  # (batch, window_size or longest)
+
+    def next_probabilities(windows):
+        probabilities = tf.cast(model(windows, training=False), tf.float32)  # (batch, [time,] vocabulary)
+        return probabilities if window_size else probabilities[:, -1]  # (batch, vocabulary)
 
     def serving_default(windows):
-        return {"probabilities": tf.cast(model(windows, training=False), tf.float32)}  # (batch, vocabulary)
+        return {"probabilities": next_probabilities(windows)}
 
     def next_words(texts, k):
         choosable = vocabulary_size - 2  # all but <pad> and <unk>
@@ -122,7 +132,7 @@ def build_archive(generator: Generator) -> keras.export.ExportArchive:
         ]
         with tf.control_dependencies(checks):
             windows = windows_from_tokens(tokenizer.graph_tokens_from_texts(texts))
-            probabilities = tf.cast(model(windows, training=False), tf.float32)  # (batch, vocabulary)
+            probabilities = next_probabilities(windows)  # (batch, vocabulary)
         ranked = tf.where(banned, -1.0, probabilities)  # so <pad> and <unk> rank last
         best = tf.math.top_k(ranked, k)
         return {"words": tf.gather(tokens, best.indices), "probabilities": best.values}  # (batch, k) each
@@ -153,7 +163,7 @@ def build_archive(generator: Generator) -> keras.export.ExportArchive:
     archive.track(model)
     archive.track(ids_from_tokens)
     archive.add_endpoint(
-        "serving_default", serving_default, [tf.TensorSpec([None, window_size], tf.int32, name="windows")]
+        "serving_default", serving_default, [tf.TensorSpec([None, window_size], tf.int32, name="windows" if window_size else "ids")]
     )
     archive.add_endpoint(
         "next_words", next_words, [tf.TensorSpec([None], tf.string, name="texts"), scalar(tf.int32, "k")]
@@ -177,13 +187,20 @@ def build_archive(generator: Generator) -> keras.export.ExportArchive:
 def describe(generator: Generator, run_dir: Path) -> str:
     """The README.txt written beside the SavedModel."""
     unit = "characters" if generator.tokenizer.level == "char" else "words and punctuation marks"
+    if generator.window_size:
+        context = f"window_size {generator.window_size} (the model reads the last {generator.window_size} tokens)"
+        serving_input = f"  windows      int32   (batch, {generator.window_size})   token ids, left-padded with 0 (<pad>)"
+    else:
+        context = "trained with truncated BPTT: the model reads the whole text, its state carried token to token"
+        serving_input = ("  ids          int32   (batch, time)   token ids of whole texts, left-padded with 0 (<pad>);\n"
+                         "                                       a text starts with 2 (<eol>), as training read it")
     return f"""\
 A keras_rnnlm language model exported from {run_dir}: text in, text out.
 Load it with TensorFlow alone: tf.saved_model.load(this_folder).signatures[NAME](...).
-Tokens are {unit}; window_size {generator.window_size}; vocabulary_size {len(generator.vocabulary)}.
+Tokens are {unit}; {context}; vocabulary_size {len(generator.vocabulary)}.
 
 serving_default
-  windows      int32   (batch, {generator.window_size})   token ids, left-padded with 0 (<pad>)
+{serving_input}
   -> probabilities float32 (batch, {len(generator.vocabulary)})  the next token's distribution
 
 next_words

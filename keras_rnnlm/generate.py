@@ -1,7 +1,9 @@
 """Writing text with a trained model: ``python -m keras_rnnlm.generate``.
 
-The prompt is tokenized as in training and its last ``window_size`` ids (left-padded
-like the start of a file) form the first window. Then :func:`generate_ids`, one compiled
+The prompt is tokenized as in training. A windows-mode model reads its last
+``window_size`` ids (left-padded like the start of a file); a bptt-mode model reads all
+of it, after a line break as its training text began, and carries its recurrent state
+through every token it writes. Then :func:`generate_ids`, one compiled
 ``tf.function`` (a ``tf.while_loop``), writes every sample of a batch at once: each step
 takes the next token's logits (:mod:`keras_rnnlm.inference`: the model's own numbers,
 with fewer ops), chooses a token (:mod:`keras_rnnlm.sampling`) and reads it in. Random
@@ -52,17 +54,20 @@ class Generator:
     """Continues prompts with a trained model.
 
     Args:
-        model: Maps int32 windows (batch, window_size) to probabilities (batch, vocabulary_size).
+        model: Maps int32 windows (batch, window_size) to probabilities (batch,
+            vocabulary_size); or, a bptt-mode model, int32 sequences (batch, time) to
+            probabilities (batch, time, vocabulary_size).
         vocabulary: The vocabulary the model was trained with.
         tokenizer: The tokenizer the model was trained with.
-        window_size: Tokens of context the model reads.
+        window_size: Tokens of context the model reads; None for a bptt-mode model,
+            which reads the whole prompt.
         line_mode: The model was trained on independent lines (``corpus.sequences =
             "lines"``): a prompt starts a line and a sample ends at its line break.
         parts: Independent parts a batch is written in (see :func:`generate_ids`).
             Defaults to :data:`PARTS`.
     """
 
-    def __init__(self, model, vocabulary: Vocabulary, tokenizer: Tokenizer, window_size: int, line_mode: bool = False,
+    def __init__(self, model, vocabulary: Vocabulary, tokenizer: Tokenizer, window_size: int | None, line_mode: bool = False,
                  parts: int = PARTS):
         self.model = model
         self.vocabulary = vocabulary
@@ -95,18 +100,24 @@ class Generator:
             RnnlmError: The folder is missing or not a keras_rnnlm run.
         """
         config, vocabulary, tokenizer, model = RunFolder(run_dir).load()
-        return cls(model, vocabulary, tokenizer, config.data.window_size, line_mode=config.corpus.sequences == "lines")
+        window_size = config.data.window_size if config.data.mode == "windows" else None
+        return cls(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
 
     def windows_from_prompts(self, prompts: list[str]) -> np.ndarray:
-        """Tokenizes prompts as in training; the last ``window_size`` ids, left-padded.
+        """Tokenizes prompts as in training: the last ``window_size`` ids of each, or for
+        a bptt-mode model all of them after a line break; left-padded to a common length.
 
         Returns:
-            int32 (len(prompts), window_size).
+            int32 (len(prompts), window_size), or (len(prompts), longest prompt + 1).
         """
-        windows = np.full((len(prompts), self.window_size), PAD_ID, dtype=np.int32)
-        for row, prompt in enumerate(prompts):
-            ids = self.vocabulary.ids_from_tokens(self.tokenizer.tokens_from_text(prompt))[-self.window_size :]
-            windows[row, self.window_size - len(ids) :] = ids
+        tokenized = [self.vocabulary.ids_from_tokens(self.tokenizer.tokens_from_text(prompt)) for prompt in prompts]
+        if self.window_size is None:
+            tokenized = [np.concatenate([[LINE_BREAK_ID], ids]) for ids in tokenized]
+        width = self.window_size or max(map(len, tokenized), default=1)
+        windows = np.full((len(prompts), width), PAD_ID, dtype=np.int32)
+        for row, ids in enumerate(tokenized):
+            ids = ids[len(ids) - min(len(ids), width) :]
+            windows[row, width - len(ids) :] = ids
         return windows
 
     def unknown_words(self, prompt: str) -> list[str]:
@@ -175,7 +186,8 @@ def generate_ids(next_token: NextTokenLogits, windows, num_tokens, temperature, 
 
     Args:
         next_token: The model's next-token logits.
-        windows: int32 (batch, window_size), the prompts' last ids, left-padded.
+        windows: int32 (batch, window_size), the prompts' last ids, left-padded; for a
+            bptt-mode model (batch, time), whole prompts, left-padded.
         num_tokens: int32 scalar, most tokens to write.
         temperature, top_k, top_p: The :class:`~keras_rnnlm.sampling.Sampling` settings,
             as scalar tensors.

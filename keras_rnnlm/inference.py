@@ -23,8 +23,12 @@ with fewer ops:
 - The logits are padded with -inf to a whole number of :data:`BLOCK` columns, which is
   what the generator's two-level sampler reads.
 
-A model that is not Embedding -> LSTM layers -> Dense softmax (a GRU, say) reads the
-whole window through its own layers at every step; any other callable that returns
+A model of sequences (bptt mode) needs no chains: it carries each recurrent layer's
+state from token to token, one step of the layer's own Keras cell per token, from a
+prompt of any length (left-padded; padding leaves the state as it is).
+
+A window model that is not Embedding -> LSTM layers -> Dense softmax (a GRU, say) reads
+the whole window through its own layers at every step; any other callable that returns
 probabilities is read through a log. Tests hold every path equal to the Keras model's
 probabilities.
 
@@ -43,6 +47,7 @@ import tensorflow as tf
 
 from keras_rnnlm.sampling import BLOCK
 from keras_rnnlm.speedups import lstm_cell
+from keras_rnnlm.vocab import PAD_ID
 
 
 class TokenSteps(NamedTuple):
@@ -83,7 +88,9 @@ class NextTokenLogits:
         head = _softmax_head_size(layers, vocabulary_size)
         self.body = layers[:-head] if head else []  # the layers up to the output Dense
         self.output_layer = layers[-head] if head else None
-        self.lstm_layers = _lstm_stack(self.body) if head else None
+        # A model of sequences (bptt mode) predicts after every token of any length.
+        self.sequences = bool(layers) and model.input_shape[1] is None
+        self.lstm_layers = _lstm_stack(self.body) if head and not self.sequences else None
 
     def prepare(self) -> TokenSteps:
         """Computes what every step shares (call it once inside a ``tf.function``, before
@@ -108,9 +115,42 @@ class NextTokenLogits:
             ones = tf.ones_like(hidden[:, :1])
             return tf.matmul(tf.concat([hidden, ones], axis=1), kernel_and_bias)
 
+        if self.sequences:
+            return self._carried_state_steps(logits_from_features)
         if self.lstm_layers is not None:
             return self._lstm_chain_steps(logits_from_features)
         return _window_steps(lambda windows: logits_from_features(self._keras_features(windows)))
+
+    def _carried_state_steps(self, logits_from_features) -> TokenSteps:
+        """One recurrent step per token, the state carried from the prompt's first token
+        on: the context is unlimited. The state holds each recurrent layer's states, as its
+        Keras cell takes and returns them ((batch, units) each)."""
+        embedding = self.body[0]
+        cells = [layer.cell for layer in self.body if isinstance(layer, keras.layers.RNN)]
+
+        def advance(state, ids):  # ids: (batch,)
+            # The embedding layer would attach its mask (a cell takes none): its rows instead.
+            inputs = tf.cast(tf.gather(embedding.embeddings, ids), embedding.compute_dtype)  # (batch, embedding_dim)
+            new_state = []
+            for cell, cell_state in zip(cells, state):
+                inputs, cell_state = cell(inputs, list(cell_state), training=False)
+                new_state.append(tuple(cell_state))
+            return tuple(new_state)
+
+        def start(prompts):  # (batch, length), left-padded with <pad>
+            batch_size = tf.shape(prompts)[0]
+            state = tuple(tuple(cell.get_initial_state(batch_size)) for cell in cells)
+
+            def read(position, state):
+                ids = prompts[:, position]
+                is_token = (ids != PAD_ID)[:, tf.newaxis]  # padding leaves the state as it is
+                new_state = tf.nest.map_structure(lambda new, old: tf.where(is_token, new, old), advance(state, ids), state)
+                return position + 1, new_state
+
+            _, state = tf.while_loop(lambda position, _: position < tf.shape(prompts)[1], read, (tf.constant(0), state))
+            return state
+
+        return TokenSteps(start, lambda state: logits_from_features(tf.cast(state[-1][0], tf.float32)), advance)
 
     def _keras_features(self, windows):
         hidden = windows

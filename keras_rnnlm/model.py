@@ -1,9 +1,15 @@
 """The language model: Embedding -> recurrent layers -> Dropout -> Dense -> softmax.
 
-This is the model ``model.keras`` holds: stock Keras layers in a ``keras.Sequential``,
-compiled with stock Keras loss, optimizer and metrics, so that Keras alone loads it
-(``keras.saving.load_model``) and can predict with it or train it further. How
-keras_rnnlm trains it faster, with the same weights, is :mod:`keras_rnnlm.speedups`.
+:func:`build_model` builds the model ``model.keras`` holds: stock Keras layers in a
+``keras.Sequential``, compiled by :func:`compile_model` with stock Keras loss, optimizer
+and metrics, so that Keras alone loads it (``keras.saving.load_model``) and can predict
+with it or train it further.
+
+:func:`training_model` builds what trains it: the same layer objects (so the same
+weights), ending in the logits instead of the softmax, with the recurrent layers
+carrying their state from batch to batch in bptt mode, the output layer reading the
+embedding matrix when the embeddings are tied, and the measured speed paths of
+:mod:`keras_rnnlm.speedups` swapped in.
 
 The defaults keep the recurrent layers eligible for the fused cuDNN kernel on a GPU
 (default activations, no recurrent dropout); a config that loses it gets a warning.
@@ -16,6 +22,7 @@ import logging
 import keras
 from keras import layers
 
+from keras_rnnlm import speedups
 from keras_rnnlm.config import ModelConfig, TrainConfig
 
 logger = logging.getLogger("keras_rnnlm")
@@ -23,20 +30,25 @@ logger = logging.getLogger("keras_rnnlm")
 CELLS = {"lstm": layers.LSTM, "gru": layers.GRU, "simple_rnn": layers.SimpleRNN}
 
 
-def build_model(config: ModelConfig, window_size: int, vocabulary_size: int, unroll: bool = False) -> keras.Sequential:
+def build_model(
+    config: ModelConfig, window_size: int | None, vocabulary_size: int, unroll: bool = False
+) -> keras.Sequential:
     """Builds the (uncompiled) model.
 
     Args:
         config: Sizes, cell and dropout.
-        window_size: Tokens of context per example.
+        window_size: Tokens of context per example (windows mode); None for a model that
+            reads sequences of any length and predicts after every token (bptt mode).
         vocabulary_size: Number of token ids, reserved tokens included.
-        unroll: Unroll the recurrent layers over the window. Faster on a CPU for short
-            windows (no ``tf.while_loop``), but a GPU then loses the cuDNN kernel, so
-            training turns it on for the CPU only. Defaults to False.
+        unroll: Unroll the recurrent layers over the window (windows mode). Faster on a
+            CPU for short windows (no ``tf.while_loop``), but a GPU then loses the cuDNN
+            kernel, so training turns it on for the CPU only. Defaults to False.
 
     Returns:
         A ``keras.Sequential`` mapping int32 windows (batch, window_size) to next-token
-        probabilities (batch, vocabulary_size), always in float32.
+        probabilities (batch, vocabulary_size); or, with ``window_size`` None, int32
+        sequences (batch, time), left-padded with 0, to probabilities after every
+        token (batch, time, vocabulary_size). Probabilities are always float32.
     """
     if config.cell == "simple_rnn" or config.recurrent_dropout > 0:
         logger.warning(
@@ -45,25 +57,31 @@ def build_model(config: ModelConfig, window_size: int, vocabulary_size: int, unr
             config.cell,
             config.recurrent_dropout,
         )
+    sequences = window_size is None
     stack = [
         keras.Input((window_size,), dtype="int32"),
-        layers.Embedding(vocabulary_size, config.embedding_dim, name="embedding"),  # (batch, window, embedding_dim)
+        # Sequences are left-padded with <pad> (id 0) to a common length; the mask keeps
+        # the recurrent state unchanged over the padding.
+        layers.Embedding(vocabulary_size, config.embedding_dim, mask_zero=sequences, name="embedding"),  # (batch, time, embedding_dim)
     ]
+    if config.embedding_dropout:
+        stack.append(layers.Dropout(config.embedding_dropout, name="embedding_dropout"))
     for number in range(config.layers):
         last = number == config.layers - 1
         stack.append(
             CELLS[config.cell](
                 config.units,
-                return_sequences=not last,  # (batch, window, units) between layers, (batch, units) at the top
+                # (batch, time, units) between layers and for sequences; (batch, units) at the top of a window model
+                return_sequences=sequences or not last,
                 recurrent_dropout=config.recurrent_dropout,
-                unroll=unroll,
+                unroll=unroll and not sequences,
                 name=f"{config.cell}_{number + 1}",
             )
         )
         stack.append(layers.Dropout(config.dropout, name=f"dropout_{number + 1}"))
     # The output matmul runs at the compute precision (the largest in the model); the
     # softmax runs in float32, as small probabilities underflow in 16 bits.
-    stack.append(layers.Dense(vocabulary_size, name="next_token"))  # (batch, vocabulary): logits
+    stack.append(layers.Dense(vocabulary_size, name="next_token"))  # (batch, [time,] vocabulary): logits
     stack.append(layers.Activation("softmax", dtype="float32", name="probabilities"))
     return keras.Sequential(stack, name="rnnlm")
 
@@ -74,8 +92,94 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
     clipping by global norm, accuracy and top-5 accuracy. The optimizer is built, so its
     state can be saved with the model.
     """
-    model.compile(optimizer=make_optimizer(config), loss=keras.losses.SparseCategoricalCrossentropy(), metrics=make_metrics())
+    model.compile(optimizer=make_optimizer(config), loss=keras.losses.SparseCategoricalCrossentropy(), weighted_metrics=make_metrics())
     model.optimizer.build(model.trainable_variables)
+
+
+def training_model(
+    model: keras.Sequential, config: TrainConfig, lanes: int | None = None, bptt_steps: int | None = None,
+    tie_embeddings: bool = False,
+) -> keras.Sequential:
+    """The model that trains ``model``'s weights, compiled for training.
+
+    Args:
+        model: Built by :func:`build_model`.
+        config: Optimizer, learning rate and clipping.
+        lanes: Bptt mode: the batch's lanes. The recurrent layers then carry their state
+            from one batch to the next (``stateful``), so the model takes batches of
+            exactly (lanes, bptt_steps); ``reset_states`` starts every lane afresh.
+        bptt_steps: Bptt mode: tokens each lane reads per batch.
+        tie_embeddings: The output layer multiplies by the embedding matrix, transposed,
+            instead of the Dense layer's kernel (:class:`TiedOutput`); the Dense layer's
+            bias stays. :func:`copy_tied_kernel` copies the embeddings into the saved
+            model's kernel.
+
+    Returns:
+        A ``keras.Sequential`` of ``model``'s layers (the same variables: training it
+        trains ``model``) without the final softmax, outputting float32 logits, compiled.
+        This is where the speed paths of :mod:`keras_rnnlm.speedups` are chosen, each
+        beside the stock Keras piece it replaces.
+    """
+    *body, dense, softmax = model.layers
+    if not (isinstance(softmax, layers.Activation) and isinstance(dense, layers.Dense)):
+        raise ValueError(f"{model.name} does not end in a Dense layer and a softmax; build it with build_model")
+    embedding = body[0]
+    stack = []
+    for layer in body:
+        if lanes is not None and isinstance(layer, keras.layers.RNN):
+            # The stock layer's cell (its weights), in a layer that keeps its state.
+            layer = keras.layers.RNN(layer.cell, return_sequences=True, stateful=True, name=f"{layer.name}_carried")
+        elif speedups.takes_window_path(layer):
+            layer = speedups.WindowLSTM(layer)  # stock: the LSTM layer itself
+        stack.append(layer)
+    stack.append(TiedOutput(embedding, dense) if tie_embeddings else dense)
+    # The logits in float32, where the softmax runs: the loss and metrics read them.
+    stack.append(layers.Activation("linear", dtype="float32", name="logits"))  # (batch, [time,] vocabulary)
+    if lanes is None:
+        inputs = keras.Input(model.input_shape[1:], dtype="int32")
+    else:
+        inputs = keras.Input(batch_shape=(lanes, bptt_steps), dtype="int32")
+    trainer = keras.Sequential([inputs, *stack], name=f"{model.name}_training")
+    trainer.compile(
+        optimizer=make_optimizer(config, adam=speedups.FusedAdam),  # stock: keras.optimizers.Adam
+        # stock: SparseCategoricalCrossentropy(from_logits=True); averaged over the
+        # targets' weights, so padding (weight 0) counts for nothing
+        loss=speedups.NextTokenCrossEntropy(reduction="mean_with_sample_weight"),
+        weighted_metrics=make_metrics(),
+    )
+    return trainer
+
+
+class TiedOutput(layers.Layer):
+    """The output layer of tied embeddings: ``features @ embeddings.T + bias``, the
+    embedding matrix used twice (Press & Wolf 2017).
+
+    Args:
+        embedding: The model's ``Embedding`` layer; its matrix is the kernel.
+        dense: The model's output ``Dense`` layer; its bias is the bias. Its kernel is not
+            used (:func:`copy_tied_kernel` keeps it equal to the embeddings, transposed,
+            for the saved model).
+    """
+
+    def __init__(self, embedding: layers.Embedding, dense: layers.Dense, **kwargs):
+        super().__init__(name="tied_output", dtype=dense.dtype_policy, **kwargs)
+        self.supports_masking = True  # as Dense: the mask passes through
+        self.embeddings = embedding.embeddings  # tracked variables: one each, shared
+        self.bias = dense.bias
+
+    def call(self, features):
+        logits = keras.ops.matmul(features, keras.ops.transpose(keras.ops.cast(self.embeddings, self.compute_dtype)))
+        return logits + keras.ops.cast(self.bias, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.embeddings.shape[0])
+
+
+def copy_tied_kernel(model: keras.Sequential) -> None:
+    """Sets the saved model's output kernel to its embedding matrix, transposed: what a
+    model trained with :class:`TiedOutput` computes, in stock layers."""
+    embedding, dense = model.layers[0], model.layers[-2]
+    dense.kernel.assign(keras.ops.transpose(embedding.embeddings))
 
 
 def make_optimizer(config: TrainConfig, adam: type[keras.optimizers.Adam] = keras.optimizers.Adam) -> keras.optimizers.Optimizer:
@@ -88,8 +192,10 @@ def make_optimizer(config: TrainConfig, adam: type[keras.optimizers.Adam] = kera
 
 
 def make_metrics() -> list[keras.metrics.Metric]:
-    """Accuracy and top-5 accuracy of the next token. Perplexity, exp of the mean
-    cross-entropy, is the loss's (:class:`keras_rnnlm.callbacks.Perplexity`).
+    """Accuracy and top-5 accuracy of the next token, to compile as ``weighted_metrics``
+    (Keras' ``metrics`` ignore sample weights, which mark padding in bptt mode).
+    Perplexity, exp of the mean cross-entropy, is the loss's
+    (:class:`keras_rnnlm.callbacks.Perplexity`).
 
     Accuracy is top-1 accuracy: ``in_top_k`` is one pass over the (batch, vocabulary)
     output, where ``SparseCategoricalAccuracy``'s argmax took several times as long on a

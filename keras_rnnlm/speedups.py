@@ -1,9 +1,8 @@
 """How keras_rnnlm trains the model faster than stock Keras would: measured speed paths,
 swapped in for training and kept out of what is saved.
 
-:func:`training_model` is the one place they are chosen. It takes the stock model of
-:func:`keras_rnnlm.model.build_model` and returns the model that trains it: the same
-layer objects, so the same weights, with these swaps:
+:func:`keras_rnnlm.model.training_model` is the one place they are chosen: it builds the
+model that trains the stock model's weights (the same layer objects) with these swaps:
 
 ===========================================  =========================  ==================================
 stock Keras                                  swapped in for training    why
@@ -35,35 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm.config import TrainConfig
-from keras_rnnlm.model import make_metrics, make_optimizer
-
 SIXTEEN_BIT = ("bfloat16", "float16")
-
-
-def training_model(model: keras.Sequential, config: TrainConfig) -> keras.Sequential:
-    """The model that trains ``model``'s weights, compiled with the speed paths.
-
-    Args:
-        model: Built by :func:`keras_rnnlm.model.build_model` (Embedding, recurrent
-            layers, Dropout, Dense, softmax).
-        config: Optimizer, learning rate and clipping.
-
-    Returns:
-        A ``keras.Sequential`` of the same layers (the same variables: training it trains
-        ``model``) without the final softmax, each LSTM that :func:`takes_window_path`
-        read through :class:`WindowLSTM`, compiled with :class:`NextTokenCrossEntropy`,
-        :class:`FusedAdam` (or SGD) and the stock metrics. It outputs float32 logits.
-    """
-    *body, softmax = model.layers
-    if not (isinstance(softmax, keras.layers.Activation) and softmax.activation is keras.activations.softmax):
-        raise ValueError(f"{model.name} does not end in a softmax; build it with keras_rnnlm.model.build_model")
-    layers = [WindowLSTM(layer) if takes_window_path(layer) else layer for layer in body]
-    # The logits in float32, where the softmax runs: the loss and metrics read them.
-    layers.append(keras.layers.Activation("linear", dtype="float32", name="logits"))  # (batch, vocabulary)
-    trainer = keras.Sequential([keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype), *layers], name=f"{model.name}_training")
-    trainer.compile(optimizer=make_optimizer(config, adam=FusedAdam), loss=NextTokenCrossEntropy(), metrics=make_metrics())
-    return trainer
 
 
 def takes_window_path(layer: keras.layers.Layer) -> bool:
@@ -144,7 +115,9 @@ class NextTokenCrossEntropy(keras.losses.Loss):
     """
 
     def call(self, y_true, y_pred):
-        return _cross_entropy_from_logits(tf.cast(tf.reshape(y_true, [-1]), tf.int32), y_pred)
+        targets = tf.cast(y_true, tf.int32)  # (batch,) or (batch, time)
+        logits = tf.reshape(y_pred, [-1, tf.shape(y_pred)[-1]])  # (targets, vocabulary)
+        return tf.reshape(_cross_entropy_from_logits(tf.reshape(targets, [-1]), logits), tf.shape(targets))
 
 
 @tf.custom_gradient
@@ -203,25 +176,32 @@ class FusedAdam(keras.optimizers.Adam):
         )
 
 
-def adam_moments(optimizer: keras.optimizers.Adam, variable) -> tuple[keras.Variable, keras.Variable]:
-    """The first and second moment variables Keras' Adam keeps for ``variable``.
+def adam_moments(optimizer: keras.optimizers.Adam, variable) -> tuple[keras.Variable, keras.Variable] | None:
+    """The first and second moment variables Keras' Adam keeps for ``variable``, or None
+    if it keeps none (``variable`` is not among those it trains).
 
     Keras has no public way to them: this is the one place keras_rnnlm reads Keras'
     private attributes, and ``tests/test_speedups.py`` fails if Keras changes them.
     """
-    index = optimizer._get_variable_index(variable)
+    try:
+        index = optimizer._get_variable_index(variable)
+    except KeyError:
+        return None
     return optimizer._momentums[index], optimizer._velocities[index]
 
 
-def copy_optimizer_state(source: keras.optimizers.Optimizer, target: keras.optimizers.Optimizer) -> None:
-    """Copies the training optimizer's state (step count, moments) into the stock one
-    that ``model.keras`` keeps. :class:`FusedAdam` is a Keras Adam, so the two hold the
-    same variables in the same order.
-
-    Raises:
-        ValueError: The two optimizers hold different variables.
+def copy_optimizer_state(source: keras.optimizers.Optimizer, target: keras.optimizers.Optimizer, variables) -> None:
+    """Copies the training optimizer's state into the stock one that ``model.keras`` keeps:
+    the step count, the learning rate and, between two Adams (:class:`FusedAdam` is one),
+    the moments of each of ``variables`` that both train. A variable only the target
+    trains (the output kernel, when the embeddings are tied) keeps zero moments.
     """
-    if [v.shape for v in source.variables] != [v.shape for v in target.variables]:
-        raise ValueError(f"optimizer {type(source).__name__} and {type(target).__name__} hold different variables")
-    for source_variable, target_variable in zip(source.variables, target.variables):
-        target_variable.assign(source_variable)
+    source, target = (getattr(optimizer, "inner_optimizer", optimizer) for optimizer in (source, target))  # loss scaling
+    target.iterations.assign(source.iterations)
+    target.learning_rate = float(keras.ops.convert_to_numpy(source.learning_rate))
+    if isinstance(source, keras.optimizers.Adam) and isinstance(target, keras.optimizers.Adam):
+        for variable in variables:
+            moments, copies = adam_moments(source, variable), adam_moments(target, variable)
+            if moments is not None and copies is not None:
+                for moment, copy in zip(moments, copies):
+                    copy.assign(moment)

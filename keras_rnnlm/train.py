@@ -28,16 +28,15 @@ import keras
 import tensorflow as tf
 
 from keras_rnnlm import cli
-from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, Perplexity, SampleText
+from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, Perplexity, ResetStates, SampleText, TiedKernel
 from keras_rnnlm.config import Config, load_config
 from keras_rnnlm.corpus import corpus_documents, find_documents
-from keras_rnnlm.data import check_sizes, segments_for_training, training_feed, windowed_stream, windows_dataset
+from keras_rnnlm.data import segments_for_training, training_data, training_feed
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.export import export_run
 from keras_rnnlm.generate import Generator
-from keras_rnnlm.model import build_model, compile_model
-from keras_rnnlm.speedups import training_model
+from keras_rnnlm.model import build_model, compile_model, copy_tied_kernel, training_model
 from keras_rnnlm.runs import FINISHED, NEW, RunFolder, read_history, tokenizer_for, write_config, write_summary
 from keras_rnnlm.vocab import Vocabulary, build_vocabulary, encode_documents
 
@@ -92,20 +91,13 @@ def train(
     train_segments, valid_segments = segments_for_training(
         encoded, valid_encoded, config.corpus.sequences, config.corpus.valid_fraction, config.train.seed
     )
-    window_size = config.data.window_size
-    train_stream, valid_stream = windowed_stream(train_segments, window_size), windowed_stream(valid_segments, window_size)
-    check_sizes(train_stream, valid_stream)
-    del encoded, valid_encoded, train_segments, valid_segments  # the streams hold copies; free 4 bytes a token
-    train_windows = train_stream.num_windows
-    logger.info(
-        "windows: %s training, %s validation, %d tokens each (%s mode)",
-        f"{train_windows:,}", f"{valid_stream.num_windows:,}", window_size, config.corpus.sequences,
-    )
+    data = training_data(config.data, train_segments, valid_segments, config.train.seed)
+    opening = _opening_text(valid_segments, vocabulary, tokenizer, config.data.window_size)
+    del encoded, valid_encoded, train_segments, valid_segments  # the datasets hold copies; free 4 bytes a token
+    logger.info("%s (%s sequences)", data.description, config.corpus.sequences)
 
-    # The dataset holds its own copy of the ids; dropping the NumPy one frees 4 bytes a token.
-    train_dataset = windows_dataset(train_stream, config.data.batch_size, shuffle=True, seed=config.train.seed)
-    del train_stream
-
+    bptt = config.data.mode == "bptt"
+    window_size = None if bptt else config.data.window_size
     strategy = strategy or select_strategy(config.train.device)
     caller_policy = keras.mixed_precision.global_policy()
 
@@ -120,26 +112,30 @@ def train(
             # What model.keras keeps: stock Keras layers, loss, optimizer and metrics.
             model = build_model(config.model, window_size, len(vocabulary), unroll=not on_gpu(strategy))
             compile_model(model, config.train)
-            # What trains model's weights: the same layers, with the speed paths swapped in.
-            trainer = training_model(model, config.train)
+            # What trains model's weights: the same layers, in lanes that carry their state
+            # (bptt), the output tied to the embeddings if asked, speed paths swapped in.
+            lanes = (config.data.batch_size, config.data.bptt_steps) if bptt else (None, None)
+            trainer = training_model(model, config.train, *lanes, tie_embeddings=config.model.tie_embeddings)
     finally:  # the models keep their policy; the caller's next model gets theirs
         keras.mixed_precision.set_global_policy(caller_policy)
     model.summary(print_fn=lambda line, **_: logger.info(line))
 
     generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
-    callbacks = _callbacks(config, run, model, generator, valid_stream)
+    callbacks = _callbacks(config, run, model, generator, opening)
     callbacks.extend(extra_callbacks)
 
-    feed, steps_per_epoch = training_feed(train_dataset)
+    feed, steps_per_epoch = training_feed(data.train)
     history = trainer.fit(
         feed,
         steps_per_epoch=steps_per_epoch,
-        validation_data=windows_dataset(valid_stream, config.data.batch_size),
+        validation_data=data.valid,
         epochs=config.train.epochs,
         callbacks=callbacks,
-        shuffle=False,  # The dataset shuffles itself, with the run's seed.
+        shuffle=False,  # The dataset orders itself: windows shuffled with the run's seed, lanes in order.
         verbose=_progress(verbose),
     )
+    if config.model.tie_embeddings:  # EarlyStopping may have restored other weights
+        copy_tied_kernel(model)
     losses = history.history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
         _stop_after_nan(run)
@@ -150,9 +146,9 @@ def train(
     best = min(rows, key=lambda row: row["val_loss"])
     summary = {
         "vocabulary_size": len(vocabulary),
-        "window_size": window_size,
-        "train_windows": train_windows,
-        "valid_windows": valid_stream.num_windows,
+        "mode": config.data.mode,
+        "train_targets": data.train_targets,
+        "valid_targets": data.valid_targets,
         "epochs": len(rows),
         "best_epoch": int(best["epoch"]) + 1,
         "val_loss": best["val_loss"],
@@ -168,13 +164,15 @@ def train(
     return summary
 
 
-def _callbacks(config: Config, run: RunFolder, model: keras.Model, generator: Generator, valid_stream) -> list[keras.callbacks.Callback]:
+def _callbacks(config: Config, run: RunFolder, model: keras.Model, generator: Generator, opening: str) -> list[keras.callbacks.Callback]:
     """The run's callbacks. BackupAndRestore comes first so that an epoch is backed up
     before anything later in the list can stop the process; Perplexity comes before
-    everything that logs."""
+    everything that logs; the tied kernel is copied before the model is saved or writes."""
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run.backup)),
         Perplexity(),
+        *([ResetStates()] if config.data.mode == "bptt" else []),
+        *([TiedKernel(model)] if config.model.tie_embeddings else []),
         keras.callbacks.TerminateOnNaN(),
         BestModelCheckpoint(model, run.model, best=run.best_validation_loss()),
         keras.callbacks.CSVLogger(str(run.history), append=True),
@@ -189,7 +187,7 @@ def _callbacks(config: Config, run: RunFolder, model: keras.Model, generator: Ge
         callbacks.append(keras.callbacks.TensorBoard(str(run.logs)))
     if train.sample_length:
         # A line-mode sample is a few independent lines (names), each started afresh.
-        opening = "" if generator.line_mode else _opening_text(valid_stream, generator.vocabulary, generator.tokenizer)
+        opening = "" if generator.line_mode else opening
         callbacks.append(
             SampleText(
                 generator, train.sample_prompt or opening, train.sample_length, train.sample_temperature, train.seed,
@@ -214,10 +212,10 @@ def _read_summary(run: RunFolder) -> dict:
     return json.loads(run.summary.read_text(encoding="utf-8"))
 
 
-def _opening_text(stream, vocabulary: Vocabulary, tokenizer) -> str:
-    """The first window of the validation text, as the prompt of the per-epoch sample."""
-    first = int(stream.target_positions([0])[0])
-    return tokenizer.text_from_tokens(vocabulary.tokens_from_ids(stream.ids[first : first + stream.window_size]))
+def _opening_text(valid_segments, vocabulary: Vocabulary, tokenizer, tokens: int = 5) -> str:
+    """The first few tokens of the validation text, as the prompt of the per-epoch sample."""
+    first = next((segment for segment in valid_segments if len(segment)), [])
+    return tokenizer.text_from_tokens(vocabulary.tokens_from_ids(first[:tokens]))
 
 
 def _names(documents) -> str:

@@ -13,6 +13,9 @@ import pytest
 from keras_rnnlm.config import Config, config_from_dict, config_to_dict
 
 SONG = "cause baby now we got bad blood\nyou know it used to be mad love\n"
+# Which word ends a line alternates: it is decided by the word 7 tokens back, and the
+# pattern's period (14 tokens) is longer than the bptt step of the run below (10).
+ALTERNATING = "the cat sat on the mat\nthe cat sat on the hat\n"
 NAMES = ["anna", "bob", "emma", "otto", "hannah", "ava", "elle", "ada"]
 
 
@@ -45,6 +48,7 @@ def corpora(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpora")
     (folder / "song.txt").write_text(SONG * 40, encoding="utf-8")
     (folder / "names.txt").write_text("\n".join(NAMES * 30) + "\n", encoding="utf-8")
+    (folder / "alternating.txt").write_text(ALTERNATING * 60, encoding="utf-8")
     return folder
 
 
@@ -67,5 +71,18 @@ def names_run(corpora, tmp_path_factory):
     run = tmp_path_factory.mktemp("runs") / "names"
     config = small_config([corpora / "names.txt"], corpus={"level": "char", "sequences": "lines"},
                           data={"window_size": 8}, train={"epochs": 15})
+    train(config, run, verbose=0)
+    return run
+
+
+@pytest.fixture(scope="session")
+def bptt_run(corpora, tmp_path_factory):
+    """A bptt-mode word model with tied embeddings, trained on the alternating lines."""
+    from keras_rnnlm.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "bptt"
+    config = small_config([corpora / "alternating.txt"], data={"mode": "bptt", "batch_size": 2, "bptt_steps": 10},
+                          model={"embedding_dim": 32, "tie_embeddings": True},
+                          train={"epochs": 30, "early_stopping_patience": 0, "sample_length": 8})
     train(config, run, verbose=0)
     return run

@@ -66,6 +66,9 @@ def test_wrong_type_names_the_key():
         ("train.learning_rate=0", "train.learning_rate"),
         ("data.batch_size=-1", "data.batch_size"),
         ("model.cell='transformer'", "model.cell"),
+        ("data.bptt_steps=0", "data.bptt_steps"),
+        ("data.mode='lanes'", "data.mode"),
+        ("model.embedding_dropout=1.0", "model.embedding_dropout"),
     ],
 )
 def test_out_of_range_values_are_refused(override, key):
@@ -94,3 +97,11 @@ def test_one_window_size_at_either_level_and_the_old_character_key_is_refused():
     assert load_config(CONFIGS / "names.toml").data.window_size == 16
     with pytest.raises(RnnlmError, match=r"unknown config key data\.char_window_size; did you mean data\.window_size\?"):
         load_config(None, ["data.char_window_size=24"])
+
+
+def test_tied_embeddings_need_equal_sizes_and_bptt_needs_a_stream():
+    with pytest.raises(RnnlmError, match=r"model.tie_embeddings needs model.embedding_dim \(128\) equal to model.units \(256\)"):
+        load_config(None, ["model.tie_embeddings=true"])
+    assert load_config(None, ["model.tie_embeddings=true", "model.units=128"]).model.tie_embeddings
+    with pytest.raises(RnnlmError, match='data.mode = "bptt" reads the text as one running stream.*use data.mode = "windows"'):
+        load_config(None, ["data.mode=bptt", "corpus.sequences=lines"])

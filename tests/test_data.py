@@ -121,3 +121,36 @@ def test_random_line_split_is_seeded_and_disjoint():
     assert held_out == {int(line[0]) for line in again} != {int(line[0]) for line in other}
     assert held_out.isdisjoint(int(line[0]) for line in train)
     assert held_out != set(range(183, 203))  # random lines, not the end of the list
+
+
+def test_lanes_make_every_token_a_target_exactly_once_in_order():
+    from keras_rnnlm.data import lanes, lanes_dataset
+    from keras_rnnlm.vocab import LINE_BREAK_ID as EOL
+
+    text = [np.arange(10, 40, dtype=np.int32), np.arange(50, 63, dtype=np.int32)]  # 43 tokens, two documents
+    laid_out = lanes(text, num_lanes=4, bptt_steps=3)
+    assert laid_out.num_targets == 43 and laid_out.num_lanes == 4
+    assert laid_out.num_steps == 4  # lanes of 12: 11 tokens each (43 / 4, rounded up) in whole steps of 3
+    batches = list(lanes_dataset(laid_out))
+    assert len(batches) == 4 and all(part.shape == (4, 3) for batch in batches for part in batch)
+    inputs, targets, weights = (np.concatenate([batch[part].numpy() for batch in batches], axis=1) for part in range(3))
+    stream = np.concatenate([[EOL], *text])
+    assert inputs[0, 0] == EOL  # the text is read as after a line break
+    for lane in range(4):  # each lane reads its slice in order: the input before each target is its predecessor
+        for position in range(12):
+            if weights[lane, position]:
+                index = lane * 12 + position + 1
+                assert targets[lane, position] == stream[index] and inputs[lane, position] == stream[index - 1]
+    assert sorted(targets[weights == 1].tolist()) == sorted(np.concatenate(text).tolist())  # each once
+    assert weights.sum() == 43 and set(targets[weights == 0].tolist()) == {PAD_ID}
+
+
+def test_a_text_too_short_for_the_lanes_is_refused():
+    from keras_rnnlm.data import check_lanes, lanes
+
+    valid = lanes([np.arange(3, 8, dtype=np.int32)], num_lanes=4, bptt_steps=5)
+    with pytest.raises(RnnlmError, match=r"only 19 training tokens, fewer than data.batch_size x data.bptt_steps = 4 x 5"):
+        check_lanes(lanes([np.arange(3, 22, dtype=np.int32)], num_lanes=4, bptt_steps=5), valid)
+    check_lanes(lanes([np.arange(3, 23, dtype=np.int32)], num_lanes=4, bptt_steps=5), valid)
+    with pytest.raises(RnnlmError, match="validation split is empty"):
+        check_lanes(lanes([np.arange(3, 23, dtype=np.int32)], num_lanes=4, bptt_steps=5), lanes([], 4, 5))

@@ -43,10 +43,10 @@ def generate_request(prompts, num_words, temperature=1.0, top_k=0, top_p=1.0, se
 
 
 @pytest.fixture(scope="module")
-def runs(song_run, names_run, tmp_path_factory):
-    """The session's song and names runs, each exported."""
+def runs(song_run, names_run, bptt_run, tmp_path_factory):
+    """The session's song, names and bptt runs, each exported."""
     folder = tmp_path_factory.mktemp("export")
-    for name, run in (("song", song_run), ("names", names_run)):
+    for name, run in (("song", song_run), ("names", names_run), ("bptt", bptt_run)):
         export_run(run, folder / name / "saved_model")
         (folder / name / "run").symlink_to(run)
     return folder
@@ -60,6 +60,7 @@ SETTINGS = [
     dict(temperature=2.0, top_p=0.8, seed=5, max_lines=1),
 ]
 NAME_PROMPTS = ["", "hann", "Em"] * 4
+BPTT_PROMPTS = ["the cat sat on the mat\nthe cat sat on the", "", "the cat sat on the hat\nthe cat", "dog"]
 TEXTS = ["cause baby now we", "", "zebra"]
 BAD_REQUESTS = [
     generate_request(["cause baby", "", "zebra zebra zebra"], 0),  # 0 words: the prompt back
@@ -84,7 +85,12 @@ def song(runs):
 
 
 @pytest.fixture(scope="module")
-def served(runs, song):
+def bptt(runs):
+    return Generator.from_run(runs / "bptt" / "run")
+
+
+@pytest.fixture(scope="module")
+def served(runs, song, bptt):
     """What the exported models answer to every test's requests, all sent to one process
     that has only TensorFlow: {test: [result, ...]}."""
     requests = {
@@ -93,6 +99,9 @@ def served(runs, song):
         "next_words": [("song", ["next_words", {"texts": TEXTS, "k": 4}]),
                        ("song", ["serving_default", {"windows": song.windows_from_prompts(TEXTS).tolist()}])],
         "bad": [("song", request) for request in BAD_REQUESTS],
+        "bptt": [("bptt", generate_request(BPTT_PROMPTS, 40, **settings)) for settings in SETTINGS]
+        + [("bptt", ["next_words", {"texts": BPTT_PROMPTS, "k": 2}]),
+           ("bptt", ["serving_default", {"ids": bptt.windows_from_prompts(BPTT_PROMPTS).tolist()}])],
     }
     flat = [[str(runs / model / "saved_model"), *request] for test in requests.values() for model, request in test]
     result = subprocess.run([sys.executable, "-c", SERVER], input=json.dumps(flat), capture_output=True, text=True,
@@ -160,7 +169,7 @@ def test_saved_model_cli_lists_the_signatures(runs):
 
 def test_the_export_folder_describes_its_signatures(runs):
     readme = (runs / "song" / "saved_model" / "README.txt").read_text()
-    assert "window_size 5; vocabulary_size 18" in readme
+    assert "window_size 5 (the model reads the last 5 tokens); vocabulary_size 18" in readme
     assert all(name in readme for name in SIGNATURES)
 
 
@@ -178,3 +187,17 @@ def test_cli_replaces_an_earlier_export_and_refuses_other_folders(runs, tmp_path
     assert "is not a SavedModel; choose another --out" in capsys.readouterr().err
     assert cli.run(main, ["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "is not a keras_rnnlm run" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_a_bptt_models_export_writes_what_its_generator_writes_and_reads_whole_texts(served, bptt):
+    *generated, next_words, serving_default = served["bptt"]
+    for settings, result in zip(SETTINGS, generated, strict=True):
+        sampling = Sampling(settings["temperature"], settings.get("top_k", 0), settings.get("top_p", 1.0))
+        expected = bptt.generate(BPTT_PROMPTS, 40, sampling, seed=settings.get("seed", 0), max_lines=settings.get("max_lines", 0))
+        assert result["texts"] == expected
+    assert generated[0]["texts"][0].splitlines()[2] == "the cat sat on the mat"  # the state carried from the prompt
+    ids = bptt.windows_from_prompts(BPTT_PROMPTS)  # whole prompts after a line break, left-padded
+    assert ids[1].tolist()[-1] == 2 and ids[0, 0] == 2
+    probabilities = bptt.model.predict(ids, verbose=0)[:, -1]  # (prompts, vocabulary): after each prompt's last token
+    np.testing.assert_allclose(serving_default["probabilities"], probabilities, atol=1e-5)
+    assert next_words["words"][0][0] == "hat" and next_words["words"][2][0] == "sat"

@@ -161,3 +161,19 @@ def test_same_seed_same_text_across_processes(song_run, song):
     texts = song.generate(["you know"] * 3, 25, Sampling(temperature=3.0), seed=11)
     assert result.stdout == "\n\n".join(text.rstrip("\n") for text in texts) + "\n"
     assert song.generate(["you know"] * 3, 25, Sampling(temperature=3.0), seed=12) != texts
+
+
+def test_a_bptt_model_carries_its_state_through_the_prompt_and_every_token_it_writes(bptt_run):
+    """The word after "on the" alternates between mat and hat, decided 7 tokens back; the
+    pattern's period (14) is longer than the model's bptt step (10) and than any window."""
+    generator = Generator.from_run(bptt_run)
+    assert generator.window_size is None
+    after_mat, after_hat = generator.generate(
+        ["the cat sat on the mat\nthe cat sat on the", "the cat sat on the hat\nthe cat sat on the"], 70, GREEDY
+    )
+    for text, first in ((after_mat, "hat"), (after_hat, "mat")):
+        endings = [line.split()[-1] for line in text.splitlines()[1:] if len(line.split()) == 6]  # whole lines
+        assert len(endings) >= 8
+        assert endings == [first, {"mat": "hat", "hat": "mat"}[first]] * (len(endings) // 2) + [first] * (len(endings) % 2)
+    (empty,) = generator.generate([""], 6, GREEDY)  # starts as the text started: after a line break
+    assert empty == "the cat sat on the " + empty.split()[-1] and empty.split()[-1] in ("mat", "hat")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_rnnlm.config import ModelConfig, TrainConfig
-from keras_rnnlm.model import build_model, compile_model
+from keras_rnnlm.model import build_model, compile_model, training_model
 
 
 def test_shapes_and_layers_are_stock_keras():
@@ -55,3 +55,47 @@ def test_softmax_stays_float32_under_mixed_precision():
         assert model(np.zeros((2, 3), np.int32)).dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def lanes_model(tie_embeddings=False):
+    keras.utils.set_random_seed(0)
+    config = ModelConfig(embedding_dim=16, units=16, layers=2, tie_embeddings=tie_embeddings)
+    model = build_model(config, window_size=None, vocabulary_size=30)
+    compile_model(model, TrainConfig())
+    return model, training_model(model, TrainConfig(), lanes=3, bptt_steps=4, tie_embeddings=tie_embeddings)
+
+
+def test_the_bptt_training_model_carries_each_lanes_state_to_the_next_batch():
+    from keras_rnnlm.callbacks import ResetStates
+
+    model, trainer = lanes_model()
+    first, second = (np.random.default_rng(seed).integers(3, 30, (3, 4)).astype(np.int32) for seed in (1, 2))
+    trainer.predict_on_batch(first)
+    after_first = trainer.predict_on_batch(second)
+    resets = ResetStates()
+    resets.set_model(trainer)
+    resets.on_epoch_begin(0)
+    from_zero = trainer.predict_on_batch(second)
+    assert not np.allclose(after_first, from_zero, atol=1e-4)  # the state carried over
+    # Reading both batches as one sequence from zero state gives what the lanes gave.
+    whole = model.predict(np.concatenate([first, second], axis=1), verbose=0)[:, 4:]  # (3, 4, vocabulary)
+    np.testing.assert_allclose(keras.ops.softmax(after_first), whole, atol=1e-5)
+    np.testing.assert_allclose(keras.ops.softmax(from_zero), model.predict(second, verbose=0), atol=1e-5)
+
+
+def test_tied_embeddings_are_one_variable_and_the_saved_model_computes_the_same():
+    from keras_rnnlm.model import copy_tied_kernel
+
+    model, trainer = lanes_model(tie_embeddings=True)
+    embeddings = model.get_layer("embedding").embeddings
+    dense = model.get_layer("next_token")
+    trained = [id(variable) for variable in trainer.trainable_variables]
+    assert trained.count(id(embeddings)) == 1 and id(dense.kernel) not in trained and id(dense.bias) in trained
+    ids = np.random.default_rng(3).integers(3, 30, (3, 4)).astype(np.int32)
+    trainer.fit(ids, np.roll(ids, -1, axis=1), epochs=2, verbose=0, shuffle=False)
+    copy_tied_kernel(model)
+    np.testing.assert_array_equal(dense.kernel.numpy(), embeddings.numpy().T)
+    for layer in trainer.layers:
+        if getattr(layer, "stateful", False):
+            layer.reset_states()
+    np.testing.assert_allclose(keras.ops.softmax(trainer.predict_on_batch(ids)), model.predict(ids, verbose=0), atol=1e-5)

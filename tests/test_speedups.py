@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keras_rnnlm import speedups
 from keras_rnnlm.config import ModelConfig, TrainConfig
-from keras_rnnlm.model import build_model, compile_model
+from keras_rnnlm.model import build_model, compile_model, training_model
 from keras_rnnlm.speedups import (
     FusedAdam,
     NextTokenCrossEntropy,
@@ -15,7 +15,6 @@ from keras_rnnlm.speedups import (
     adam_moments,
     copy_optimizer_state,
     takes_window_path,
-    training_model,
 )
 
 
@@ -160,22 +159,34 @@ def test_adam_moments_are_the_variables_keras_adam_updates():
     weight = keras.Variable(np.zeros(3, np.float32))
     optimizer.apply([tf.constant([1.0, 2.0, -4.0])], [weight])
     momentum, velocity = adam_moments(optimizer, weight)
+    assert adam_moments(optimizer, keras.Variable(np.zeros(3, np.float32))) is None  # not trained by it
     np.testing.assert_allclose(momentum.numpy(), 0.1 * np.array([1.0, 2.0, -4.0]), rtol=1e-6)
     np.testing.assert_allclose(velocity.numpy(), 0.01 * np.array([1.0, 4.0, 16.0]), rtol=1e-6)
 
 
 def test_the_trained_optimizer_state_carries_over_to_the_stock_optimizer():
     start, gradients = sparse_and_dense_gradients(steps=6)
-    fused, stock = FusedAdam(0.01), keras.optimizers.Adam(0.01)
-    fused_weights = adam_steps(fused, start, gradients[:3])
-    stock_weights = [keras.Variable(weight) for weight in fused_weights]
-    stock.build(stock_weights)
-    copy_optimizer_state(fused, stock)
-    assert int(stock.iterations.numpy()) == 3
-    for step in gradients[3:]:  # both go on from the same state
-        fused.apply(step, fused_weights)
-        stock.apply(step, stock_weights)
-    for fused_weight, stock_weight in zip(fused_weights, stock_weights, strict=True):
+    fused = FusedAdam(0.01)
+    weights = adam_steps(fused, start, gradients[:3])
+    fused.learning_rate = 0.005  # as ReduceLROnPlateau sets it
+    stock = keras.optimizers.Adam(0.01)
+    stock.build(weights)  # the same variables, as the saved model shares the training model's
+    copy_optimizer_state(fused, stock, weights)
+    assert int(stock.iterations.numpy()) == 3 and float(stock.learning_rate) == pytest.approx(0.005)
+
+    snapshot = [weight.numpy() for weight in weights]
+    results = []
+    for optimizer in (fused, stock):  # both go on from the same state
+        for weight, value in zip(weights, snapshot, strict=True):
+            weight.assign(value)
+        for step in gradients[3:]:
+            optimizer.apply(step, weights)
+        results.append([weight.numpy() for weight in weights])
+    for fused_weight, stock_weight in zip(*results, strict=True):
         np.testing.assert_allclose(stock_weight, fused_weight, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="hold different variables"):
-        copy_optimizer_state(fused, keras.optimizers.SGD(0.1))
+
+    untied = [keras.Variable(np.ones((3, 3), np.float32))]  # trained by the stock optimizer only
+    other = keras.optimizers.Adam(0.01)
+    other.build(untied)
+    copy_optimizer_state(fused, other, untied)
+    assert int(other.iterations.numpy()) == 6 and not np.any(adam_moments(other, untied[0])[0].numpy())

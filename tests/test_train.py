@@ -186,6 +186,10 @@ def run_cli(capsys, *argv):
         (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "model.dropout=1.5"], r"model\.dropout .* out of range"),
         (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "data.window_size=0"], "data.window_size"),
         (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "train.learning_rate=-1"], "learning_rate"),
+        (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "data.mode=bptt"],
+         r"only 54 training tokens, fewer than data.batch_size x data.bptt_steps = 64 x 35"),
+        (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "data.mode=bptt", "--set", "model.tie_embeddings=true"],
+         r"model.tie_embeddings needs model.embedding_dim \(16\) equal to model.units \(32\)"),
     ],
 )
 def test_bad_input_is_one_line_error_and_nothing_written(capsys, tmp_path, make_input, extra, message):
