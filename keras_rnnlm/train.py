@@ -184,7 +184,8 @@ def _callbacks(config: Config, run: RunFolder, model: keras.Model, generator: Ge
     if train.reduce_lr_patience:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=train.reduce_lr_patience))
     if train.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run.logs)))
+        # No model graph: Keras 3 writes it as the training model's JSON, which its speed paths do not serialize.
+        callbacks.append(keras.callbacks.TensorBoard(str(run.logs), write_graph=False))
     if train.sample_length:
         # A line-mode sample is a few independent lines (names), each started afresh.
         opening = "" if generator.line_mode else opening
