@@ -56,6 +56,21 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
     segments = segments_for_evaluation(encoded, config.corpus.sequences)
     if sum(map(len, segments)) == 0:
         raise RnnlmError("the text has no tokens to evaluate; give a file with some text in it")
+    return score(model, config, segments, batch_size)
+
+
+def score(model: keras.Model, config: Config, segments, batch_size: int = 256) -> dict:
+    """Scores a model on encoded text, each mode its way (see the module docstring).
+
+    Args:
+        model: The run's model.
+        config: The run's config.
+        segments: int32 id arrays: documents, or lines in line mode.
+        batch_size: Windows per step (windows mode).
+
+    Returns:
+        As :func:`evaluate`.
+    """
     if config.data.mode == "bptt":
         text = lanes(segments, EVALUATION_LANES, config.data.bptt_steps)
         tokens, cross_entropy, accuracy = score_lanes(model, text)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from keras_rnnlm.config import ModelConfig
 from keras_rnnlm.model import build_model
@@ -108,3 +109,16 @@ def test_quality_benchmark_runs_at_a_tiny_size(tmp_path):
                            "--set", "model.embedding_dim=8", "--set", "model.units=8", "--set", "train.tensorboard=false")
     assert set(result["val_perplexity"]) == {"float32", "mixed"}
     assert all(len(values) == 1 and values[0] > 1 for values in result["val_perplexity"].values())
+
+
+def test_long_context_benchmark_scores_both_modes_on_the_same_held_out_text(tmp_path):
+    corpus = tmp_path / "song.txt"
+    corpus.write_text("cause baby now we got bad blood\nyou know it used to be mad love\n" * 60, encoding="utf-8")
+    result = run_benchmark("long_context.py", "--output-dir", str(tmp_path / "runs"), "--corpus", str(corpus),
+                           "--set", "train.epochs=1", "--set", "model.units=16", "--set", "model.embedding_dim=16",
+                           "--set", "data.batch_size=4", "--set", "data.bptt_steps=5", "--set", "train.tensorboard=false")
+    assert set(result["results"]) == {"windows", "bptt"}
+    assert result["results"]["windows"]["tokens"] == result["results"]["bptt"]["tokens"] == 102  # the same held-out text
+    assert "lanes" in result["results"]["bptt"]["scoring"] and "5 before it" in result["results"]["windows"]["scoring"]
+    assert result["bptt_over_windows"] == pytest.approx(
+        result["results"]["bptt"]["perplexity"] / result["results"]["windows"]["perplexity"])
