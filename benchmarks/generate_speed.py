@@ -7,7 +7,11 @@ tutorials' and textgenrnn's way: ``model.predict`` on one window, sample in NumP
 slide, repeat), interleaved in one run so machine noise hits all alike; reports medians.
 
 Usage:
-    python benchmarks/generate_speed.py [--repeats 5] [--tokens 2000] [--parts 1 2]
+    python benchmarks/generate_speed.py [--repeats 5] [--tokens 2000] [--parts 1 2] [--mode windows|bptt]
+
+``--mode bptt`` times a bptt run's model, which reads the prompt and carries its state
+through every token (one recurrent step a token); its naive loop calls ``model.predict``
+on the whole text so far.
 
 ``--parts`` times the compiled loop with a batch written in each number of independent
 parts (keras_rnnlm.generate.PARTS); the first is the one compared with the naive loop.
@@ -31,23 +35,26 @@ from keras_rnnlm.config import ModelConfig  # noqa: E402
 from keras_rnnlm.generate import PARTS, Generator  # noqa: E402
 from keras_rnnlm.model import build_model  # noqa: E402
 from keras_rnnlm.tokenizer import Tokenizer  # noqa: E402
-from keras_rnnlm.vocab import Vocabulary  # noqa: E402
+from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID, Vocabulary  # noqa: E402
 
 VOCABULARY_SIZE, WINDOW_SIZE = 10_000, 5
 
 
-def naive_tokens_per_second(model, num_tokens: int, rng) -> float:
-    window = np.zeros((1, WINDOW_SIZE), np.int32)
+def naive_tokens_per_second(model, num_tokens: int, rng, bptt: bool) -> float:
+    """``model.predict`` once per token: on the last window, or for a bptt model on the
+    whole text so far (a stateless model's way to carry the context)."""
+    ids = np.full((1, 1 if bptt else WINDOW_SIZE), LINE_BREAK_ID if bptt else PAD_ID, np.int32)
     started = time.perf_counter()
     for _ in range(num_tokens):
-        probabilities = model.predict(window, verbose=0)[0].astype(np.float64)
+        probabilities = model.predict(ids, verbose=0)[0]
+        probabilities = (probabilities[-1] if bptt else probabilities).astype(np.float64)
         next_id = rng.choice(VOCABULARY_SIZE, p=probabilities / probabilities.sum())
-        window = np.concatenate([window[:, 1:], [[next_id]]], axis=1)
+        ids = np.concatenate([ids if bptt else ids[:, 1:], [[next_id]]], axis=1)
     return num_tokens / (time.perf_counter() - started)
 
 
 def compiled_tokens_per_second(generator: Generator, batch_size: int, num_tokens: int, seed: int) -> float:
-    windows = tf.zeros((batch_size, WINDOW_SIZE), tf.int32)
+    windows = tf.fill((batch_size, generator.window_size or 1), PAD_ID if generator.window_size else LINE_BREAK_ID)
     started = time.perf_counter()
     ids = generator.generate_ids(windows, num_tokens, 1.0, 0, 1.0, seed, 0).numpy()
     elapsed = time.perf_counter() - started
@@ -61,22 +68,26 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2000, help="tokens per sample for the compiled loop")
     parser.add_argument("--naive-tokens", type=int, default=40, help="tokens for the naive loop")
     parser.add_argument("--parts", type=int, nargs="+", default=[PARTS], help=f"batch parts to time (default: {PARTS})")
+    parser.add_argument("--mode", choices=("windows", "bptt"), default="windows",
+                        help="the model of a windows run, or of a bptt run (reads whole texts, its state carried)")
     args = parser.parse_args()
+    bptt = args.mode == "bptt"
 
     keras.utils.set_random_seed(0)
-    model = build_model(ModelConfig(), WINDOW_SIZE, VOCABULARY_SIZE)
+    window_size = None if bptt else WINDOW_SIZE
+    model = build_model(ModelConfig(), window_size, VOCABULARY_SIZE)
     vocabulary = Vocabulary(["<pad>", "<unk>", "<eol>"] + [f"w{i}" for i in range(VOCABULARY_SIZE - 3)])
-    generators = {parts: Generator(model, vocabulary, Tokenizer(), WINDOW_SIZE, parts=parts) for parts in args.parts}
+    generators = {parts: Generator(model, vocabulary, Tokenizer(), window_size, parts=parts) for parts in args.parts}
     rng = np.random.default_rng(0)
 
     # Warm-up: trace the compiled loops and let predict build its function.
     for generator in generators.values():
         compiled_tokens_per_second(generator, 1, 10, 0)
-    naive_tokens_per_second(model, 3, rng)
+    naive_tokens_per_second(model, 3, rng, bptt)
 
     results = {"naive": []}
     for repeat in range(args.repeats):
-        results["naive"].append(naive_tokens_per_second(model, args.naive_tokens, rng))
+        results["naive"].append(naive_tokens_per_second(model, args.naive_tokens, rng, bptt))
         for parts, generator in generators.items():
             results.setdefault(f"batch 1, {parts} parts", []).append(compiled_tokens_per_second(generator, 1, args.tokens, repeat))
             results.setdefault(f"batch 64, {parts} parts", []).append(
@@ -84,7 +95,7 @@ def main() -> None:
             )
 
     medians = {name: statistics.median(values) for name, values in results.items()}
-    print(f"vocabulary {VOCABULARY_SIZE:,}, LSTM {ModelConfig().units}, window {WINDOW_SIZE}; "
+    print(f"vocabulary {VOCABULARY_SIZE:,}, LSTM {ModelConfig().units}, {args.mode} mode; "
           f"{args.repeats} repeats, medians; {os.cpu_count()} CPUs; TensorFlow {tf.__version__}")
     for name, value in medians.items():
         print(f"{name:>20}: {value:10,.0f} tokens/s")

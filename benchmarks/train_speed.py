@@ -224,6 +224,38 @@ def _worker(connection, path: str, settings: dict) -> None:
     train(args.repeats + 1, _Turns(connection, num_windows))
 
 
+def measure(worker, paths: list[str], settings: dict, repeats: int, matmul_size: int):
+    """Runs ``worker(connection, path, settings)`` for each path in a process of its own
+    and lets them train in turns, one epoch each, ``repeats`` times after a warm-up epoch.
+
+    Each path trains in its own process: in one process, PyTorch ran about half as fast
+    after a TensorFlow training epoch as before it (benchmarks/RESULTS.md), which would
+    flatter keras_rnnlm.
+
+    Returns:
+        ({path: [per-epoch speed, ...]}, (matmul peak FLOP/s before the workers, after)).
+    """
+    peak_before = matmul_peak_flops(matmul_size)  # before any worker runs
+    context = multiprocessing.get_context("spawn")
+    workers = {}
+    for path in paths:
+        parent_end, worker_end = context.Pipe()
+        process = context.Process(target=worker, args=(worker_end, path, settings), daemon=True)
+        process.start()
+        workers[path] = (process, parent_end)
+        parent_end.recv()  # built and warmed up (one epoch: tracing, first allocations)
+
+    speeds = {path: [] for path in paths}
+    for _ in range(repeats):
+        for path, (_, connection) in workers.items():
+            connection.send("epoch")
+            speeds[path].append(connection.recv())
+    for process, _ in workers.values():
+        process.join()
+    # Measured on either side of the workers; the caller takes the higher (a conservative share).
+    return speeds, (peak_before, matmul_peak_flops(matmul_size))
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
@@ -237,28 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--matmul-size", type=int, default=4096)
     args = parser.parse_args(argv)
 
-    # Each path trains in its own process: in one process, PyTorch ran about half as
-    # fast after a TensorFlow training epoch as before it (benchmarks/RESULTS.md), which
-    # would flatter keras_rnnlm. The processes take turns, one epoch at a time.
-    peak_before = matmul_peak_flops(args.matmul_size)  # before any worker runs
-    context = multiprocessing.get_context("spawn")
-    workers = {}
-    for path in args.paths:
-        parent_end, worker_end = context.Pipe()
-        process = context.Process(target=_worker, args=(worker_end, path, vars(args)), daemon=True)
-        process.start()
-        workers[path] = (process, parent_end)
-        parent_end.recv()  # built and warmed up (one epoch: tracing, first allocations)
-
-    speeds = {path: [] for path in args.paths}
-    for _ in range(args.repeats):
-        for path, (_, connection) in workers.items():
-            connection.send("epoch")
-            speeds[path].append(connection.recv())
-    for process, _ in workers.values():
-        process.join()
-    # Measured on either side of the workers; the higher is the peak (a conservative share).
-    peak_after = matmul_peak_flops(args.matmul_size)
+    speeds, (peak_before, peak_after) = measure(_worker, args.paths, vars(args), args.repeats, args.matmul_size)
     peak = max(peak_before, peak_after)
     model_config = ModelConfig(embedding_dim=args.embedding, units=args.units)
     flops = training_flops_per_window(model_config, 5, args.vocabulary)

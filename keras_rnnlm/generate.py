@@ -44,11 +44,10 @@ MAX_TOKENS = 100_000  # More in one call is almost surely a typo (and holds a ba
 
 # A batch can be written in several independent parts (rows split evenly): each part is
 # its own chain of small ops, and TensorFlow's executor runs independent chains side by
-# side, one a core. On the 2-core Intel Xeon, 2 parts wrote a batch of 64 about 35%
-# faster and batch 1 about 10% slower; on the 2-core AMD EPYC of 2026-12-01 they gained
-# nothing at batch 64 and cost batch 1 about 10% (benchmarks/generate_speed.py --parts 1 2;
-# benchmarks/RESULTS.md). So one part by default. On more cores more parts may pay; that
-# is not measured.
+# side, one a core. On the 2-core Intel Xeon two parts wrote a batch of 64 faster; on the
+# 2-core AMD EPYC they did not, and slowed batch 1 (benchmarks/generate_speed.py
+# --parts 1 2; figures in benchmarks/RESULTS.md). So one part by default. On more cores
+# more parts may pay; that is not measured.
 PARTS = 1
 
 

@@ -74,6 +74,14 @@ def test_train_speed_runs_at_a_tiny_size():
     assert all(value > 0 for value in result["windows_per_second"].values()) and result["matmul_peak_flops"] > 0
 
 
+def test_bptt_speed_runs_at_a_tiny_size():
+    paths = ["keras_rnnlm_float32", "keras_rnnlm_mixed"] + (["torch", "torch_bfloat16"] if HAS_TORCH else [])
+    result = run_benchmark("bptt_speed.py", "--repeats", "1", "--steps", "2", "--vocabulary", "50", "--units", "8",
+                           "--lanes", "2", "--bptt", "3", "--matmul-size", "128", "--paths", *paths)
+    assert set(result["tokens_per_second"]) == set(paths) and all(value > 0 for value in result["tokens_per_second"].values())
+    assert result["flops_per_token"] == 6 * (2 * 4 * 8 * 16 + 8 * 50)  # two LSTM layers of 8 and the output layer, per token
+
+
 def test_train_breakdown_times_every_piece():
     result = run_benchmark("train_breakdown.py", "--calls", "1", "--repeats", "1")
     names = list(result["milliseconds"])
@@ -95,9 +103,11 @@ def test_encode_speed_runs_at_a_tiny_size(tmp_path):
     assert all(speed > 0 for speed in result["megabytes_per_second"].values())
 
 
-def test_generate_speed_runs_at_a_tiny_size():
-    result = run_benchmark("generate_speed.py", "--repeats", "2", "--tokens", "8", "--naive-tokens", "2", "--parts", "1", "2")
-    names = {"naive", "batch 1, 1 parts", "batch 64, 1 parts", "batch 1, 2 parts", "batch 64, 2 parts"}
+@pytest.mark.parametrize("mode, parts", [("windows", ["1", "2"]), ("bptt", ["1"])])
+def test_generate_speed_runs_at_a_tiny_size(mode, parts):
+    result = run_benchmark("generate_speed.py", "--repeats", "2", "--tokens", "8", "--naive-tokens", "2",
+                           "--mode", mode, "--parts", *parts)
+    names = {"naive"} | {f"batch {batch}, {count} parts" for batch in (1, 64) for count in parts}
     assert set(result["tokens_per_second"]) == set(result["runs"]) == names
     assert all(len(runs) == 2 and min(runs) > 0 for runs in result["runs"].values())
 
