@@ -47,20 +47,24 @@ def main() -> int:
     run_name = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))["name"]  # the run folder
     started = time.time()
     overrides = [arg for override in args.set for arg in ("--set", override)]
-    subprocess.run(
+    training = subprocess.run(
         [sys.executable, "-m", "keras_rnnlm.train", "--config", args.config,
          "--corpus", str(data / "wiki.train.tokens"), "--valid", str(data / "wiki.valid.tokens"),
          "--output-dir", args.output_dir, *overrides],
-        check=True,
+        check=False,
     )
+    if training.returncode != 0:
+        return training.returncode  # training printed why
     print(f"training wall time this invocation: {time.time() - started:.0f} s")
     for split in ("valid", "test"):
         print(f"--- wiki.{split}.tokens")
-        subprocess.run(
+        scoring = subprocess.run(
             [sys.executable, "-m", "keras_rnnlm.evaluate", "--model", str(Path(args.output_dir) / run_name),
              "--text", str(data / f"wiki.{split}.tokens")],
-            check=True,
+            check=False,
         )
+        if scoring.returncode != 0:
+            return scoring.returncode
     return 0
 
 
