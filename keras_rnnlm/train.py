@@ -99,6 +99,11 @@ def train(
     bptt = config.data.mode == "bptt"
     window_size = None if bptt else config.data.window_size
     strategy = strategy or select_strategy(config.train.device)
+    if bptt and strategy.num_replicas_in_sync > 1:
+        raise RnnlmError(
+            f'data.mode = "bptt" trains on one device (its lanes carry their state from step to step), and '
+            f"{strategy.num_replicas_in_sync} were found; pass --device cpu, or make one GPU visible with CUDA_VISIBLE_DEVICES=0"
+        )
     caller_policy = keras.mixed_precision.global_policy()
 
     # Only now, with the input known good, does anything get written.
@@ -114,8 +119,10 @@ def train(
             compile_model(model, config.train)
             # What trains model's weights: the same layers, in lanes that carry their state
             # (bptt), the output tied to the embeddings if asked, speed paths swapped in.
-            lanes = (config.data.batch_size, config.data.bptt_steps) if bptt else (None, None)
-            trainer = training_model(model, config.train, *lanes, tie_embeddings=config.model.tie_embeddings)
+            trainer = training_model(
+                model, config.train, lanes=config.data.batch_size if bptt else None,
+                bptt_steps=config.data.bptt_steps, tie_embeddings=config.model.tie_embeddings,
+            )
     finally:  # the models keep their policy; the caller's next model gets theirs
         keras.mixed_precision.set_global_policy(caller_policy)
     model.summary(print_fn=lambda line, **_: logger.info(line))

@@ -62,10 +62,19 @@ def test_mirrored_strategy_trains_over_two_logical_cpus(song_file, tmp_path):
         config = small_config([{str(song_file)!r}], train={{"epochs": 12, "sample_length": 5}})
         summary = train(config, {str(tmp_path / "run")!r}, strategy=strategy, verbose=0, extra_callbacks=[ReplicasAgree()])
         print("val_accuracy", summary["val_accuracy"])
+
+        from keras_rnnlm.errors import RnnlmError
+        bptt = small_config([{str(song_file)!r}], data={{"mode": "bptt", "batch_size": 2, "bptt_steps": 5}})
+        try:
+            train(bptt, {str(tmp_path / "bptt")!r}, strategy=strategy, verbose=0)
+        except RnnlmError as error:
+            print("bptt refused:", error)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "replicas 2 MirroredStrategy" in result.stdout
     assert float(result.stdout.split("replicas differ by")[1].split()[0]) == 0.0
-    assert float(result.stdout.split("val_accuracy")[1]) > 0.95
+    assert float(result.stdout.split("val_accuracy")[1].split()[0]) > 0.95
+    assert 'bptt refused: data.mode = "bptt" trains on one device' in result.stdout
+    assert not (tmp_path / "bptt").exists()
     assert (tmp_path / "run" / "model.keras").is_file()
