@@ -1,25 +1,110 @@
-"""What every command-line entry point shares: logging to stderr and friendly errors."""
+"""What every command-line entry point shares: one-line errors, logging to stderr, and a
+terminal free of TensorFlow's start-up notices.
+
+TensorFlow's C++ runtime prints notices to file descriptor 2 before its logging is set
+up, so ``TF_CPP_MIN_LOG_LEVEL`` does not reach them: that oneDNN is on, that no CUDA
+driver or GPU was found ("failed call to cuInit", which reads like a failure on every
+CPU-only run), which CPU instructions the binary could use. :func:`run` passes
+everything written to descriptor 2 through a filter that drops exactly those lines and
+forwards every other one as it comes, so a real error or warning still shows.
+``--verbose`` or ``KERAS_RNNLM_VERBOSE=1`` turns the filter off.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
+import os
+import re
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 from keras_rnnlm.errors import RnnlmError
+
+# TensorFlow's start-up and device notices that say nothing a user can act on.
+NOTICES = re.compile(
+    rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|oneDNN custom operations are on"
+    rb"|Could not find cuda drivers on your machine"
+    rb"|failed call to cuInit"
+    rb"|This TensorFlow binary is optimized to use available CPU instructions"
+    rb"|^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"
+    rb"|oneDNN supports DT_\w+ only on platforms with AVX-512"
+    rb"|Unable to register cu(DNN|FFT|BLAS) factory"
+    rb"|TF-TRT Warning: Could not find TensorRT"
+)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, whose mistakes are one line (argparse prints the usage first)."""
+
+    def error(self, message):
+        raise RnnlmError(f"{message}; see {self.prog} --help")
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Runs ``main(argv)``: an :class:`RnnlmError` prints ``error: ...`` and returns 2,
     Ctrl-C returns 130; anything else is a bug and keeps its traceback.
     """
+    arguments = sys.argv[1:] if argv is None else argv
+    verbose = "--verbose" in arguments or os.environ.get("KERAS_RNNLM_VERBOSE", "") not in ("", "0")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
-    try:
-        return main(argv) or 0
-    except RnnlmError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with contextlib.nullcontext() if verbose else tensorflow_notices_dropped():
+        try:
+            return main(argv) or 0
+        except RnnlmError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
 
+
+def load_tensorflow() -> None:
+    """Imports TensorFlow: the moment the command's checks are done and its work starts.
+    Its C++ log level is left at warnings; :func:`run`'s filter takes care of what it
+    prints before that takes effect."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    import tensorflow  # noqa: F401
+
+
+@contextlib.contextmanager
+def tensorflow_notices_dropped() -> Iterator[None]:
+    """Passes file descriptor 2 through a thread that drops the lines :data:`NOTICES`
+    matches and forwards every other line at once. Does nothing where descriptor 2 cannot
+    be replaced (an embedding program that closed it)."""
+    try:
+        original = os.dup(2)
+    except OSError:
+        yield
+        return
+    read_end, write_end = os.pipe()
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    forwarder = threading.Thread(target=_forward_lines, args=(read_end, original), daemon=True)
+    forwarder.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)  # closes the pipe's last write end here: the forwarder reads to its end
+        forwarder.join(timeout=5)
+        os.close(original)
+
+
+def _forward_lines(read_end: int, destination: int) -> None:
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        pending = b""
+        while chunk := pipe.read(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if not NOTICES.search(line):
+                    os.write(destination, line + b"\n")
+            if pending and not NOTICES.search(pending) and len(pending) > 65536:
+                os.write(destination, pending)  # a very long unterminated write: pass it on
+                pending = b""
+        if pending and not NOTICES.search(pending):
+            os.write(destination, pending)

@@ -55,7 +55,11 @@ class Document:
             yield self.text + "\n"
             return
         offset = 0
-        with open(self.path, "rb") as file:
+        try:
+            file = open(self.path, "rb")
+        except OSError as error:
+            raise RnnlmError(f"cannot read {self.path} ({error.strerror}); check that it is a file you may read") from None
+        with file:
             while raw := file.read(size):
                 if not raw.endswith(b"\n"):
                     raw += file.readline()  # to the end of the line
@@ -99,6 +103,19 @@ def find_documents(paths: Sequence[str | Path]) -> list[Document]:
                 raise RnnlmError(f"corpus file {file} is empty; give a file with some text in it")
             documents.append(Document(name=str(file), path=file))
     return documents
+
+
+def check_readable(documents: Sequence[Document]) -> None:
+    """Reads the first block of every file, so that a file that cannot be read, or holds
+    binary or non-UTF-8 data at its start, is refused before any work; the rest is checked
+    as it is read.
+
+    Raises:
+        RnnlmError: As :meth:`Document.blocks`.
+    """
+    for document in documents:
+        if document.path is not None:
+            next(document.blocks(), None)
 
 
 def builtin_documents(name: str) -> list[Document]:

@@ -14,7 +14,13 @@ Example:
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # python -m keras_rnnlm.evaluate: checked before TensorFlow loads (keras_rnnlm.commands)
+    import sys
+
+    from keras_rnnlm import cli, commands
+
+    sys.exit(cli.run(commands.evaluate))
+
 import math
 import sys
 from pathlib import Path
@@ -124,24 +130,3 @@ def score_lanes(model: keras.Model, text: Lanes) -> tuple[int, float, float]:
         total_cross_entropy += float(cross_entropy)
         total_correct += float(correct)
     return text.num_targets, total_cross_entropy / text.num_targets, total_correct / text.num_targets
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_rnnlm.evaluate", description="Score a trained model on a text: perplexity and accuracy."
-    )
-    parser.add_argument("--model", required=True, help="run folder, e.g. saved_models/psalms")
-    parser.add_argument("--text", required=True, nargs="+", help="text files (or folders of .txt) to score")
-    parser.add_argument("--batch-size", type=int, default=256, help="windows per step, windows mode (default: 256)")
-    args = parser.parse_args(argv)
-    scores = evaluate(args.model, args.text, args.batch_size)
-    unit = "character" if scores["level"] == "char" else "token"
-    print(f"{unit}s evaluated: {scores['tokens']:,} ({scores['scoring']})")
-    print(f"cross-entropy:    {scores['cross_entropy']:.4f} nats/{unit} ({scores['bits_per_token']:.4f} bits/{unit})")
-    print(f"perplexity:       {scores['perplexity']:.2f}")
-    print(f"accuracy:         {scores['accuracy']:.4f}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

@@ -32,7 +32,13 @@ Example:
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # python -m keras_rnnlm.export: checked before TensorFlow loads (keras_rnnlm.commands)
+    import sys
+
+    from keras_rnnlm import cli, commands
+
+    sys.exit(cli.run(commands.export))
+
 import logging
 import os
 import shutil
@@ -46,7 +52,8 @@ import tensorflow as tf
 
 from keras_rnnlm import cli
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.generate import MAX_TOKENS, Generator
+from keras_rnnlm.generate import Generator
+from keras_rnnlm.sampling import MAX_TOKENS
 from keras_rnnlm.tokenizer import LINE_BREAK
 from keras_rnnlm.vocab import PAD_ID, UNK_ID
 
@@ -226,23 +233,3 @@ TensorFlow Serving REST (POST /v1/models/<name>:predict):
     "temperature": 0.8, "top_k": 40, "top_p": 1.0, "seed": 1, "max_lines": 0}}}}
   {{"inputs": {{"windows": [[0, 0, 0, 5, 9]]}}}}
 """
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_rnnlm.export",
-        description="Export a trained run as a TensorFlow SavedModel that serves text without keras_rnnlm.",
-    )
-    parser.add_argument("--model", required=True, help="run folder, e.g. saved_models/psalms")
-    parser.add_argument("--out", help="SavedModel folder to write (default: <run folder>/saved_model)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    export_run(args.model, args.out or Path(args.model) / "saved_model")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

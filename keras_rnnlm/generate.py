@@ -21,7 +21,13 @@ Example:
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # python -m keras_rnnlm.generate: checked before TensorFlow loads (keras_rnnlm.commands)
+    import sys
+
+    from keras_rnnlm import cli, commands
+
+    sys.exit(cli.run(commands.generate))
+
 import logging
 import sys
 from pathlib import Path
@@ -34,13 +40,11 @@ from keras_rnnlm import cli
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.inference import NextTokenLogits
 from keras_rnnlm.runs import RunFolder
-from keras_rnnlm.sampling import DEFAULT_TOP_K, DEFAULT_TOP_P, STRATEGIES, Sampling, next_ids
+from keras_rnnlm.sampling import MAX_TOKENS, Sampling, next_ids
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID, UNK_ID, Vocabulary
 
 logger = logging.getLogger("keras_rnnlm")
-
-MAX_TOKENS = 100_000  # More in one call is almost surely a typo (and holds a batch for minutes).
 
 # A batch can be written in several independent parts (rows split evenly): each part is
 # its own chain of small ops, and TensorFlow's executor runs independent chains side by
@@ -252,43 +256,3 @@ def latest_run(output_dir: str | Path = "saved_models") -> Path:
     if not models:
         raise RnnlmError(f"no trained run in {output_dir}/; train one with python -m keras_rnnlm.train, or pass --model")
     return models[-1].parent
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m keras_rnnlm.generate", description="Write text with a trained model.")
-    parser.add_argument("--model", help="run folder (default: the most recent run in saved_models/)")
-    parser.add_argument("--prompt", default="", help="text to continue (default: none, start as a file starts)")
-    parser.add_argument("--words", type=int, default=50, help="tokens to generate: words and punctuation, or characters (default: 50)")
-    parser.add_argument("--strategy", choices=STRATEGIES, default="temperature", help="how to pick each token (default: temperature)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="above 0; lower is safer (default: 1.0)")
-    parser.add_argument("--top-k", type=int, help=f"sample among the k most likely (default: all; {DEFAULT_TOP_K} with --strategy top_k)")
-    parser.add_argument("--top-p", type=float, help=f"sample within probability p (default: all; {DEFAULT_TOP_P} with --strategy top_p)")
-    parser.add_argument("--num-samples", type=int, default=1, help="texts to write, in one batch (default: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="same seed, same text (default: 0)")
-    parser.add_argument("--max-lines", type=int, help="stop each text after this many lines (default: 1 for a line-mode model, else no limit)")
-    parser.add_argument("--interactive", action="store_true", help="read prompts from standard input, one a line")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.num_samples < 1:
-        raise RnnlmError(f"--num-samples must be at least 1, got {args.num_samples}")
-    sampling = Sampling.from_strategy(args.strategy, args.temperature, args.top_k, args.top_p)
-    if args.model is None:
-        args.model = latest_run()
-        logger.info("using %s (the most recent run; pass --model to choose another)", args.model)
-    generator = Generator.from_run(args.model)
-    prompts = (line.rstrip("\n") for line in sys.stdin) if args.interactive else [args.prompt]
-    if args.interactive:
-        print("type a prompt and press Enter (Ctrl-D to stop)", file=sys.stderr)
-    for number, prompt in enumerate(prompts):
-        if unknown := generator.unknown_words(prompt):
-            logger.warning("warning: not in the vocabulary, read as <unk>: %s", ", ".join(dict.fromkeys(unknown)))
-        texts = generator.generate([prompt] * args.num_samples, args.words, sampling, seed=args.seed + number, max_lines=args.max_lines)
-        print(("\n\n" if generator.tokenizer.level == "word" else "\n").join(text.rstrip("\n") for text in texts), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

@@ -86,6 +86,38 @@ def build_model(
     return keras.Sequential(stack, name="rnnlm")
 
 
+def load_model(path) -> keras.Sequential:
+    """Loads a saved ``model.keras`` in Keras' safe mode (no code runs from the file),
+    without its training settings: generating needs none. A model saved by keras_rnnlm
+    0.1.0, whose LSTM layers were its own ``WindowLSTM`` subclass, loads as stock Keras.
+    """
+    model = keras.saving.load_model(path, compile=False, safe_mode=True, custom_objects={"keras_rnnlm>WindowLSTM": _SavedWindowLSTM})
+    if any(isinstance(layer, _SavedWindowLSTM) for layer in model.layers):
+        model = _with_stock_lstm_layers(model)
+    return model
+
+
+class _SavedWindowLSTM(layers.LSTM):
+    """Reads the LSTM layers that keras_rnnlm 0.1.0 saved as its ``WindowLSTM``: a
+    ``keras.layers.LSTM`` subclass with the same config and weights, whose weights the
+    file keeps under that class name."""
+
+
+_SavedWindowLSTM.__name__ = "WindowLSTM"  # the name the file keeps the weights under
+
+
+def _with_stock_lstm_layers(model: keras.Sequential) -> keras.Sequential:
+    """The same model and weights, each 0.1.0 ``WindowLSTM`` a ``keras.layers.LSTM``."""
+
+    def stock(layer):
+        kind = layers.LSTM if isinstance(layer, _SavedWindowLSTM) else type(layer)
+        return kind.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=stock)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def compile_model(model: keras.Model, config: TrainConfig) -> None:
     """Compiles with stock Keras pieces, as ``model.keras`` keeps them: sparse categorical
     cross-entropy (integer targets: no one-hot vector is ever built), Adam or SGD with

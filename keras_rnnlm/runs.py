@@ -16,8 +16,6 @@ import os
 import shutil
 from pathlib import Path
 
-import keras
-
 from keras_rnnlm.config import Config, config_from_dict, config_to_dict, config_to_toml, read_toml
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.tokenizer import Tokenizer
@@ -84,20 +82,19 @@ class RunFolder:
             raise RnnlmError(f"{self.path} is not a keras_rnnlm run (no config.toml); pass --model saved_models/<run>")
         return config_from_dict(_upgraded(read_toml(self.config)))
 
-    def load_model(self) -> keras.Model:
-        """Loads ``model.keras`` in Keras' safe mode (no code runs from the file), without
-        its training settings: generating needs none. A model saved by an earlier
-        version, whose LSTM layers were keras_rnnlm's own subclass, loads as stock Keras."""
+    def load_model(self):
+        """Loads ``model.keras`` (:func:`keras_rnnlm.model.load_model`).
+
+        Raises:
+            RnnlmError: The run has no model yet.
+        """
         if not self.model.is_file():
             raise RnnlmError(f"{self.path} has no model.keras yet; train it first with python -m keras_rnnlm.train")
-        model = keras.saving.load_model(
-            self.model, compile=False, safe_mode=True, custom_objects={"keras_rnnlm>WindowLSTM": WindowLSTM}
-        )
-        if any(isinstance(layer, WindowLSTM) for layer in model.layers):
-            model = _with_stock_lstm_layers(model)
-        return model
+        from keras_rnnlm.model import load_model  # Keras loads only when a model is needed
 
-    def load(self) -> tuple[Config, Vocabulary, Tokenizer, keras.Model]:
+        return load_model(self.model)
+
+    def load(self) -> tuple[Config, Vocabulary, Tokenizer, object]:
         """Reads back what generation and evaluation need: config, vocabulary, tokenizer, model."""
         config = self.load_config()
         return config, Vocabulary.load(self.vocabulary), tokenizer_for(config), self.load_model()
@@ -106,6 +103,18 @@ class RunFolder:
         """The lowest val_loss in history.csv (inf when there is none yet)."""
         losses = [row["val_loss"] for row in read_history(self.history)]
         return min((loss for loss in losses if not math.isnan(loss)), default=math.inf)
+
+
+def latest_run(output_dir: str | Path = "saved_models") -> Path:
+    """The run folder in ``output_dir`` whose model was saved last.
+
+    Raises:
+        RnnlmError: There is no trained run there.
+    """
+    models = sorted(Path(output_dir).glob("*/model.keras"), key=lambda path: path.stat().st_mtime)
+    if not models:
+        raise RnnlmError(f"no trained run in {output_dir}/; train one with python -m keras_rnnlm.train, or pass --model")
+    return models[-1].parent
 
 
 def tokenizer_for(config: Config) -> Tokenizer:
@@ -135,7 +144,7 @@ def write_summary(run: RunFolder, summary: dict) -> None:
     write_text_atomically(run.summary, json.dumps(summary, indent=2) + "\n")
 
 
-def save_model_atomically(model: keras.Model, path: Path) -> None:
+def save_model_atomically(model, path: Path) -> None:
     """Saves a ``.keras`` file to a temporary name, then renames it into place.
 
     ``keras.callbacks.ModelCheckpoint`` writes straight to its target, so a run killed
@@ -144,24 +153,6 @@ def save_model_atomically(model: keras.Model, path: Path) -> None:
     temporary = path.with_name(f".{path.stem}.partial.keras")
     model.save(temporary)
     os.replace(temporary, path)
-
-
-class WindowLSTM(keras.layers.LSTM):
-    """Reads the LSTM layers that earlier versions saved as keras_rnnlm's ``WindowLSTM``:
-    a ``keras.layers.LSTM`` subclass with the same config and weights, whose weights the
-    file files under this class name."""
-
-
-def _with_stock_lstm_layers(model: keras.Sequential) -> keras.Sequential:
-    """The same model and weights, each :class:`WindowLSTM` a ``keras.layers.LSTM``."""
-
-    def stock(layer):
-        kind = keras.layers.LSTM if isinstance(layer, WindowLSTM) else type(layer)
-        return kind.from_config(layer.get_config())
-
-    clone = keras.models.clone_model(model, clone_function=stock)
-    clone.set_weights(model.get_weights())
-    return clone
 
 
 def _upgraded(values: dict) -> dict:

@@ -14,6 +14,9 @@ The strategies of the command line are presets (:meth:`Sampling.from_strategy`):
 ``greedy``; ``temperature`` (the default, T = 1: the model's own distribution);
 ``top_k`` (k = 40 unless given); ``top_p`` (p = 0.9 unless given). Settings compose.
 
+TensorFlow is imported inside the functions that run in the loop, so that the command
+line can check the settings before TensorFlow loads.
+
 Example:
     >>> Sampling.from_strategy("top_k", temperature=0.8)
     Sampling(temperature=0.8, top_k=40, top_p=1.0)
@@ -25,11 +28,11 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 from keras_rnnlm.errors import RnnlmError
 
 STRATEGIES = ("greedy", "temperature", "top_k", "top_p")
+MAX_TOKENS = 100_000  # Most tokens one call writes: more is almost surely a typo (and holds a batch for minutes).
 DEFAULT_TOP_K = 40
 DEFAULT_TOP_P = 0.9
 BLOCK = 128  # Ids per block of the two-level draw (sample_in_blocks); near the square root of a typical vocabulary.
@@ -102,6 +105,7 @@ def next_ids(logits, temperature, top_k, top_p, uniform):
     Returns:
         int32 (batch,).
     """
+    import tensorflow as tf
 
     def sample():
         scaled = tf.cond(temperature == 1.0, lambda: logits, lambda: logits / tf.maximum(temperature, 1e-6))
@@ -129,6 +133,8 @@ def sample_in_blocks(logits, uniform):
     Returns:
         int32 (batch,).
     """
+    import tensorflow as tf
+
     batch_size, num_blocks = tf.shape(logits)[0], tf.shape(logits)[1] // BLOCK  # (-1 is ambiguous for 0 rows)
     blocks = tf.reshape(tf.nn.softmax(logits), [batch_size, num_blocks, BLOCK])  # (batch, blocks, BLOCK)
     block = _inverse_cdf(tf.reduce_sum(blocks, axis=2), uniform[:, 0])  # (batch,)
@@ -139,6 +145,8 @@ def sample_in_blocks(logits, uniform):
 def _inverse_cdf(weights, uniform):
     """The first index whose cumulative weight exceeds ``uniform`` times the total: index i
     with probability weights[i] / total. Weights (batch, n) >= 0; uniform (batch,) in [0, 1)."""
+    import tensorflow as tf
+
     cumulative = tf.cumsum(weights, axis=1)  # (batch, n)
     total = cumulative[:, -1:]  # (batch, 1)
     # Kept below the total despite rounding, so the index found always has a weight above 0.
@@ -147,12 +155,16 @@ def _inverse_cdf(weights, uniform):
 
 
 def _keep_top_k(logits, k):
+    import tensorflow as tf
+
     kth_best = tf.math.top_k(logits, k).values[:, -1:]  # (batch, 1)
     return tf.where(logits < kth_best, -np.inf, logits)
 
 
 def _keep_top_p(logits, p):
     """Keeps the smallest set of most likely tokens whose probability reaches p."""
+    import tensorflow as tf
+
     probabilities = tf.nn.softmax(logits)  # (batch, vocabulary)
     ranked = tf.sort(probabilities, direction="DESCENDING")  # (batch, vocabulary)
     before = tf.cumsum(ranked, axis=-1, exclusive=True)  # probability of the tokens ranked above

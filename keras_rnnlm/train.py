@@ -13,8 +13,13 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
+if __name__ == "__main__":  # python -m keras_rnnlm.train: checked before TensorFlow loads (keras_rnnlm.commands)
+    import sys
+
+    from keras_rnnlm import cli, commands
+
+    sys.exit(cli.run(commands.train))
+
 import json
 import logging
 import math
@@ -29,12 +34,11 @@ import tensorflow as tf
 
 from keras_rnnlm import cli
 from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, Perplexity, ResetStates, SampleText, TiedKernel
-from keras_rnnlm.config import Config, load_config
+from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import corpus_documents, find_documents
 from keras_rnnlm.data import segments_for_training, training_data, training_feed
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.export import export_run
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model, copy_tied_kernel, training_model
 from keras_rnnlm.runs import FINISHED, NEW, RunFolder, read_history, tokenizer_for, write_config, write_summary
@@ -235,54 +239,3 @@ def _progress(verbose: int | str) -> int:
     if verbose != "auto":
         return int(verbose)
     return 1 if sys.stdout.isatty() else 2  # A bar on a terminal; one line an epoch in a log.
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m keras_rnnlm.train",
-        description="Train a word- or character-level LSTM language model on your text.",
-    )
-    parser.add_argument("--config", help="TOML config (default: the built-in defaults, as in configs/default.toml)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value, e.g. --set model.units=512 (repeatable)")
-    parser.add_argument("--corpus", nargs="+", metavar="PATH", help="text files or folders of .txt files (default: built-in corpus)")
-    parser.add_argument("--valid", nargs="+", metavar="PATH", help="separate validation files (default: the end of each corpus file)")
-    parser.add_argument("--run-name", help="run folder name (default: the config's name)")
-    parser.add_argument("--output-dir", default="saved_models", help="where run folders go (default: saved_models)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), help="where to train (default: auto)")
-    parser.add_argument("--seed", type=int, help="random seed (default: from the config)")
-    parser.add_argument("--epochs", type=int, help="most epochs (default: from the config)")
-    parser.add_argument("--export", nargs="?", const="", metavar="DIR",
-                        help="then export a TensorFlow SavedModel to DIR (default DIR: <run folder>/saved_model)")
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The config file, then ``--set`` overrides, then the dedicated flags."""
-    overrides = list(args.set)
-    for flag, key in (("device", "train.device"), ("seed", "train.seed"), ("epochs", "train.epochs"), ("run_name", "name")):
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append(f"{key}={json.dumps(value)}")  # A JSON string or integer is valid TOML.
-    config = load_config(args.config, overrides)
-    corpus = config.corpus
-    if args.corpus:
-        corpus = dataclasses.replace(corpus, paths=tuple(args.corpus))
-    if args.valid:
-        corpus = dataclasses.replace(corpus, valid_paths=tuple(args.valid))
-    return dataclasses.replace(config, corpus=corpus)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = config_from_args(args)
-    run_dir = Path(args.output_dir) / config.name
-    train(config, run_dir, overwrite=args.overwrite)
-    if args.export is not None:
-        export_run(run_dir, args.export or run_dir / "saved_model")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli.run(main))

@@ -5,7 +5,8 @@ import numpy as np
 from keras_rnnlm import cli
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.data import lanes
-from keras_rnnlm.evaluate import evaluate, main, score_lanes
+from keras_rnnlm.commands import evaluate as main
+from keras_rnnlm.evaluate import evaluate, score_lanes
 from keras_rnnlm.model import build_model, compile_model
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from keras_rnnlm import cli
-from keras_rnnlm.export import SIGNATURES, export_run, main
+from keras_rnnlm.commands import export as main
+from keras_rnnlm.export import SIGNATURES, export_run
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.sampling import Sampling
 

@@ -9,7 +9,9 @@ import tensorflow as tf
 from conftest import NAMES
 from keras_rnnlm import cli
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.generate import Generator, latest_run, main
+from keras_rnnlm.commands import generate as main
+from keras_rnnlm.generate import Generator
+from keras_rnnlm.runs import latest_run
 from keras_rnnlm.sampling import Sampling
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import Vocabulary

@@ -1,0 +1,192 @@
+"""The four commands: ``python -m keras_rnnlm.train``, ``.generate``, ``.evaluate`` and
+``.export``.
+
+Each parses its command line, checks what it can without TensorFlow (the arguments, the
+config, the paths, the corpus' first bytes, the run folder), and only then imports the
+module that does the work: a mistake costs a fraction of a second and one line, not
+TensorFlow's start-up. ``keras_rnnlm.cli.run`` runs them.
+
+Example:
+    python -m keras_rnnlm.train --corpus lyrics.txt --run-name lyrics
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from keras_rnnlm.cli import ArgumentParser, load_tensorflow
+from keras_rnnlm.config import Config, load_config
+from keras_rnnlm.corpus import check_readable, corpus_documents, find_documents
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.runs import RunFolder, latest_run
+from keras_rnnlm.sampling import DEFAULT_TOP_K, DEFAULT_TOP_P, MAX_TOKENS, STRATEGIES, Sampling
+
+logger = logging.getLogger("keras_rnnlm")
+
+VERBOSE_HELP = "also show TensorFlow's own start-up and device notices (or set KERAS_RNNLM_VERBOSE=1)"
+
+
+def train_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m keras_rnnlm.train",
+        description="Train a word- or character-level LSTM language model on your text.",
+    )
+    parser.add_argument("--config", help="TOML config (default: the built-in defaults, as in configs/default.toml)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value, e.g. --set model.units=512 (repeatable)")
+    parser.add_argument("--corpus", nargs="+", metavar="PATH", help="text files or folders of .txt files (default: built-in corpus)")
+    parser.add_argument("--valid", nargs="+", metavar="PATH", help="separate validation files (default: the end of each corpus file)")
+    parser.add_argument("--run-name", help="run folder name (default: the config's name)")
+    parser.add_argument("--output-dir", default="saved_models", help="where run folders go (default: saved_models)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), help="where to train (default: auto)")
+    parser.add_argument("--seed", type=int, help="random seed (default: from the config)")
+    parser.add_argument("--epochs", type=int, help="most epochs (default: from the config)")
+    parser.add_argument("--export", nargs="?", const="", metavar="DIR",
+                        help="then export a TensorFlow SavedModel to DIR (default DIR: <run folder>/saved_model)")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    return parser
+
+
+def config_from_args(args) -> Config:
+    """The config file, then ``--set`` overrides, then the dedicated flags."""
+    overrides = list(args.set)
+    for flag, key in (("device", "train.device"), ("seed", "train.seed"), ("epochs", "train.epochs"), ("run_name", "name")):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")  # A JSON string or integer is valid TOML.
+    config = load_config(args.config, overrides)
+    corpus = config.corpus
+    if args.corpus:
+        corpus = dataclasses.replace(corpus, paths=tuple(args.corpus))
+    if args.valid:
+        corpus = dataclasses.replace(corpus, valid_paths=tuple(args.valid))
+    return dataclasses.replace(config, corpus=corpus)
+
+
+def train(argv: list[str] | None = None) -> int:
+    args = train_parser().parse_args(argv)
+    config = config_from_args(args)
+    run_dir = Path(args.output_dir) / config.name
+    check_readable(corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else [])
+    check_readable(find_documents(config.corpus.valid_paths))
+    RunFolder(run_dir).state(config, args.overwrite)  # refuses a folder that holds something else
+    if args.export:
+        _check_export_folder(Path(args.export))
+
+    load_tensorflow()
+    from keras_rnnlm.export import export_run
+    from keras_rnnlm.train import train as train_model
+
+    train_model(config, run_dir, overwrite=args.overwrite)
+    if args.export is not None:
+        export_run(run_dir, args.export or run_dir / "saved_model")
+    return 0
+
+
+def generate_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m keras_rnnlm.generate", description="Write text with a trained model.")
+    parser.add_argument("--model", help="run folder (default: the most recent run in saved_models/)")
+    parser.add_argument("--prompt", default="", help="text to continue (default: none, start as a file starts)")
+    parser.add_argument("--words", type=int, default=50, help="tokens to generate: words and punctuation, or characters (default: 50)")
+    parser.add_argument("--strategy", choices=STRATEGIES, default="temperature", help="how to pick each token (default: temperature)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="above 0; lower is safer (default: 1.0)")
+    parser.add_argument("--top-k", type=int, help=f"sample among the k most likely (default: all; {DEFAULT_TOP_K} with --strategy top_k)")
+    parser.add_argument("--top-p", type=float, help=f"sample within probability p (default: all; {DEFAULT_TOP_P} with --strategy top_p)")
+    parser.add_argument("--num-samples", type=int, default=1, help="texts to write, in one batch (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same text (default: 0)")
+    parser.add_argument("--max-lines", type=int, help="stop each text after this many lines (default: 1 for a line-mode model, else no limit)")
+    parser.add_argument("--interactive", action="store_true", help="read prompts from standard input, one a line")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    return parser
+
+
+def generate(argv: list[str] | None = None) -> int:
+    args = generate_parser().parse_args(argv)
+    if args.num_samples < 1:
+        raise RnnlmError(f"--num-samples must be at least 1, got {args.num_samples}")
+    if not 1 <= args.words <= MAX_TOKENS:
+        raise RnnlmError(f"the number of words must be between 1 and {MAX_TOKENS:,}, got {args.words:,}")
+    if args.max_lines is not None and args.max_lines < 0:
+        raise RnnlmError(f"max-lines must be 0 (no limit) or more, got {args.max_lines}")
+    sampling = Sampling.from_strategy(args.strategy, args.temperature, args.top_k, args.top_p)
+    if args.model is None:
+        args.model = latest_run()
+        logger.info("using %s (the most recent run; pass --model to choose another)", args.model)
+    _check_trained(RunFolder(args.model))
+
+    load_tensorflow()
+    from keras_rnnlm.generate import Generator
+
+    generator = Generator.from_run(args.model)
+    prompts = (line.rstrip("\n") for line in sys.stdin) if args.interactive else [args.prompt]
+    if args.interactive:
+        print("type a prompt and press Enter (Ctrl-D to stop)", file=sys.stderr)
+    for number, prompt in enumerate(prompts):
+        if unknown := generator.unknown_words(prompt):
+            logger.warning("warning: not in the vocabulary, read as <unk>: %s", ", ".join(dict.fromkeys(unknown)))
+        texts = generator.generate([prompt] * args.num_samples, args.words, sampling, seed=args.seed + number, max_lines=args.max_lines)
+        print(("\n\n" if generator.tokenizer.level == "word" else "\n").join(text.rstrip("\n") for text in texts), flush=True)
+    return 0
+
+
+def evaluate(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m keras_rnnlm.evaluate", description="Score a trained model on a text: perplexity and accuracy."
+    )
+    parser.add_argument("--model", required=True, help="run folder, e.g. saved_models/psalms")
+    parser.add_argument("--text", required=True, nargs="+", help="text files (or folders of .txt) to score")
+    parser.add_argument("--batch-size", type=int, default=256, help="windows per step, windows mode (default: 256)")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        raise RnnlmError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _check_trained(RunFolder(args.model))
+    check_readable(find_documents(args.text))
+
+    load_tensorflow()
+    from keras_rnnlm.evaluate import evaluate as score_run
+
+    scores = score_run(args.model, args.text, args.batch_size)
+    unit = "character" if scores["level"] == "char" else "token"
+    print(f"{unit}s evaluated: {scores['tokens']:,} ({scores['scoring']})")
+    print(f"cross-entropy:    {scores['cross_entropy']:.4f} nats/{unit} ({scores['bits_per_token']:.4f} bits/{unit})")
+    print(f"perplexity:       {scores['perplexity']:.2f}")
+    print(f"accuracy:         {scores['accuracy']:.4f}")
+    return 0
+
+
+def export(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m keras_rnnlm.export",
+        description="Export a trained run as a TensorFlow SavedModel that serves text without keras_rnnlm.",
+    )
+    parser.add_argument("--model", required=True, help="run folder, e.g. saved_models/psalms")
+    parser.add_argument("--out", help="SavedModel folder to write (default: <run folder>/saved_model)")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    args = parser.parse_args(argv)
+    out = Path(args.out) if args.out else Path(args.model) / "saved_model"
+    _check_trained(RunFolder(args.model))
+    _check_export_folder(out)
+
+    load_tensorflow()
+    from keras_rnnlm.export import export_run
+
+    export_run(args.model, out)
+    return 0
+
+
+def _check_trained(run: RunFolder) -> None:
+    """Refuses a folder that is not a run, or a run with no model yet."""
+    run.load_config()
+    if not run.model.is_file():
+        raise RnnlmError(f"{run.path} has no model.keras yet; train it first with python -m keras_rnnlm.train")
+
+
+def _check_export_folder(out: Path) -> None:
+    if out.exists() and not (out / "saved_model.pb").is_file():
+        raise RnnlmError(f"{out} exists and is not a SavedModel; choose another --out or remove it")
