@@ -18,12 +18,14 @@ The defaults keep the recurrent layers eligible for the fused cuDNN kernel on a 
 from __future__ import annotations
 
 import logging
+import zipfile
 
 import keras
 from keras import layers
 
 from keras_rnnlm import speedups
 from keras_rnnlm.config import ModelConfig, TrainConfig
+from keras_rnnlm.errors import RnnlmError
 
 logger = logging.getLogger("keras_rnnlm")
 
@@ -90,8 +92,18 @@ def load_model(path) -> keras.Sequential:
     """Loads a saved ``model.keras`` in Keras' safe mode (no code runs from the file),
     without its training settings: generating needs none. A model saved by keras_rnnlm
     0.1.0, whose LSTM layers were its own ``WindowLSTM`` subclass, loads as stock Keras.
+
+    Raises:
+        RnnlmError: The file is not a readable Keras model (cut off, edited).
     """
-    model = keras.saving.load_model(path, compile=False, safe_mode=True, custom_objects={"keras_rnnlm>WindowLSTM": _SavedWindowLSTM})
+    fix = "train the run again with --overwrite, or restore the file"
+    if not zipfile.is_zipfile(path):  # Keras would say "File not found", though the file is there
+        raise RnnlmError(f"{path} is damaged: it is not a whole .keras archive (cut off or overwritten); {fix}")
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=True, custom_objects={"keras_rnnlm>WindowLSTM": _SavedWindowLSTM})
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as error:  # what Keras raises for a damaged file
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        raise RnnlmError(f"{path} is damaged and cannot be read as a Keras model ({reason}); {fix}") from None
     if any(isinstance(layer, _SavedWindowLSTM) for layer in model.layers):
         model = _with_stock_lstm_layers(model)
     return model

@@ -9,11 +9,15 @@ save never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import math
 import os
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from keras_rnnlm.config import Config, config_from_dict, config_to_dict, config_to_toml, read_toml
@@ -66,6 +70,39 @@ class RunFolder:
             )
         return FINISHED if self.summary.is_file() else RESUME
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Holds the run folder for this process while it trains.
+
+        The lock is an advisory ``flock`` on ``.<name>.lock`` beside the folder (beside it,
+        so that a refused or failed start leaves the folder as it was). The operating
+        system releases it when the process ends in any way, ``kill -9`` included, so a
+        lock left by a killed run is simply taken over.
+
+        Raises:
+            RnnlmError: Another live process is training into this folder.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        with open(lock_path, "a+") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.seek(0)
+                holder = file.read().strip() or "another process"
+                raise RnnlmError(
+                    f"{self.path} is being trained by {holder}; wait for it to finish or stop it, "
+                    "or train into another folder with --run-name NAME"
+                ) from None
+            file.seek(0)
+            file.truncate()
+            file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            file.flush()
+            try:
+                yield
+            finally:
+                lock_path.unlink(missing_ok=True)  # still locked here: no other process holds it
+
     def start(self, state: str) -> None:
         """Creates the folder; for a NEW run, first removes what an earlier run left."""
         if state == NEW and self.path.exists():
@@ -95,9 +132,19 @@ class RunFolder:
         return load_model(self.model)
 
     def load(self) -> tuple[Config, Vocabulary, Tokenizer, object]:
-        """Reads back what generation and evaluation need: config, vocabulary, tokenizer, model."""
+        """Reads back what generation and evaluation need: config, vocabulary, tokenizer, model.
+
+        Raises:
+            RnnlmError: A file is missing or damaged, or the vocabulary and the model disagree.
+        """
         config = self.load_config()
-        return config, Vocabulary.load(self.vocabulary), tokenizer_for(config), self.load_model()
+        vocabulary, model = Vocabulary.load(self.vocabulary), self.load_model()
+        if model.output_shape[-1] != len(vocabulary):
+            raise RnnlmError(
+                f"{self.vocabulary} lists {len(vocabulary):,} tokens but the model scores {model.output_shape[-1]:,}: "
+                "one of the two was changed; train the run again with --overwrite, or restore the files"
+            )
+        return config, vocabulary, tokenizer_for(config), model
 
     def best_validation_loss(self) -> float:
         """The lowest val_loss in history.csv (inf when there is none yet)."""
@@ -123,11 +170,21 @@ def tokenizer_for(config: Config) -> Tokenizer:
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """Rows of a CSVLogger file as numbers; an absent file has none."""
+    """Rows of a CSVLogger file as numbers; an absent file has none.
+
+    Raises:
+        RnnlmError: The file is not such a table (edited, or cut off by a crash).
+    """
     if not path.is_file():
         return []
-    with open(path, newline="") as file:
-        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+    with open(path, newline="", encoding="utf-8", errors="replace") as file:
+        rows = list(csv.DictReader(file))
+    try:
+        return [{key: float(value) for key, value in row.items()} for row in rows]
+    except (TypeError, ValueError):
+        raise RnnlmError(
+            f"{path} is damaged (a row that is not numbers); delete it to keep training, or train again with --overwrite"
+        ) from None
 
 
 def write_text_atomically(path: Path, text: str) -> None:

@@ -70,10 +70,16 @@ def train(
         The run summary also written to ``summary.json``.
 
     Raises:
-        RnnlmError: Bad corpus, config or run folder, or a loss that became NaN.
+        RnnlmError: Bad corpus, config or run folder, another process training into the
+            folder, or a loss that became NaN.
     """
-    started = time.time()
     run = RunFolder(run_dir)
+    with run.lock():  # one process trains into a folder at a time
+        return _train(config, run, overwrite, strategy, extra_callbacks, verbose)
+
+
+def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
+    started = time.time()
     state = run.state(config, overwrite)  # Refuses a conflicting folder before any work.
     if state == FINISHED:
         logger.info("%s is already trained; pass --overwrite to train it again", run.path)

@@ -76,11 +76,18 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
-        """Reads a vocabulary written by :meth:`save`."""
+        """Reads a vocabulary written by :meth:`save`.
+
+        Raises:
+            RnnlmError: The file is missing, or is not such a vocabulary (edited, cut off).
+        """
         path = Path(path)
         if not path.is_file():
             raise RnnlmError(f"vocabulary file {path} does not exist; is this a keras_rnnlm run folder?")
-        return cls(path.read_text(encoding="utf-8").split("\n")[:-1])
+        try:
+            return cls(path.read_text(encoding="utf-8").split("\n")[:-1])
+        except (RnnlmError, UnicodeDecodeError) as error:
+            raise RnnlmError(f"{path} is damaged ({error}); train the run again with --overwrite, or restore the file") from None
 
 
 def build_vocabulary(
