@@ -5,13 +5,17 @@ perplexity plot at the end."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import zipfile
 from pathlib import Path
 
 import keras
+import numpy as np
 
+from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import copy_tied_kernel
 from keras_rnnlm.runs import read_history, save_model_atomically
@@ -74,6 +78,91 @@ class TiedKernel(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         copy_tied_kernel(self.saved_model)
+
+
+class RunBackup(keras.callbacks.Callback):
+    """Saves what an interrupted run resumes from, so that it ends exactly where the
+    uninterrupted run would have: every variable of the training model and its optimizer
+    (weights, moments, step count, learning rate, the dropout layers' random state), the
+    epoch, and the counters of the callbacks that decide when to slow down or stop.
+
+    The file is written after each epoch, once that epoch's history row and checkpoint
+    are written (put this callback last), to a temporary name and renamed, so a run
+    killed at any moment leaves the previous backup whole. :func:`restore_training_state`
+    reads it back. ``train`` deletes it once the run's summary is written.
+
+    Args:
+        path: The backup file, e.g. ``backup/latest.npz``.
+        callbacks: The run's other callbacks; the counters of those in :data:`COUNTERS`
+            are saved and restored.
+        resumed: The callback counters of the backup this run resumed from, if any.
+    """
+
+    # Each callback's counters that carry from one epoch to the next.
+    COUNTERS = {
+        keras.callbacks.EarlyStopping: ("wait", "best", "best_epoch"),
+        keras.callbacks.ReduceLROnPlateau: ("wait", "best", "cooldown_counter"),
+    }
+
+    def __init__(self, path: Path, callbacks: list[keras.callbacks.Callback], resumed: dict | None = None):
+        super().__init__()
+        self.path = path
+        self.counted = [callback for callback in callbacks if type(callback) in self.COUNTERS]
+        self.resumed = resumed or {}
+
+    def on_train_begin(self, logs=None):
+        for callback in self.counted:  # their own on_train_begin has just reset them
+            for name, value in self.resumed.get(type(callback).__name__, {}).items():
+                setattr(callback, name, value)
+
+    def on_epoch_end(self, epoch, logs=None):
+        counters = {
+            type(callback).__name__: {name: _plain(getattr(callback, name)) for name in self.COUNTERS[type(callback)]}
+            for callback in self.counted
+        }
+        save_training_state(self.model, self.path, epoch + 1, counters)
+
+
+
+def _plain(value):
+    return None if value is None else float(value) if isinstance(value, (float, np.floating)) else int(value)
+
+
+def save_training_state(model: keras.Model, path: Path, epoch: int, counters: dict) -> None:
+    """Writes every variable of ``model`` and its optimizer, the epoch and the callback
+    counters to ``path`` (one ``.npz`` file), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.partial")
+    variables = [variable.numpy() for variable in model.variables + model.optimizer.variables]
+    with open(temporary, "wb") as file:
+        np.savez(file, *variables, metadata=json.dumps({"epoch": epoch, "counters": counters}))
+    os.replace(temporary, path)
+
+
+def restore_training_state(model: keras.Model, path: Path) -> tuple[int, dict]:
+    """Reads back what :func:`save_training_state` wrote into an identically built model.
+
+    Returns:
+        The epoch to start from and the callback counters; (0, {}) without a backup.
+
+    Raises:
+        RnnlmError: The backup is damaged or was written for another model.
+    """
+    if not path.is_file():
+        return 0, {}
+    model.optimizer.build(model.trainable_variables)
+    variables = model.variables + model.optimizer.variables
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            metadata = json.loads(str(saved["metadata"]))
+            values = [saved[f"arr_{number}"] for number in range(len(saved.files) - 1)]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        raise RnnlmError(f"the backup {path} is damaged; delete it to start the run again from its first epoch") from None
+    if [value.shape for value in values] != [tuple(variable.shape) for variable in variables]:
+        raise RnnlmError(f"the backup {path} was written for another model; delete it to start the run again")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+    return metadata["epoch"], metadata["counters"]
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):

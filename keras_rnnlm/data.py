@@ -15,7 +15,7 @@ built.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,69 +172,64 @@ def check_sizes(train: WindowedStream, valid: WindowedStream) -> None:
         )
 
 
-def windows_dataset(
-    stream: WindowedStream, batch_size: int, shuffle: bool = False, seed: int | None = None
-) -> tf.data.Dataset:
-    """A tf.data pipeline of ``(windows, targets)`` batches over the stream.
+def windows_dataset(stream: WindowedStream, batch_size: int) -> tf.data.Dataset:
+    """One pass over the stream in order (validation, evaluation): batches of int32
+    ``windows`` (batch, window_size) and ``targets`` (batch,); the last may be smaller."""
+    batches, gather = _window_batches(stream, batch_size)
+    # No prefetching, and the gather (cheap) runs in the calling thread: with either,
+    # destroying an iterator that had sat idle stalled for seconds (benchmarks/RESULTS.md,
+    # "the validation stall"), and Keras destroys the validation iterator at every epoch's
+    # evaluation. training_windows' iterator lives for the whole run and prefetches.
+    return batches.map(gather)
 
-    Args:
-        stream: The padded token stream.
-        batch_size: Examples per batch; the last batch may be smaller.
-        shuffle: Visit the examples in a new random order every epoch.
-        seed: Seed of that order.
+
+def training_windows(stream: WindowedStream, batch_size: int, seed: int, first_epoch: int = 0) -> tf.data.Dataset:
+    """The training batches of every epoch from ``first_epoch`` on, endlessly (``fit`` is
+    told an epoch's length, so that one iterator serves the whole run).
+
+    Epoch ``e`` visits every example once, in the permutation drawn from ``(seed, e)``: a
+    run resumed at epoch ``e`` reads what the uninterrupted run read. ``index_shuffle``
+    gives each example's place in the permutation without building it: ``Dataset.shuffle``
+    would hold every example as a tensor in its buffer, a materialized permutation 4 bytes
+    per token.
 
     Returns:
-        Batches of int32 ``windows`` (batch, window_size) and int32 ``targets`` (batch,).
+        Prefetched batches of int32 ``windows`` (batch, window_size) and ``targets`` (batch,).
     """
+    batches, gather = _window_batches(stream, batch_size)
+    last = stream.num_windows - 1
+
+    def epoch(number):  # int64 scalar
+        seed_pair = tf.stack([tf.constant(seed, tf.int64), number])
+        return batches.map(lambda examples: tf.random.experimental.index_shuffle(examples, seed_pair, last))
+
+    return _endless(first_epoch).flat_map(epoch).map(gather).prefetch(tf.data.AUTOTUNE)
+
+
+def _window_batches(stream: WindowedStream, batch_size: int):
+    """The batches of example numbers, in order, and the function that gathers a batch's
+    windows and targets from the stream (which it holds once, as a constant)."""
     ids = tf.constant(stream.ids)  # (stream_length,)
-    window_ends = tf.constant(stream.window_ends, dtype=tf.int32)  # (segments,)
+    window_ends = tf.constant(stream.window_ends, dtype=tf.int64)  # (segments,)
     window_size, num_windows = stream.window_size, stream.num_windows
-    offsets = tf.range(-window_size, 0, dtype=tf.int32)  # (window_size,)
-    num_batches = -(-num_windows // batch_size)
+    offsets = tf.range(-window_size, 0, dtype=tf.int64)  # (window_size,)
 
     def example_numbers(batch):  # the batch-th run of batch_size example numbers
         return tf.range(batch * batch_size, tf.minimum((batch + 1) * batch_size, num_windows))
 
-    def gather(examples):  # (batch,) example numbers
-        positions = examples + (tf.searchsorted(window_ends, examples, side="right") + 1) * window_size  # (batch,)
+    def gather(examples):  # (batch,) int64 example numbers
+        segments = tf.searchsorted(window_ends, examples, side="right", out_type=tf.int64)  # (batch,)
+        positions = examples + (segments + 1) * window_size  # (batch,)
         windows = tf.gather(ids, positions[:, tf.newaxis] + offsets)  # (batch, window_size)
         return windows, tf.gather(ids, positions)  # (batch, window_size), (batch,)
 
-    batches = tf.data.Dataset.range(num_batches, output_type=tf.int32).map(example_numbers)
-    if shuffle:
-        # A new permutation of all examples every epoch: the one-element seed dataset
-        # draws a new seed each time it is iterated (or repeated). index_shuffle gives
-        # each example's place in the permutation without building it: Dataset.shuffle
-        # would hold every example as a tensor in its buffer, a materialized permutation
-        # 4 bytes per token.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
-        batches = seeds.flat_map(
-            lambda draw: batches.map(
-                lambda examples: tf.random.experimental.index_shuffle(examples, tf.stack([draw, 0]), num_windows - 1)
-            )
-        )
-        # flat_map hides the length; fit needs it for its progress bar and epoch end.
-        batches = batches.apply(tf.data.experimental.assert_cardinality(num_batches))
-    # No prefetching, and the gather (cheap) runs in the calling thread: with either,
-    # destroying an iterator that had sat idle stalled for seconds (benchmarks/RESULTS.md,
-    # "the validation stall"), and Keras destroys the validation iterator at every epoch's
-    # evaluation. training_feed prefetches the training data, whose iterator lives for
-    # the whole run.
-    return batches.map(gather)
+    num_batches = -(-num_windows // batch_size)
+    return tf.data.Dataset.range(num_batches).map(example_numbers), gather
 
 
-def training_feed(dataset: tf.data.Dataset) -> tuple[tf.data.Dataset, int]:
-    """The training data as ``fit`` gets it, and the steps of one epoch.
-
-    The dataset repeats and fit is told each epoch's length, so that Keras keeps one
-    iterator for the whole run: otherwise it makes a new one every epoch, and destroying
-    the old one (prefetching) stalled for seconds (benchmarks/RESULTS.md). Each
-    pass still draws a new order (:func:`windows_dataset`).
-
-    Returns:
-        The repeated, prefetched dataset (for ``fit``'s ``x``) and ``steps_per_epoch``.
-    """
-    return dataset.repeat().prefetch(tf.data.AUTOTUNE), len(dataset)
+def _endless(first_epoch: int) -> tf.data.Dataset:
+    """Epoch numbers from ``first_epoch`` on (int64)."""
+    return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
 
 
 @dataclass(frozen=True)
@@ -326,20 +321,30 @@ def lanes_dataset(lanes: Lanes) -> tf.data.Dataset:
     return tf.data.Dataset.range(lanes.num_steps, output_type=tf.int32).map(step)
 
 
+def training_lanes(lanes: Lanes, first_epoch: int = 0) -> tf.data.Dataset:
+    """:func:`lanes_dataset` epoch after epoch, from ``first_epoch`` on, endlessly and
+    prefetched: every epoch reads the lanes in the same order."""
+    one_epoch = lanes_dataset(lanes)
+    return _endless(first_epoch).flat_map(lambda _: one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
 @dataclass(frozen=True)
 class TrainingData:
     """What training reads, in either data mode.
 
     Attributes:
-        train: The training batches, one epoch (windows shuffled with the run's seed every
-            epoch; lanes in order).
-        valid: The validation batches.
+        train: From a first epoch number to the training batches of every epoch from it on,
+            endlessly (windows in an order drawn from the run's seed and the epoch; lanes
+            in order).
+        steps_per_epoch: Batches in an epoch.
+        valid: The validation batches, one pass.
         train_targets: Tokens predicted per training epoch.
         valid_targets: Tokens predicted per validation pass.
         description: One line for the log.
     """
 
-    train: tf.data.Dataset
+    train: Callable[[int], tf.data.Dataset]
+    steps_per_epoch: int
     valid: tf.data.Dataset
     train_targets: int
     valid_targets: int
@@ -362,12 +367,16 @@ def training_data(
             f"a step: {train.num_steps:,} steps over {train.num_targets:,} training tokens; "
             f"{valid.num_targets:,} validation tokens (bptt mode, the state carried between steps)"
         )
-        return TrainingData(lanes_dataset(train), lanes_dataset(valid), train.num_targets, valid.num_targets, description)
+        return TrainingData(
+            lambda first_epoch: training_lanes(train, first_epoch), train.num_steps, lanes_dataset(valid),
+            train.num_targets, valid.num_targets, description,
+        )
     train, valid = (windowed_stream(segments, config.window_size) for segments in (train_segments, valid_segments))
     check_sizes(train, valid)
     description = f"windows: {train.num_windows:,} training, {valid.num_windows:,} validation, {config.window_size} tokens each"
     return TrainingData(
-        windows_dataset(train, config.batch_size, shuffle=True, seed=seed),
+        lambda first_epoch: training_windows(train, config.batch_size, seed, first_epoch),
+        -(-train.num_windows // config.batch_size),
         windows_dataset(valid, config.batch_size),
         train.num_windows,
         valid.num_windows,

@@ -45,6 +45,7 @@ class RunFolder:
         self.summary = self.path / "summary.json"
         self.logs = self.path / "logs"
         self.backup = self.path / "backup"
+        self.backup_file = self.backup / "latest.npz"
 
     def state(self, config: Config, overwrite: bool = False) -> str:
         """Decides what training into this folder means, without writing anything.
@@ -103,11 +104,17 @@ class RunFolder:
             finally:
                 lock_path.unlink(missing_ok=True)  # still locked here: no other process holds it
 
-    def start(self, state: str) -> None:
-        """Creates the folder; for a NEW run, first removes what an earlier run left."""
-        if state == NEW and self.path.exists():
+    def create(self, config: Config, vocabulary: Vocabulary) -> None:
+        """Starts a new run: the folder with its config and vocabulary, in place at once
+        (built under a temporary name and renamed), replacing what an earlier run left."""
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        vocabulary.save(partial / self.vocabulary.name)
+        write_text_atomically(partial / self.config.name, config_to_toml(config))
+        if self.path.exists():
             shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, self.path)
 
     def load_config(self) -> Config:
         """The run's ``config.toml``; one written by an earlier version is read as it meant.
@@ -145,6 +152,17 @@ class RunFolder:
                 "one of the two was changed; train the run again with --overwrite, or restore the files"
             )
         return config, vocabulary, tokenizer_for(config), model
+
+    def keep_history(self, epochs: int) -> None:
+        """Keeps the first ``epochs`` rows of ``history.csv``: a run resumed from the
+        backup of that epoch writes the later ones again."""
+        if not self.history.is_file():
+            return
+        lines = self.history.read_text(encoding="utf-8").splitlines(keepends=True)
+        if epochs == 0:
+            self.history.unlink()
+        elif len(lines) > epochs + 1:  # the header and one row an epoch
+            write_text_atomically(self.history, "".join(lines[: epochs + 1]))
 
     def best_validation_loss(self) -> float:
         """The lowest val_loss in history.csv (inf when there is none yet)."""
@@ -191,10 +209,6 @@ def write_text_atomically(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.partial")
     temporary.write_text(text, encoding="utf-8")
     os.replace(temporary, path)
-
-
-def write_config(run: RunFolder, config: Config) -> None:
-    write_text_atomically(run.config, config_to_toml(config))
 
 
 def write_summary(run: RunFolder, summary: dict) -> None:

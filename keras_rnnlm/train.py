@@ -33,15 +33,24 @@ import keras
 import tensorflow as tf
 
 from keras_rnnlm import cli
-from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, Perplexity, ResetStates, SampleText, TiedKernel
+from keras_rnnlm.callbacks import (
+    BestModelCheckpoint,
+    CurvesPlot,
+    Perplexity,
+    ResetStates,
+    RunBackup,
+    SampleText,
+    TiedKernel,
+    restore_training_state,
+)
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import corpus_documents, find_documents
-from keras_rnnlm.data import segments_for_training, training_data, training_feed
+from keras_rnnlm.data import segments_for_training, training_data
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
-from keras_rnnlm.model import build_model, compile_model, copy_tied_kernel, training_model
-from keras_rnnlm.runs import FINISHED, NEW, RunFolder, read_history, tokenizer_for, write_config, write_summary
+from keras_rnnlm.model import build_model, compile_model, training_model
+from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, read_history, tokenizer_for, write_summary
 from keras_rnnlm.vocab import Vocabulary, build_vocabulary, encode_documents
 
 logger = logging.getLogger("keras_rnnlm")
@@ -117,10 +126,8 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     caller_policy = keras.mixed_precision.global_policy()
 
     # Only now, with the input known good, does anything get written.
-    run.start(state)
     if state == NEW:
-        vocabulary.save(run.vocabulary)
-        write_config(run, config)
+        run.create(config, vocabulary)
     try:
         set_precision(config.train.precision, strategy)
         with strategy.scope():
@@ -133,26 +140,32 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
                 model, config.train, lanes=config.data.batch_size if bptt else None,
                 bptt_steps=config.data.bptt_steps, tie_embeddings=config.model.tie_embeddings,
             )
+            # A resumed run goes on from its backup, exactly: epochs after it are trained again.
+            first_epoch, counters = restore_training_state(trainer, run.backup_file) if state == RESUME else (0, {})
     finally:  # the models keep their policy; the caller's next model gets theirs
         keras.mixed_precision.set_global_policy(caller_policy)
     model.summary(print_fn=lambda line, **_: logger.info(line))
 
+    run.keep_history(first_epoch)
+    if first_epoch:
+        logger.info("resuming after epoch %d from %s", first_epoch, run.backup_file)
+
     generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
     callbacks = _callbacks(config, run, model, generator, opening)
+    # Last: it saves each epoch once the epoch's history row and checkpoint are written.
+    callbacks.append(RunBackup(run.backup_file, callbacks, resumed=counters))
     callbacks.extend(extra_callbacks)
 
-    feed, steps_per_epoch = training_feed(data.train)
     history = trainer.fit(
-        feed,
-        steps_per_epoch=steps_per_epoch,
+        data.train(first_epoch),  # the batches of every epoch from the first on, each epoch's order its own
+        steps_per_epoch=data.steps_per_epoch,
+        initial_epoch=first_epoch,
         validation_data=data.valid,
         epochs=config.train.epochs,
         callbacks=callbacks,
         shuffle=False,  # The dataset orders itself: windows shuffled with the run's seed, lanes in order.
         verbose=_progress(verbose),
     )
-    if config.model.tie_embeddings:  # EarlyStopping may have restored other weights
-        copy_tied_kernel(model)
     losses = history.history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
         _stop_after_nan(run)
@@ -174,6 +187,7 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
         "seconds_this_session": round(time.time() - started, 1),
     }
     write_summary(run, summary)
+    shutil.rmtree(run.backup, ignore_errors=True)  # finished: nothing to resume
     logger.info(
         "done: best epoch %d of %d, validation perplexity %.2f (cross-entropy %.4f nats), model in %s",
         summary["best_epoch"], summary["epochs"], summary["val_perplexity"], summary["val_loss"], run.model,
@@ -182,24 +196,26 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
 
 
 def _callbacks(config: Config, run: RunFolder, model: keras.Model, generator: Generator, opening: str) -> list[keras.callbacks.Callback]:
-    """The run's callbacks. BackupAndRestore comes first so that an epoch is backed up
-    before anything later in the list can stop the process; Perplexity comes before
-    everything that logs; the tied kernel is copied before the model is saved or writes."""
+    """The run's callbacks, but for the backup. Perplexity and the schedule (which logs the
+    learning rate) come before everything that logs; the tied kernel is copied before the
+    model is saved or writes."""
+    train = config.train
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run.backup)),
         Perplexity(),
         *([ResetStates()] if config.data.mode == "bptt" else []),
         *([TiedKernel(model)] if config.model.tie_embeddings else []),
         keras.callbacks.TerminateOnNaN(),
+    ]
+    if train.reduce_lr_patience:
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=train.reduce_lr_patience))
+    if train.early_stopping_patience:
+        # model.keras keeps the best epoch; the weights in memory need not go back to it.
+        callbacks.append(keras.callbacks.EarlyStopping(patience=train.early_stopping_patience))
+    callbacks += [
         BestModelCheckpoint(model, run.model, best=run.best_validation_loss()),
         keras.callbacks.CSVLogger(str(run.history), append=True),
         CurvesPlot(run.history, run.curves),
     ]
-    train = config.train
-    if train.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(patience=train.early_stopping_patience, restore_best_weights=True))
-    if train.reduce_lr_patience:
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=train.reduce_lr_patience))
     if train.tensorboard:
         # No model graph: Keras 3 writes it as the training model's JSON, which its speed paths do not serialize.
         callbacks.append(keras.callbacks.TensorBoard(str(run.logs), write_graph=False))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import small_config
+from conftest import SONG, small_config
 from keras_rnnlm import cli
 from keras_rnnlm.cli import NOTICES
 from keras_rnnlm.errors import RnnlmError
@@ -96,14 +96,27 @@ def test_mixed_precision_trains_through_the_window_lstm_and_keeps_the_softmax_in
 
 
 class Interrupt(keras.callbacks.Callback):
-    """Stops the process like Ctrl-C at the end of a given epoch."""
+    """Stops the process like Ctrl-C at the end of a given epoch, or at a batch of its
+    training or of its validation."""
 
-    def __init__(self, at_epoch):
+    def __init__(self, at_epoch, training_batch=None, validation_batch=None):
         super().__init__()
-        self.at_epoch = at_epoch
+        self.at_epoch, self.training_batch, self.validation_batch = at_epoch, training_batch, validation_batch
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == (self.at_epoch, self.training_batch):
+            raise KeyboardInterrupt
+
+    def on_test_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == (self.at_epoch, self.validation_batch):
+            raise KeyboardInterrupt
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.at_epoch:
+        if epoch == self.at_epoch and self.training_batch is None and self.validation_batch is None:
             raise KeyboardInterrupt
 
 
@@ -131,6 +144,46 @@ def test_an_interrupted_run_resumes_at_the_next_epoch(song_file, tmp_path):
     assert Vocabulary.load(run / "vocabulary.txt") == vocabulary
     # Running the finished run again does nothing and says so.
     assert train(config, run, verbose=0) == json.loads((run / "summary.json").read_text())
+
+
+def saved_weights(run):
+    return keras.saving.load_model(run / "model.keras", compile=False).get_weights()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Runs trained without interruption, one per data mode, with dropout, shuffling, early
+    stopping and the learning-rate schedule all in play."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    (folder / "song.txt").write_text(SONG * 40, encoding="utf-8")
+    configs = {}
+    for mode in ("windows", "bptt"):
+        data = {"mode": mode, "batch_size": 4, "bptt_steps": 5} if mode == "bptt" else {}
+        configs[mode] = small_config([folder / "song.txt"], data=data, model={"dropout": 0.3},
+                                     train={"epochs": 6, "early_stopping_patience": 2, "reduce_lr_patience": 1,
+                                            "learning_rate": 0.05})
+        train(configs[mode], folder / mode, verbose=0)
+    return folder, configs
+
+
+@pytest.mark.parametrize(
+    "mode, interruption",
+    [("windows", {"at_epoch": 2, "training_batch": 3}), ("windows", {"at_epoch": 1, "validation_batch": 0}),
+     ("bptt", {"at_epoch": 2, "training_batch": 1})],
+    ids=["windows, inside an epoch", "windows, inside validation", "bptt, inside an epoch"],
+)
+def test_an_interrupted_run_ends_exactly_where_the_uninterrupted_one_ends(uninterrupted, tmp_path, mode, interruption):
+    folder, configs = uninterrupted
+    config = configs[mode]
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "resumed", extra_callbacks=[Interrupt(**interruption)], verbose=0)
+    train(config, tmp_path / "resumed", verbose=0)
+    whole = read_history(folder / mode / "history.csv")
+    assert read_history(tmp_path / "resumed" / "history.csv") == whole
+    if mode == "windows":  # the schedule halved the rate on the way, and early stopping ended the run
+        assert len({row["learning_rate"] for row in whole}) > 1 and len(whole) < 6
+    for resumed, kept in zip(saved_weights(tmp_path / "resumed"), saved_weights(folder / mode), strict=True):
+        np.testing.assert_allclose(resumed, kept, rtol=0, atol=1e-6)
 
 
 def test_same_seed_same_vocabulary_and_first_epoch_loss(song_file, tmp_path):
