@@ -136,6 +136,8 @@ class TrainConfig:
     sample_temperature: float = 0.8
     # Write TensorBoard logs to <run>/logs.
     tensorboard: bool = True
+    # Also back up every this many steps inside an epoch, for long epochs; 0 = at epoch ends only.
+    backup_every_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,7 @@ def validate(config: Config) -> None:
         ("train.reduce_lr_patience", config.train.reduce_lr_patience >= 0, "0 (off) or above"),
         ("train.sample_length", config.train.sample_length >= 0, "0 (off) or above"),
         ("train.sample_temperature", config.train.sample_temperature > 0.0, "above 0"),
+        ("train.backup_every_steps", config.train.backup_every_steps >= 0, "0 (epoch ends only) or above"),
     ]
     for key, ok, expected in checks:
         if not ok:

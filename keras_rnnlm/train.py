@@ -140,33 +140,43 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
                 model, config.train, lanes=config.data.batch_size if bptt else None,
                 bptt_steps=config.data.bptt_steps, tie_embeddings=config.model.tie_embeddings,
             )
-            # A resumed run goes on from its backup, exactly: epochs after it are trained again.
-            first_epoch, counters = restore_training_state(trainer, run.backup_file) if state == RESUME else (0, {})
+            # A resumed run goes on from its backup, exactly: what came after it is trained again.
+            resumed = restore_training_state(trainer, run.backup_file) if state == RESUME else None
     finally:  # the models keep their policy; the caller's next model gets theirs
         keras.mixed_precision.set_global_policy(caller_policy)
     model.summary(print_fn=lambda line, **_: logger.info(line))
 
+    first_epoch, step = (resumed.epoch, resumed.step) if resumed else (0, 0)
     run.keep_history(first_epoch)
-    if first_epoch:
-        logger.info("resuming after epoch %d from %s", first_epoch, run.backup_file)
+    if resumed:
+        logger.info("resuming at epoch %d, step %d, from %s", first_epoch + 1, step, run.backup_file)
 
     generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
     callbacks = _callbacks(config, run, model, generator, opening)
     # Last: it saves each epoch once the epoch's history row and checkpoint are written.
-    callbacks.append(RunBackup(run.backup_file, callbacks, resumed=counters))
+    callbacks.append(RunBackup(run.backup_file, callbacks, config.train.backup_every_steps, data.steps_per_epoch, resumed))
     callbacks.extend(extra_callbacks)
 
-    history = trainer.fit(
-        data.train(first_epoch),  # the batches of every epoch from the first on, each epoch's order its own
-        steps_per_epoch=data.steps_per_epoch,
-        initial_epoch=first_epoch,
-        validation_data=data.valid,
-        epochs=config.train.epochs,
-        callbacks=callbacks,
-        shuffle=False,  # The dataset orders itself: windows shuffled with the run's seed, lanes in order.
-        verbose=_progress(verbose),
-    )
-    losses = history.history.get("loss", [])
+    def fit(first, steps_done=0, last=config.train.epochs):
+        """Trains epochs first..last-1, the first from batch steps_done on; the loss per epoch."""
+        return trainer.fit(
+            data.train(first).skip(steps_done),  # every epoch from the first on, each in its own order
+            steps_per_epoch=data.steps_per_epoch - steps_done,
+            initial_epoch=first,
+            validation_data=data.valid,
+            epochs=last,
+            callbacks=callbacks,
+            shuffle=False,  # The dataset orders itself: windows shuffled with the run's seed, lanes in order.
+            verbose=_progress(verbose),
+        ).history.get("loss", [])
+
+    losses = []
+    if step:  # the rest of the epoch a killed run was inside, then the others
+        trainer.test_on_batch(*next(iter(data.train(first_epoch))))  # builds the metrics the backup restores
+        losses = fit(first_epoch, step, first_epoch + 1)
+        first_epoch += 1
+    if not getattr(trainer, "stop_training", False) and first_epoch < config.train.epochs:  # early stopping may have ended it
+        losses += fit(first_epoch)
     if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
         _stop_after_nan(run)
 

@@ -157,11 +157,11 @@ def uninterrupted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("uninterrupted")
     (folder / "song.txt").write_text(SONG * 40, encoding="utf-8")
     configs = {}
-    for mode in ("windows", "bptt"):
-        data = {"mode": mode, "batch_size": 4, "bptt_steps": 5} if mode == "bptt" else {}
+    for mode, every_steps in (("windows", 0), ("windows, backups inside epochs", 4), ("bptt", 4)):
+        data = {"mode": "bptt", "batch_size": 4, "bptt_steps": 5} if mode == "bptt" else {}
         configs[mode] = small_config([folder / "song.txt"], data=data, model={"dropout": 0.3},
                                      train={"epochs": 6, "early_stopping_patience": 2, "reduce_lr_patience": 1,
-                                            "learning_rate": 0.05})
+                                            "learning_rate": 0.05, "backup_every_steps": every_steps})
         train(configs[mode], folder / mode, verbose=0)
     return folder, configs
 
@@ -169,8 +169,11 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.parametrize(
     "mode, interruption",
     [("windows", {"at_epoch": 2, "training_batch": 3}), ("windows", {"at_epoch": 1, "validation_batch": 0}),
-     ("bptt", {"at_epoch": 2, "training_batch": 1})],
-    ids=["windows, inside an epoch", "windows, inside validation", "bptt, inside an epoch"],
+     ("windows, backups inside epochs", {"at_epoch": 2, "training_batch": 10}),
+     ("windows, backups inside epochs", {"at_epoch": 1, "validation_batch": 1}),
+     ("bptt", {"at_epoch": 2, "training_batch": 6})],
+    ids=["inside an epoch", "inside validation", "inside an epoch, from its step 8",
+         "inside validation, from the epoch's last backup", "bptt, inside an epoch, from its step 4"],
 )
 def test_an_interrupted_run_ends_exactly_where_the_uninterrupted_one_ends(uninterrupted, tmp_path, mode, interruption):
     folder, configs = uninterrupted
@@ -180,7 +183,7 @@ def test_an_interrupted_run_ends_exactly_where_the_uninterrupted_one_ends(uninte
     train(config, tmp_path / "resumed", verbose=0)
     whole = read_history(folder / mode / "history.csv")
     assert read_history(tmp_path / "resumed" / "history.csv") == whole
-    if mode == "windows":  # the schedule halved the rate on the way, and early stopping ended the run
+    if mode.startswith("windows"):  # the schedule halved the rate on the way, and early stopping ended the run
         assert len({row["learning_rate"] for row in whole}) > 1 and len(whole) < 6
     for resumed, kept in zip(saved_weights(tmp_path / "resumed"), saved_weights(folder / mode), strict=True):
         np.testing.assert_allclose(resumed, kept, rtol=0, atol=1e-6)
