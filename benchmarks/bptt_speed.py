@@ -39,7 +39,7 @@ from train_speed import _Turns, measure, token_stream, training_flops_per_window
 
 from keras_rnnlm.callbacks import ResetStates  # noqa: E402
 from keras_rnnlm.config import ModelConfig, TrainConfig  # noqa: E402
-from keras_rnnlm.data import lanes, lanes_dataset, training_feed  # noqa: E402
+from keras_rnnlm.data import lanes, training_lanes  # noqa: E402
 from keras_rnnlm.devices import select_strategy, set_precision  # noqa: E402
 from keras_rnnlm.model import build_model, compile_model, training_model  # noqa: E402
 
@@ -61,7 +61,7 @@ def keras_rnnlm_training(ids, args, precision: str):
         trainer = training_model(model, train_config, lanes=args.lanes, bptt_steps=args.bptt, tie_embeddings=True)
     keras.mixed_precision.set_global_policy("float32")
     text = lanes([ids[1:]], args.lanes, args.bptt)
-    feed, steps_per_epoch = training_feed(lanes_dataset(text))
+    feed, steps_per_epoch = training_lanes(text), text.num_steps
 
     def train(epochs, callback):
         trainer.fit(feed, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=[ResetStates(), callback], verbose=0)

@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_rnnlm.config import ModelConfig, TrainConfig  # noqa: E402
-from keras_rnnlm.data import training_feed, windowed_stream, windows_dataset  # noqa: E402
+from keras_rnnlm.data import training_windows, windowed_stream  # noqa: E402
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision  # noqa: E402
 from keras_rnnlm.model import build_model, compile_model, training_model  # noqa: E402
 
@@ -88,7 +88,7 @@ def sliding_windows(ids: np.ndarray, window_size: int) -> tuple[np.ndarray, np.n
 
 def keras_rnnlm_training(ids, model_config, vocabulary_size, batch_size):
     """keras_rnnlm's model, compile settings and pipeline, fed to ``fit`` as train.py does
-    (``training_feed``); returns (windows per epoch, a function that trains ``epochs``
+    (``training_windows``); returns (windows per epoch, a function that trains ``epochs``
     epochs with the given callback)."""
     strategy = select_strategy("auto")
     policy = set_precision(TrainConfig().precision, strategy)  # as the CLI: "auto" picks by device
@@ -99,7 +99,7 @@ def keras_rnnlm_training(ids, model_config, vocabulary_size, batch_size):
     keras.mixed_precision.set_global_policy("float32")
     print(f"keras_rnnlm: precision {policy}, LSTM unrolled: {not on_gpu(strategy)}")
     stream = windowed_stream([ids[5:]], window_size=5)  # one segment, left-padded as the CLI pads a file
-    feed, steps_per_epoch = training_feed(windows_dataset(stream, batch_size, shuffle=True, seed=0))
+    feed, steps_per_epoch = training_windows(stream, batch_size, seed=0), -(-stream.num_windows // batch_size)
 
     def train(epochs, callback):
         trainer.fit(feed, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=[callback], verbose=0)

@@ -27,6 +27,7 @@ from keras_rnnlm.sampling import DEFAULT_TOP_K, DEFAULT_TOP_P, MAX_TOKENS, STRAT
 
 logger = logging.getLogger("keras_rnnlm")
 
+MAX_SAMPLES = 1_000  # texts one generate command writes at once: more is almost surely a typo
 VERBOSE_HELP = "also show TensorFlow's own start-up and device notices (or set KERAS_RNNLM_VERBOSE=1)"
 
 
@@ -107,12 +108,15 @@ def generate_parser() -> ArgumentParser:
 
 def generate(argv: list[str] | None = None) -> int:
     args = generate_parser().parse_args(argv)
-    if args.num_samples < 1:
-        raise RnnlmError(f"--num-samples must be at least 1, got {args.num_samples}")
+    if not 1 <= args.num_samples <= MAX_SAMPLES:
+        raise RnnlmError(f"--num-samples must be between 1 and {MAX_SAMPLES:,}, got {args.num_samples:,}")
+    if not 0 <= args.seed < 2**31:
+        raise RnnlmError(f"--seed must be between 0 and 2,147,483,647, got {args.seed:,}")
+    _check_text(args.prompt, "the prompt")
     if not 1 <= args.words <= MAX_TOKENS:
         raise RnnlmError(f"the number of words must be between 1 and {MAX_TOKENS:,}, got {args.words:,}")
-    if args.max_lines is not None and args.max_lines < 0:
-        raise RnnlmError(f"max-lines must be 0 (no limit) or more, got {args.max_lines}")
+    if args.max_lines is not None and not 0 <= args.max_lines < 2**31:
+        raise RnnlmError(f"max-lines must be 0 (no limit) or more, and below 2,147,483,648, got {args.max_lines}")
     sampling = Sampling.from_strategy(args.strategy, args.temperature, args.top_k, args.top_p)
     if args.model is None:
         args.model = latest_run()
@@ -123,10 +127,14 @@ def generate(argv: list[str] | None = None) -> int:
     from keras_rnnlm.generate import Generator
 
     generator = Generator.from_run(args.model)
+    if args.interactive and hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8 get a one-line error, not a traceback
     prompts = (line.rstrip("\n") for line in sys.stdin) if args.interactive else [args.prompt]
     if args.interactive:
         print("type a prompt and press Enter (Ctrl-D to stop)", file=sys.stderr)
     for number, prompt in enumerate(prompts):
+        if args.interactive:
+            _check_text(prompt, f"prompt {number + 1}")
         if unknown := generator.unknown_words(prompt):
             logger.warning("warning: not in the vocabulary, read as <unk>: %s", ", ".join(dict.fromkeys(unknown)))
         texts = generator.generate([prompt] * args.num_samples, args.words, sampling, seed=args.seed + number, max_lines=args.max_lines)
@@ -178,6 +186,14 @@ def export(argv: list[str] | None = None) -> int:
 
     export_run(args.model, out)
     return 0
+
+
+def _check_text(text: str, what: str) -> None:
+    """Refuses text that is not valid Unicode (a command line or input in another encoding)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise RnnlmError(f"{what} is not valid UTF-8 (at character {error.start + 1}); give UTF-8 text") from None
 
 
 def _check_trained(run: RunFolder) -> None:

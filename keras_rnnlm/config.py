@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -264,24 +265,26 @@ def validate(config: Config) -> None:
             raise RnnlmError(f"{key} = {value!r} is not one of {', '.join(map(repr, allowed))}")
     checks = [
         ("corpus.valid_fraction", 0.0 < config.corpus.valid_fraction < 1.0, "between 0 and 1 (exclusive)"),
-        ("vocab.max_size", config.vocab.max_size >= 4, "at least 4 (three reserved tokens and one word)"),
+        ("vocab.max_size", 4 <= config.vocab.max_size <= 10_000_000, "between 4 (three reserved tokens and one word) and 10,000,000"),
         ("vocab.min_count", config.vocab.min_count >= 1, "at least 1"),
-        ("data.window_size", config.data.window_size >= 1, "at least 1"),
-        ("data.bptt_steps", config.data.bptt_steps >= 1, "at least 1"),
-        ("data.batch_size", config.data.batch_size >= 1, "at least 1"),
-        ("model.embedding_dim", config.model.embedding_dim >= 1, "at least 1"),
-        ("model.units", config.model.units >= 1, "at least 1"),
-        ("model.layers", config.model.layers >= 1, "at least 1"),
+        # The upper bounds keep a typo from asking for more memory than any machine has.
+        ("data.window_size", 1 <= config.data.window_size <= 10_000, "between 1 and 10,000 (longer context: data.mode = \"bptt\")"),
+        ("data.bptt_steps", 1 <= config.data.bptt_steps <= 10_000, "between 1 and 10,000"),
+        ("data.batch_size", 1 <= config.data.batch_size <= 1_000_000, "between 1 and 1,000,000"),
+        ("model.embedding_dim", 1 <= config.model.embedding_dim <= 65_536, "between 1 and 65,536"),
+        ("model.units", 1 <= config.model.units <= 65_536, "between 1 and 65,536"),
+        ("model.layers", 1 <= config.model.layers <= 64, "between 1 and 64"),
         ("model.dropout", 0.0 <= config.model.dropout < 1.0, "in [0, 1)"),
         ("model.recurrent_dropout", 0.0 <= config.model.recurrent_dropout < 1.0, "in [0, 1)"),
         ("model.embedding_dropout", 0.0 <= config.model.embedding_dropout < 1.0, "in [0, 1)"),
-        ("train.epochs", config.train.epochs >= 1, "at least 1"),
-        ("train.learning_rate", config.train.learning_rate > 0.0, "above 0"),
-        ("train.clipnorm", config.train.clipnorm >= 0.0, "0 (off) or above"),
+        ("train.epochs", 1 <= config.train.epochs <= 1_000_000, "between 1 and 1,000,000"),
+        ("train.learning_rate", 0.0 < config.train.learning_rate < math.inf, "above 0 and finite"),
+        ("train.clipnorm", 0.0 <= config.train.clipnorm < math.inf, "0 (off) or above, and finite"),
+        ("train.seed", 0 <= config.train.seed < 2**31, "between 0 and 2,147,483,647"),
         ("train.early_stopping_patience", config.train.early_stopping_patience >= 0, "0 (off) or above"),
         ("train.reduce_lr_patience", config.train.reduce_lr_patience >= 0, "0 (off) or above"),
-        ("train.sample_length", config.train.sample_length >= 0, "0 (off) or above"),
-        ("train.sample_temperature", config.train.sample_temperature > 0.0, "above 0"),
+        ("train.sample_length", 0 <= config.train.sample_length <= 100_000, "between 0 (off) and 100,000"),
+        ("train.sample_temperature", 0.0 < config.train.sample_temperature < math.inf, "above 0 and finite"),
         ("train.backup_every_steps", config.train.backup_every_steps >= 0, "0 (epoch ends only) or above"),
     ]
     for key, ok, expected in checks:

@@ -282,20 +282,20 @@ def lanes(segments: Sequence[np.ndarray], num_lanes: int, bptt_steps: int) -> La
     return Lanes(stream[starts + np.arange(lane_length + 1)], num_targets, bptt_steps)
 
 
-def check_lanes(train: Lanes, valid: Lanes) -> None:
+def check_lanes(train_tokens: int, valid_tokens: int, num_lanes: int, bptt_steps: int) -> None:
     """Refuses a training text too short to fill every lane for one step, or no
-    validation text.
+    validation text (before any lane is laid out).
 
     Raises:
         RnnlmError: Fewer training tokens than lanes x bptt_steps, or no validation token.
     """
-    if train.num_targets < train.num_lanes * train.bptt_steps:
+    if train_tokens < num_lanes * bptt_steps:
         raise RnnlmError(
-            f"the corpus has only {train.num_targets:,} training tokens, fewer than data.batch_size x "
-            f"data.bptt_steps = {train.num_lanes} x {train.bptt_steps}; give more text, fewer lanes "
+            f"the corpus has only {train_tokens:,} training tokens, fewer than data.batch_size x "
+            f"data.bptt_steps = {num_lanes} x {bptt_steps}; give more text, fewer lanes "
             "(data.batch_size) or shorter steps (data.bptt_steps)"
         )
-    if valid.num_targets == 0:
+    if valid_tokens == 0:
         raise RnnlmError("the validation split is empty; give more text, a larger corpus.valid_fraction, or --valid FILE")
 
 
@@ -360,8 +360,8 @@ def training_data(
         RnnlmError: The text is too short for one batch, or there is no validation text.
     """
     if config.mode == "bptt":
+        check_lanes(sum(map(len, train_segments)), sum(map(len, valid_segments)), config.batch_size, config.bptt_steps)
         train, valid = (lanes(segments, config.batch_size, config.bptt_steps) for segments in (train_segments, valid_segments))
-        check_lanes(train, valid)
         description = (
             f"lanes: {train.num_lanes} lanes of {train.num_steps * train.bptt_steps:,} tokens, {train.bptt_steps} "
             f"a step: {train.num_steps:,} steps over {train.num_targets:,} training tokens; "

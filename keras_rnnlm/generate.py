@@ -158,8 +158,10 @@ class Generator:
             raise RnnlmError(f"the number of words must be between 1 and {MAX_TOKENS:,}, got {num_tokens:,}")
         if max_lines is None:
             max_lines = 1 if self.line_mode else 0
-        if max_lines < 0:
-            raise RnnlmError(f"max-lines must be 0 (no limit) or more, got {max_lines}")
+        if not 0 <= max_lines < 2**31:
+            raise RnnlmError(f"max-lines must be 0 (no limit) or more, and below 2,147,483,648, got {max_lines}")
+        if not 0 <= seed < 2**31:
+            raise RnnlmError(f"the seed must be between 0 and 2,147,483,647, got {seed}")
         new_ids = self.generate_ids(
             tf.constant(self.windows_from_prompts(prompts)),
             tf.constant(num_tokens, tf.int32),

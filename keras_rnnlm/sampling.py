@@ -58,9 +58,9 @@ class Sampling:
 
     def __post_init__(self):
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise RnnlmError(f"temperature must be 0 (greedy) or above, got {self.temperature}")
-        if self.top_k < 0:
-            raise RnnlmError(f"top-k must be at least 1 (or 0 for all tokens), got {self.top_k}")
+            raise RnnlmError(f"temperature must be a finite number, 0 (greedy) or above, got {self.temperature}")
+        if not 0 <= self.top_k < 2**31:
+            raise RnnlmError(f"top-k must be at least 1 (or 0 for all tokens) and below 2,147,483,648, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise RnnlmError(f"top-p must be in (0, 1], got {self.top_p}")
 
@@ -83,8 +83,8 @@ class Sampling:
             raise RnnlmError(f"strategy {strategy!r} is not one of {', '.join(STRATEGIES)}")
         if strategy == "greedy":
             return cls(temperature=0.0)
-        if not temperature > 0:
-            raise RnnlmError(f"temperature must be above 0, got {temperature}; use --strategy greedy for the most likely token")
+        if not 0 < temperature < math.inf:
+            raise RnnlmError(f"temperature must be above 0 and finite, got {temperature}; use --strategy greedy for the most likely token")
         if top_k is not None and top_k < 1:
             raise RnnlmError(f"top-k must be at least 1, got {top_k}")
         top_k = top_k if top_k is not None else (DEFAULT_TOP_K if strategy == "top_k" else 0)

@@ -3,7 +3,7 @@
 Reads the corpus (the built-in one when none is given), builds the vocabulary, windows
 the token stream with tf.data, trains the model and writes the run folder
 (``saved_models/<name>/``). Running the same command again resumes an interrupted run
-at its last finished epoch.
+from its last backup and ends where the uninterrupted run would have.
 
 Example:
     python -m keras_rnnlm.train                                  # built-in corpus

@@ -132,3 +132,9 @@ def test_long_context_benchmark_scores_both_modes_on_the_same_held_out_text(tmp_
     assert "lanes" in result["results"]["bptt"]["scoring"] and "5 before it" in result["results"]["windows"]["scoring"]
     assert result["bptt_over_windows"] == pytest.approx(
         result["results"]["bptt"]["perplexity"] / result["results"]["windows"]["perplexity"])
+
+
+def test_first_contact_benchmark_times_the_error_and_the_import():
+    result = run_benchmark("first_contact.py", "--repeats", "1")
+    assert set(result["medians"]) == {"train --corpus missing.txt", "import tensorflow"}
+    assert all(len(values) == 1 and values[0] > 0 for values in result["seconds"].values())

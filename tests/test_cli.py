@@ -54,6 +54,10 @@ def write(path, data):
         ("keras_rnnlm.evaluate", ["--model", "untrained", "--text", "missing.txt"], "error: untrained has no model.keras yet"),
         ("keras_rnnlm.evaluate", ["--model", "nowhere"], "error: the following arguments are required: --text"),
         ("keras_rnnlm.export", ["--model", "nowhere"], "error: nowhere is not a keras_rnnlm run"),
+        ("keras_rnnlm.generate", ["--model", "untrained", "--prompt", "caf\udce9"], "error: the prompt is not valid UTF-8 (at character 4)"),
+        ("keras_rnnlm.generate", ["--model", "untrained", "--num-samples", "1000000"], "error: --num-samples must be between 1 and 1,000"),
+        ("keras_rnnlm.generate", ["--model", "untrained", "--seed", "99999999999"], "error: --seed must be between 0 and 2,147,483,647"),
+        ("keras_rnnlm.train", ["--set", "data.window_size=100000000"], "error: data.window_size = 100000000 is out of range"),
     ],
 )
 def test_a_mistake_is_one_line_on_stderr_and_status_2_before_tensorflow_loads(tmp_path, module, argv, message):

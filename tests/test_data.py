@@ -1,14 +1,19 @@
 import numpy as np
 import pytest
 
-from keras_rnnlm.data import check_sizes, split_by_position, training_feed, windowed_stream, windows_dataset
+from keras_rnnlm.data import check_sizes, split_by_position, training_windows, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.vocab import PAD_ID
 
 
-def all_examples(stream, batch_size=4, shuffle=False, seed=None):
+def all_examples(stream, batch_size=4, seed=None, epoch=0):
+    """Every (window, target) of one pass in order, or of the given epoch of training."""
+    if seed is None:
+        dataset = windows_dataset(stream, batch_size)
+    else:
+        dataset = training_windows(stream, batch_size, seed, first_epoch=epoch).take(-(-stream.num_windows // batch_size))
     windows, targets = [], []
-    for window_batch, target_batch in windows_dataset(stream, batch_size, shuffle=shuffle, seed=seed):
+    for window_batch, target_batch in dataset:
         windows.append(window_batch.numpy())
         targets.append(target_batch.numpy())
     return np.concatenate(windows), np.concatenate(targets)
@@ -43,14 +48,14 @@ def test_shuffled_examples_are_the_same_examples_across_many_segments():
     stream = windowed_stream(segments, window_size=4)
     assert stream.num_windows == 53 and stream.target_ids().tolist() == np.concatenate(segments).tolist()
     in_order = sorted(map(tuple, np.column_stack(all_examples(stream)).tolist()))
-    shuffled = sorted(map(tuple, np.column_stack(all_examples(stream, batch_size=5, shuffle=True, seed=3)).tolist()))
+    shuffled = sorted(map(tuple, np.column_stack(all_examples(stream, batch_size=5, seed=3)).tolist()))
     assert shuffled == in_order
 
 
 def test_shuffling_is_seeded_and_covers_every_example_once():
     stream = windowed_stream([np.arange(3, 103, dtype=np.int32)], window_size=3)
-    first = all_examples(stream, batch_size=7, shuffle=True, seed=5)
-    again = all_examples(stream, batch_size=7, shuffle=True, seed=5)
+    first = all_examples(stream, batch_size=7, seed=5)
+    again = all_examples(stream, batch_size=7, seed=5)
     assert np.array_equal(first[1], again[1])
     assert not np.array_equal(first[1], np.arange(3, 103))
     assert sorted(first[1].tolist()) == list(range(3, 103))
@@ -58,21 +63,16 @@ def test_shuffling_is_seeded_and_covers_every_example_once():
         assert window.tolist() == [t if t >= 3 else PAD_ID for t in range(target - 3, target)]
 
 
-def test_every_epoch_has_a_new_order_in_whole_batches():
+def test_every_epoch_has_its_own_order_in_whole_batches_and_a_resumed_run_reads_the_same():
     stream = windowed_stream([np.arange(3, 103, dtype=np.int32)], window_size=3)
-    dataset = windows_dataset(stream, batch_size=7, shuffle=True, seed=5)
-    epochs = [[targets.numpy() for _, targets in dataset] for _ in range(2)]  # as fit iterates it
-    assert [len(batch) for batch in epochs[0]] == [7] * 14 + [2]
-    assert dataset.cardinality() == 15  # known, so fit can show progress
-    first, second = (np.concatenate(batches) for batches in epochs)
-    assert sorted(first.tolist()) == sorted(second.tolist()) == list(range(3, 103))
-    assert not np.array_equal(first, second)
-    # Repeated, as train() feeds fit: every pass is a new permutation.
-    feed, _ = training_feed(dataset)
-    repeated = np.concatenate([targets.numpy() for _, targets in feed.take(30)])
-    third, fourth = repeated[:100], repeated[100:]
-    assert sorted(third.tolist()) == sorted(fourth.tolist()) == list(range(3, 103))
-    assert not np.array_equal(third, fourth)
+    training = training_windows(stream, batch_size=7, seed=5)
+    epochs = [np.concatenate([targets.numpy() for _, targets in training.take(15 * 3)][15 * n : 15 * (n + 1)]) for n in range(3)]
+    assert [len(targets) for _, targets in training.take(15)] == [7] * 14 + [2]
+    assert all(sorted(epoch.tolist()) == list(range(3, 103)) for epoch in epochs)  # each example once an epoch
+    assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+    resumed = np.concatenate([targets.numpy() for _, targets in training_windows(stream, 7, seed=5, first_epoch=2).take(15)])
+    assert np.array_equal(resumed, epochs[2])  # epoch 2 of a run resumed there = epoch 2 of the whole run
+    assert np.array_equal(all_examples(stream, 7, seed=5, epoch=1)[1], epochs[1])
 
 
 def test_validation_is_the_end_of_each_document_and_never_in_training_windows():
@@ -146,11 +146,10 @@ def test_lanes_make_every_token_a_target_exactly_once_in_order():
 
 
 def test_a_text_too_short_for_the_lanes_is_refused():
-    from keras_rnnlm.data import check_lanes, lanes
+    from keras_rnnlm.data import check_lanes
 
-    valid = lanes([np.arange(3, 8, dtype=np.int32)], num_lanes=4, bptt_steps=5)
     with pytest.raises(RnnlmError, match=r"only 19 training tokens, fewer than data.batch_size x data.bptt_steps = 4 x 5"):
-        check_lanes(lanes([np.arange(3, 22, dtype=np.int32)], num_lanes=4, bptt_steps=5), valid)
-    check_lanes(lanes([np.arange(3, 23, dtype=np.int32)], num_lanes=4, bptt_steps=5), valid)
+        check_lanes(19, 5, num_lanes=4, bptt_steps=5)
+    check_lanes(20, 5, num_lanes=4, bptt_steps=5)
     with pytest.raises(RnnlmError, match="validation split is empty"):
-        check_lanes(lanes([np.arange(3, 23, dtype=np.int32)], num_lanes=4, bptt_steps=5), lanes([], 4, 5))
+        check_lanes(20, 0, num_lanes=4, bptt_steps=5)

@@ -117,6 +117,15 @@ def test_cli_interactive_reads_prompts_until_end_of_input(song_run, capsys, monk
     assert out == "cause baby now we got bad blood\nyou know it used to be mad\n"
 
 
+def test_cli_interactive_answers_a_thousand_prompts_and_refuses_one_that_is_not_utf8(song_run, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("cause baby\n" * 1000))
+    status, out, _ = generate_cli(capsys, "--model", str(song_run), "--interactive", "--words", "1", "--strategy", "greedy")
+    assert status == 0 and out.splitlines() == ["cause baby now"] * 1000
+    monkeypatch.setattr(sys, "stdin", __import__("io").StringIO("cause\nbaby \udcff\n"))
+    status, out, err = generate_cli(capsys, "--model", str(song_run), "--interactive", "--words", "1", "--strategy", "greedy")
+    assert status == 2 and out == "cause baby\n" and "error: prompt 2 is not valid UTF-8 (at character 6)" in err
+
+
 def test_default_model_is_the_most_recent_run(tmp_path):
     for name in ("old", "new"):
         (tmp_path / name).mkdir()
@@ -133,7 +142,7 @@ def test_default_model_is_the_most_recent_run(tmp_path):
         (["--temperature", "0"], "temperature must be above 0"),
         (["--temperature", "-1"], "temperature must be above 0"),
         (["--top-k", "0"], "top-k must be at least 1, got 0"),
-        (["--strategy", "top_p", "--temperature", "nan"], "temperature must be above 0, got nan"),
+        (["--strategy", "top_p", "--temperature", "nan"], "temperature must be above 0 and finite, got nan"),
         (["--top-p", "0"], r"top-p must be in \(0, 1\]"),
         (["--top-p", "1.5"], r"top-p must be in \(0, 1\]"),
         (["--words", "0"], "between 1 and 100,000, got 0"),

@@ -111,3 +111,18 @@ def test_a_damaged_history_is_named_when_the_run_resumes(tmp_path, song_file, ca
         history.write("epoch,accuracy,loss\n")  # a second header, as two runs at once once wrote
     with pytest.raises(RnnlmError, match=r"history.csv is damaged \(a row that is not numbers\); delete it to keep training"):
         train(config, tmp_path / "run", verbose=0)
+
+
+def test_a_damaged_backup_is_named_when_the_run_resumes(tmp_path, song_file):
+    config = small_config([song_file], train={"epochs": 2})
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "run", extra_callbacks=[InterruptAfterFirstEpoch()], verbose=0)
+    backup = tmp_path / "run" / "backup" / "latest.npz"
+    backup.write_bytes(backup.read_bytes()[:100])
+    with pytest.raises(RnnlmError, match=r"the backup .*latest.npz is damaged; delete it to start the run again"):
+        train(config, tmp_path / "run", verbose=0)
+
+
+class InterruptAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt

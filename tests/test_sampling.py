@@ -92,7 +92,7 @@ def test_strategies_are_presets(strategy, settings, expected):
         (lambda: Sampling.from_strategy("temperature", temperature=0), "temperature must be above 0.*--strategy greedy"),
         (lambda: Sampling.from_strategy("top_k", top_k=0), "top-k must be at least 1, got 0"),
         (lambda: Sampling.from_strategy("top_p", top_p=1.5), r"top-p must be in \(0, 1\], got 1.5"),
-        (lambda: Sampling(temperature=float("nan")), "temperature must be 0 .greedy. or above, got nan"),
+        (lambda: Sampling(temperature=float("nan")), "temperature must be a finite number, 0 .greedy. or above, got nan"),
         (lambda: Sampling(top_k=-1), "top-k must be at least 1"),
         (lambda: Sampling(top_p=0.0), r"top-p must be in \(0, 1\]"),
     ],
