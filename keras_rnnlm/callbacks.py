@@ -1,22 +1,18 @@
 """Keras callbacks that the stock set lacks: perplexity beside every loss, lanes reset at
 each epoch (bptt mode), the tied output kernel kept in the saved model, an atomic
 best-model checkpoint of the stock model, a text sample after every epoch, and the loss /
-perplexity plot at the end."""
+perplexity plot at the end. The backup a killed run resumes from is
+:mod:`keras_rnnlm.backup`."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import numpy as np
 
-from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import copy_tied_kernel
 from keras_rnnlm.runs import read_history, save_model_atomically
@@ -79,153 +75,6 @@ class TiedKernel(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         copy_tied_kernel(self.saved_model)
-
-
-@dataclass(frozen=True)
-class TrainingState:
-    """What a backup holds (:func:`save_training_state`).
-
-    Attributes:
-        epoch: The epoch to go on with.
-        step: Batches of that epoch already trained (0: none, the backup of an epoch's end).
-        counters: The early-stopping and learning-rate callbacks' counters, by class name.
-        metrics: The values of the model's metric variables at ``step`` (the epoch's running
-            loss and accuracies), to put back once Keras has reset them at the epoch's start.
-        variables: The values of the model's variables (its state in bptt mode included).
-    """
-
-    epoch: int
-    step: int
-    counters: dict
-    metrics: list[np.ndarray]
-    variables: list[np.ndarray]
-
-
-class RunBackup(keras.callbacks.Callback):
-    """Saves what an interrupted run resumes from, so that it ends exactly where the
-    uninterrupted run would have: every variable of the training model and its optimizer
-    (weights, moments, step count, learning rate, the dropout layers' random state, the
-    lanes' state in bptt mode), the epoch and step, the epoch's running metrics, and the
-    counters of the callbacks that decide when to slow down or stop.
-
-    A backup is written after each epoch, once that epoch's history row and checkpoint are
-    written (put this callback last), and every ``every_steps`` steps inside an epoch, to a
-    temporary name and renamed, so a run killed at any moment leaves the previous backup
-    whole. :func:`restore_training_state` reads it back; ``train`` deletes it once the
-    run's summary is written.
-
-    Args:
-        path: The backup file, e.g. ``backup/latest.npz``.
-        callbacks: The run's other callbacks; the counters of those in :data:`COUNTERS`
-            are saved and restored.
-        every_steps: Also back up every this many steps inside an epoch; 0 never.
-        steps_per_epoch: Batches in a whole epoch.
-        resumed: The backup this run resumed from, if any.
-    """
-
-    # Each callback's counters that carry from one epoch to the next.
-    COUNTERS = {
-        keras.callbacks.EarlyStopping: ("wait", "best", "best_epoch"),
-        keras.callbacks.ReduceLROnPlateau: ("wait", "best", "cooldown_counter"),
-    }
-
-    def __init__(self, path: Path, callbacks: list[keras.callbacks.Callback], every_steps: int = 0,
-                 steps_per_epoch: int = 0, resumed: TrainingState | None = None):
-        super().__init__()
-        self.path, self.every_steps, self.steps_per_epoch = path, every_steps, steps_per_epoch
-        self.counted = [callback for callback in callbacks if type(callback) in self.COUNTERS]
-        self.counters = resumed.counters if resumed else {}
-        self.inside_epoch = resumed if resumed and resumed.step else None  # put back at that epoch's start
-        self.epoch, self.steps_before = 0, 0
-
-    def on_train_begin(self, logs=None):
-        for callback in self.counted:  # their own on_train_begin has just reset them
-            for name, value in self.counters.get(type(callback).__name__, {}).items():
-                setattr(callback, name, value)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.steps_before = epoch, 0
-        if self.inside_epoch is not None:  # the rest of an epoch a killed run was inside
-            resumed, self.inside_epoch = self.inside_epoch, None
-            # After Keras reset the metrics and the lanes' state was reset: put them back.
-            for variable, value in zip(state_variables(self.model) + self.model.metrics_variables, resumed.variables + resumed.metrics):
-                variable.assign(value)
-            self.steps_before = resumed.step
-
-    def on_train_batch_end(self, batch, logs=None):
-        done = self.steps_before + batch + 1
-        if self.every_steps and done % self.every_steps == 0 and done < self.steps_per_epoch:
-            self._save(self.epoch, done)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.counters = {
-            type(callback).__name__: {name: _plain(getattr(callback, name)) for name in self.COUNTERS[type(callback)]}
-            for callback in self.counted
-        }
-        self._save(epoch + 1, 0)
-
-    def _save(self, epoch: int, step: int) -> None:
-        save_training_state(self.model, self.path, TrainingState(
-            epoch, step, self.counters, [v.numpy() for v in self.model.metrics_variables],
-            [v.numpy() for v in state_variables(self.model)],
-        ))
-
-
-def state_variables(model: keras.Model) -> list:
-    """The model's variables and, in bptt mode, the lanes' carried state (which Keras'
-    stateful RNN layers keep outside their variables)."""
-    states = [state for layer in model.layers if getattr(layer, "stateful", False) for state in layer.states]
-    return model.variables + states
-
-
-def _plain(value):
-    return None if value is None else float(value) if isinstance(value, (float, np.floating)) else int(value)
-
-
-def save_training_state(model: keras.Model, path: Path, state: TrainingState) -> None:
-    """Writes ``state`` and the model's optimizer variables to ``path`` (one ``.npz``
-    file), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    arrays = {f"variable_{number}": value for number, value in enumerate(state.variables)}
-    arrays.update({f"optimizer_{number}": variable.numpy() for number, variable in enumerate(model.optimizer.variables)})
-    arrays.update({f"metric_{number}": value for number, value in enumerate(state.metrics)})
-    metadata = {"epoch": state.epoch, "step": state.step, "counters": state.counters}
-    with open(temporary, "wb") as file:
-        np.savez(file, metadata=json.dumps(metadata), **arrays)
-    os.replace(temporary, path)
-
-
-def restore_training_state(model: keras.Model, path: Path) -> TrainingState | None:
-    """Reads back what :func:`save_training_state` wrote into an identically built model:
-    its variables and its optimizer's are assigned (the metrics' are Keras' to reset; see
-    :class:`RunBackup`).
-
-    Returns:
-        The state, or None without a backup.
-
-    Raises:
-        RnnlmError: The backup is damaged or was written for another model.
-    """
-    if not path.is_file():
-        return None
-    model.optimizer.build(model.trainable_variables)
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            metadata = json.loads(str(saved["metadata"]))
-
-            def arrays(kind):
-                return [saved[f"{kind}_{number}"] for number in range(sum(name.startswith(kind) for name in saved.files))]
-
-            variables, optimizer, metrics = arrays("variable"), arrays("optimizer"), arrays("metric")
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-        raise RnnlmError(f"the backup {path} is damaged; delete it to start the run again from its first epoch") from None
-    targets = state_variables(model) + model.optimizer.variables
-    if [value.shape for value in variables + optimizer] != [tuple(variable.shape) for variable in targets]:
-        raise RnnlmError(f"the backup {path} was written for another model; delete it to start the run again")
-    for variable, value in zip(targets, variables + optimizer):
-        variable.assign(value)
-    return TrainingState(metadata["epoch"], metadata["step"], metadata["counters"], metrics, variables)
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):

@@ -24,8 +24,9 @@ with fewer ops:
   what the generator's two-level sampler reads.
 
 A model of sequences (bptt mode) needs no chains: it carries each recurrent layer's
-state from token to token, one step of the layer's own Keras cell per token, from a
-prompt of any length (left-padded; padding leaves the state as it is).
+state from token to token, one step per token (for plain LSTMs the chains' arithmetic,
+for other cells the layer's own Keras cell), from a prompt of any length (left-padded;
+padding leaves the state as it is).
 
 A window model that is not Embedding -> LSTM layers -> Dense softmax (a GRU, say) reads
 the whole window through its own layers at every step; any other callable that returns
@@ -90,7 +91,7 @@ class NextTokenLogits:
         self.output_layer = layers[-head] if head else None
         # A model of sequences (bptt mode) predicts after every token of any length.
         self.sequences = bool(layers) and model.input_shape[1] is None
-        self.lstm_layers = _lstm_stack(self.body) if head and not self.sequences else None
+        self.lstm_layers = _lstm_stack(self.body, self.sequences) if head else None
 
     def prepare(self) -> TokenSteps:
         """Computes what every step shares (call it once inside a ``tf.function``, before
@@ -116,17 +117,64 @@ class NextTokenLogits:
             return tf.matmul(tf.concat([hidden, ones], axis=1), kernel_and_bias)
 
         if self.sequences:
-            return self._carried_state_steps(logits_from_features)
+            return self._carried_state_steps(logits_from_features, self._lstm_step() if self.lstm_layers else self._cell_step())
         if self.lstm_layers is not None:
             return self._lstm_chain_steps(logits_from_features)
         return _window_steps(lambda windows: logits_from_features(self._keras_features(windows)))
 
-    def _carried_state_steps(self, logits_from_features) -> TokenSteps:
+    def _carried_state_steps(self, logits_from_features, step) -> TokenSteps:
         """One recurrent step per token, the state carried from the prompt's first token
-        on: the context is unlimited. The state holds each recurrent layer's states, as its
-        Keras cell takes and returns them ((batch, units) each)."""
+        on: the context is unlimited. ``step`` is (initial state for a batch size,
+        (state, ids) -> state); the top layer's state comes first in its tuple: its hidden
+        state, the features."""
+        initial_state, advance = step
+
+        def start(prompts):  # (batch, length), left-padded with <pad>
+            def read(position, state):
+                ids = prompts[:, position]
+                is_token = (ids != PAD_ID)[:, tf.newaxis]  # padding leaves the state as it is
+                new_state = tf.nest.map_structure(lambda new, old: tf.where(is_token, new, old), advance(state, ids), state)
+                return position + 1, new_state
+
+            state = initial_state(tf.shape(prompts)[0])
+            _, state = tf.while_loop(lambda position, _: position < tf.shape(prompts)[1], read, (tf.constant(0), state))
+            return state
+
+        return TokenSteps(start, lambda state: logits_from_features(tf.cast(state[-1][0], tf.float32)), advance)
+
+    def _lstm_step(self):
+        """A plain LSTM stack's step, as the chains compute it (the first layer's input
+        projection a gather from the folded table, float32 arithmetic), one chain that
+        never ends: (hidden, memory) per layer, (batch, units) each."""
+        embedding, first = self.lstm_layers[0], self.lstm_layers[1]
+        table = tf.matmul(_weight(embedding.embeddings), _weight(first.cell.kernel)) + _weight(first.cell.bias)  # (vocabulary, 4 * units)
+        weights = [
+            (_weight(layer.cell.kernel), _weight(layer.cell.bias), _weight(layer.cell.recurrent_kernel))
+            for layer in self.lstm_layers[1:]
+        ]
+        units = first.cell.units
+
+        def initial_state(batch_size):
+            zeros = tf.zeros([batch_size, units])
+            return tuple((zeros, zeros) for _ in weights)
+
+        def advance(state, ids):  # ids: (batch,)
+            inputs, new_state = tf.gather(table, ids), []  # (batch, 4 * units)
+            for number, ((kernel, bias, recurrent_kernel), (hidden, memory)) in enumerate(zip(weights, state)):
+                if number > 0:  # the input is the layer below's new hidden state
+                    inputs = tf.matmul(new_state[-1][0], kernel) + bias
+                new_state.append(lstm_cell(inputs + tf.matmul(hidden, recurrent_kernel), memory))
+            return tuple(new_state)
+
+        return initial_state, advance
+
+    def _cell_step(self):
+        """Any recurrent stack's step, through each layer's own Keras cell."""
         embedding = self.body[0]
         cells = [layer.cell for layer in self.body if isinstance(layer, keras.layers.RNN)]
+
+        def initial_state(batch_size):
+            return tuple(tuple(cell.get_initial_state(batch_size)) for cell in cells)
 
         def advance(state, ids):  # ids: (batch,)
             # The embedding layer would attach its mask (a cell takes none): its rows instead.
@@ -137,63 +185,7 @@ class NextTokenLogits:
                 new_state.append(tuple(cell_state))
             return tuple(new_state)
 
-        def start(prompts):  # (batch, length), left-padded with <pad>
-            batch_size = tf.shape(prompts)[0]
-            state = tuple(tuple(cell.get_initial_state(batch_size)) for cell in cells)
-
-            def read(position, state):
-                ids = prompts[:, position]
-                is_token = (ids != PAD_ID)[:, tf.newaxis]  # padding leaves the state as it is
-                new_state = tf.nest.map_structure(lambda new, old: tf.where(is_token, new, old), advance(state, ids), state)
-                return position + 1, new_state
-
-            _, state = tf.while_loop(lambda position, _: position < tf.shape(prompts)[1], read, (tf.constant(0), state))
-            return state
-
-        return TokenSteps(start, lambda state: logits_from_features(tf.cast(state[-1][0], tf.float32)), advance)
-
-    def _keras_features(self, windows):
-        hidden = windows
-        for layer in self.body:
-            hidden = layer(hidden, training=False)
-        return tf.cast(hidden, tf.float32)
-
-    def _lstm_chain_steps(self, logits_from_features) -> TokenSteps:
-        """The chains of the module docstring. The state holds, for every LSTM layer, the
-        hidden and cell states of ``window_size`` chains, youngest first:
-        (window_size, batch, units) each."""
-        embedding, first = self.lstm_layers[0], self.lstm_layers[1]
-        # (vocabulary, 4 * units): each id's input projection in the first LSTM layer.
-        table = tf.matmul(_weight(embedding.embeddings), _weight(first.cell.kernel)) + _weight(first.cell.bias)
-        # (kernel, bias, recurrent kernel) of each layer, read once, outside the loop.
-        weights = [
-            (_weight(layer.cell.kernel), _weight(layer.cell.bias), _weight(layer.cell.recurrent_kernel))
-            for layer in self.lstm_layers[1:]
-        ]
-        units = self.lstm_layers[1].cell.units  # every layer has the same units
-
-        def advance(state, ids):
-            inputs = tf.gather(table, ids)[tf.newaxis]  # (1, batch, 4 * units): the same for every chain
-            new_state = []
-            for number, ((kernel, bias, recurrent_kernel), (hiddens, memories)) in enumerate(zip(weights, state)):
-                if number > 0:  # the input is the layer below's new hidden state, chain by chain
-                    inputs = _matmul_chains(new_state[-1][0], kernel) + bias
-                # The oldest chain has read its window and ends; the others go on, and a
-                # new one starts from zero state (no recurrent term, zero cell state).
-                recurrent = _matmul_chains(hiddens[:-1], recurrent_kernel)  # (window - 1, batch, 4 * units)
-                gates = inputs + tf.pad(recurrent, [[1, 0], [0, 0], [0, 0]])  # (window, batch, 4 * units)
-                new_state.append(lstm_cell(gates, tf.pad(memories[:-1], [[1, 0], [0, 0], [0, 0]])))
-            return tuple(new_state)
-
-        def start(windows):
-            window_size = windows.shape[1]
-            zeros = tf.zeros([window_size, tf.shape(windows)[0], units])
-            state = tuple((zeros, zeros) for _ in weights)
-            for position in range(window_size):  # after window_size tokens every chain has started inside the window
-                state = advance(state, windows[:, position])
-            return state
-
-        return TokenSteps(start, lambda state: logits_from_features(state[-1][0][-1]), advance)
+        return initial_state, advance
 
     def _logits_from_probabilities(self, windows):
         probabilities = tf.cast(self.model(windows, training=False), tf.float32)  # (batch, vocabulary)
@@ -240,11 +232,13 @@ def _softmax_head_size(layers, vocabulary_size: int) -> int:
     return 1 if layers and dense(layers[-1], keras.activations.softmax) else 0
 
 
-def _lstm_stack(layers) -> list | None:
+def _lstm_stack(layers, sequences: bool) -> list | None:
     """[embedding, lstm, lstm, ...] when the layers are an Embedding, then plain LSTM
-    layers (dropout between them is inactive when generating); else None."""
+    layers (dropout between them is inactive when generating); else None. A window model's
+    top layer returns only its last output; a sequence model's layers all return sequences
+    and its Embedding masks the padding."""
     layers = [layer for layer in layers if not isinstance(layer, keras.layers.Dropout)]
-    if not layers or not isinstance(layers[0], keras.layers.Embedding) or layers[0].mask_zero:
+    if not layers or not isinstance(layers[0], keras.layers.Embedding) or layers[0].mask_zero != sequences:
         return None
     lstms = layers[1:]
     plain = all(
@@ -254,7 +248,7 @@ def _lstm_stack(layers) -> list | None:
         and layer.cell.use_bias
         and not layer.go_backwards
         and not layer.stateful
-        and layer.return_sequences == (number < len(lstms) - 1)
+        and layer.return_sequences == (sequences or number < len(lstms) - 1)
         for number, layer in enumerate(lstms)
     )
     return [layers[0], *lstms] if lstms and plain else None

@@ -33,16 +33,8 @@ import keras
 import tensorflow as tf
 
 from keras_rnnlm import cli
-from keras_rnnlm.callbacks import (
-    BestModelCheckpoint,
-    CurvesPlot,
-    Perplexity,
-    ResetStates,
-    RunBackup,
-    SampleText,
-    TiedKernel,
-    restore_training_state,
-)
+from keras_rnnlm.backup import RunBackup, restore_training_state
+from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, Perplexity, ResetStates, SampleText, TiedKernel
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import corpus_documents, find_documents
 from keras_rnnlm.data import segments_for_training, training_data
