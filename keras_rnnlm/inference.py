@@ -122,6 +122,49 @@ class NextTokenLogits:
             return self._lstm_chain_steps(logits_from_features)
         return _window_steps(lambda windows: logits_from_features(self._keras_features(windows)))
 
+    def _keras_features(self, windows):
+        hidden = windows
+        for layer in self.body:
+            hidden = layer(hidden, training=False)
+        return tf.cast(hidden, tf.float32)
+
+    def _lstm_chain_steps(self, logits_from_features) -> TokenSteps:
+        """The chains of the module docstring. The state holds, for every LSTM layer, the
+        hidden and cell states of ``window_size`` chains, youngest first:
+        (window_size, batch, units) each."""
+        embedding, first = self.lstm_layers[0], self.lstm_layers[1]
+        # (vocabulary, 4 * units): each id's input projection in the first LSTM layer.
+        table = tf.matmul(_weight(embedding.embeddings), _weight(first.cell.kernel)) + _weight(first.cell.bias)
+        # (kernel, bias, recurrent kernel) of each layer, read once, outside the loop.
+        weights = [
+            (_weight(layer.cell.kernel), _weight(layer.cell.bias), _weight(layer.cell.recurrent_kernel))
+            for layer in self.lstm_layers[1:]
+        ]
+        units = self.lstm_layers[1].cell.units  # every layer has the same units
+
+        def advance(state, ids):
+            inputs = tf.gather(table, ids)[tf.newaxis]  # (1, batch, 4 * units): the same for every chain
+            new_state = []
+            for number, ((kernel, bias, recurrent_kernel), (hiddens, memories)) in enumerate(zip(weights, state)):
+                if number > 0:  # the input is the layer below's new hidden state, chain by chain
+                    inputs = _matmul_chains(new_state[-1][0], kernel) + bias
+                # The oldest chain has read its window and ends; the others go on, and a
+                # new one starts from zero state (no recurrent term, zero cell state).
+                recurrent = _matmul_chains(hiddens[:-1], recurrent_kernel)  # (window - 1, batch, 4 * units)
+                gates = inputs + tf.pad(recurrent, [[1, 0], [0, 0], [0, 0]])  # (window, batch, 4 * units)
+                new_state.append(lstm_cell(gates, tf.pad(memories[:-1], [[1, 0], [0, 0], [0, 0]])))
+            return tuple(new_state)
+
+        def start(windows):
+            window_size = windows.shape[1]
+            zeros = tf.zeros([window_size, tf.shape(windows)[0], units])
+            state = tuple((zeros, zeros) for _ in weights)
+            for position in range(window_size):  # after window_size tokens every chain has started inside the window
+                state = advance(state, windows[:, position])
+            return state
+
+        return TokenSteps(start, lambda state: logits_from_features(state[-1][0][-1]), advance)
+
     def _carried_state_steps(self, logits_from_features, step) -> TokenSteps:
         """One recurrent step per token, the state carried from the prompt's first token
         on: the context is unlimited. ``step`` is (initial state for a batch size,

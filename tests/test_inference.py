@@ -62,3 +62,26 @@ def test_any_callable_that_returns_probabilities_works():
     expected = table.numpy().copy()
     expected[:, BANNED] = 0
     np.testing.assert_allclose(tf.nn.softmax(logits)[:, :VOCABULARY_SIZE], np.tile(expected / expected.sum(), (4, 1)), atol=1e-6)
+
+
+@pytest.mark.parametrize("cell, fast", [("lstm", True), ("gru", False)], ids=["lstm", "gru"])
+def test_a_bptt_models_carried_state_gives_the_keras_models_probabilities(cell, fast):
+    keras.utils.set_random_seed(2)
+    model = build_model(ModelConfig(embedding_dim=16, units=32, layers=2, cell=cell), None, VOCABULARY_SIZE)
+    for weights in model.weights:
+        weights.assign(weights + tf.random.normal(weights.shape, stddev=0.3))
+    next_logits = NextTokenLogits(model, VOCABULARY_SIZE, BANNED)
+    assert next_logits.sequences and (next_logits.lstm_layers is not None) == fast
+    steps = next_logits.prepare()
+    rng = np.random.default_rng(3)
+    prompts = rng.integers(3, VOCABULARY_SIZE, (4, 6)).astype(np.int32)
+    prompts[1, :4] = 0  # a shorter prompt, left-padded
+    state = steps.start(tf.constant(prompts))
+    texts = prompts
+    for new_ids in rng.integers(3, VOCABULARY_SIZE, (3, 4)):
+        probabilities = model(texts, training=False).numpy()[:, -1]  # the Keras model reads the whole text
+        probabilities[:, BANNED] = 0
+        np.testing.assert_allclose(tf.nn.softmax(steps.logits(state))[:, :VOCABULARY_SIZE],
+                                   probabilities / probabilities.sum(axis=1, keepdims=True), atol=1e-5)
+        state = steps.advance(state, tf.constant(new_ids, tf.int32))
+        texts = np.concatenate([texts, new_ids[:, np.newaxis]], axis=1)
