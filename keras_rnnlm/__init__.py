@@ -9,10 +9,4 @@ measured speed paths it trains through) -> ``train`` (with ``callbacks``, ``back
 text. ``commands`` and ``cli`` are the command line.
 """
 
-import os
-
-# TensorFlow's C++ start-up notices (oneDNN, CPU instructions) drown the messages a user
-# needs; a user who wants them sets TF_CPP_MIN_LOG_LEVEL themselves.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 __version__ = "0.1.0"

@@ -7,7 +7,10 @@ driver or GPU was found ("failed call to cuInit", which reads like a failure on 
 CPU-only run), which CPU instructions the binary could use. :func:`run` passes
 everything written to descriptor 2 through a filter that drops exactly those lines and
 forwards every other one as it comes, so a real error or warning still shows.
-``--verbose`` or ``KERAS_RNNLM_VERBOSE=1`` turns the filter off.
+Once TensorFlow's logging is up, its C++ log level is errors only (``TF_CPP_MIN_LOG_LEVEL=2``:
+what it warns about at level 1, such as tf.data declining to optimize an input, needs no
+action here). ``--verbose`` or ``KERAS_RNNLM_VERBOSE=1`` turns the filter off and the level
+to everything; a ``TF_CPP_MIN_LOG_LEVEL`` the user set is kept.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     """
     arguments = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in arguments or os.environ.get("KERAS_RNNLM_VERBOSE", "") not in ("", "0")
+    # TensorFlow's C++ logs once it is up: errors only, unless verbose (or the user chose).
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     with contextlib.nullcontext() if verbose else tensorflow_notices_dropped():
         try:
@@ -64,9 +69,7 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
 
 def load_tensorflow() -> None:
     """Imports TensorFlow: the moment the command's checks are done and its work starts.
-    Its C++ log level is left at warnings; :func:`run`'s filter takes care of what it
-    prints before that takes effect."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    What it prints before its log level takes effect goes through :func:`run`'s filter."""
     import tensorflow  # noqa: F401
 
 
