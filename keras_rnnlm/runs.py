@@ -83,6 +83,7 @@ class RunFolder:
         Raises:
             RnnlmError: Another live process is training into this folder.
         """
+        made_parent = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_name(f".{self.path.name}.lock")
         with open(lock_path, "a+") as file:
@@ -103,6 +104,8 @@ class RunFolder:
                 yield
             finally:
                 lock_path.unlink(missing_ok=True)  # still locked here: no other process holds it
+                if made_parent and not any(self.path.parent.iterdir()):
+                    self.path.parent.rmdir()  # a refused first run leaves no empty runs folder
 
     def create(self, config: Config, vocabulary: Vocabulary) -> None:
         """Starts a new run: the folder with its config and vocabulary, in place at once

@@ -148,7 +148,7 @@ def test_default_model_is_the_most_recent_run(tmp_path):
         (["--words", "0"], "between 1 and 100,000, got 0"),
         (["--words", "-5"], "between 1 and 100,000, got -5"),
         (["--words", "1000000"], "between 1 and 100,000, got 1,000,000"),
-        (["--num-samples", "0"], "--num-samples must be at least 1"),
+        (["--num-samples", "0"], "--num-samples must be between 1 and 1,000, got 0"),
     ],
 )
 def test_bad_settings_are_one_line_errors(song_run, capsys, argv, message):
