@@ -247,14 +247,3 @@ def generate_ids(next_token: NextTokenLogits, windows, num_tokens, temperature, 
         lambda: tf.zeros([batch_size, 0], tf.int32),
     )
 
-
-def latest_run(output_dir: str | Path = "saved_models") -> Path:
-    """The run folder in ``output_dir`` whose model was saved last.
-
-    Raises:
-        RnnlmError: There is no trained run there.
-    """
-    models = sorted(Path(output_dir).glob("*/model.keras"), key=lambda path: path.stat().st_mtime)
-    if not models:
-        raise RnnlmError(f"no trained run in {output_dir}/; train one with python -m keras_rnnlm.train, or pass --model")
-    return models[-1].parent
