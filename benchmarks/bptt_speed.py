@@ -64,7 +64,7 @@ def keras_rnnlm_training(ids, args, precision: str):
     feed, steps_per_epoch = training_lanes(text), text.num_steps
 
     def train(epochs, callback):
-        trainer.fit(feed, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=[ResetStates(), callback], verbose=0)
+        trainer.fit(feed, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=[ResetStates(), callback], shuffle=False, verbose=0)
 
     return steps_per_epoch * args.lanes * args.bptt, train
 

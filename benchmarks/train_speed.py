@@ -102,7 +102,7 @@ def keras_rnnlm_training(ids, model_config, vocabulary_size, batch_size):
     feed, steps_per_epoch = training_windows(stream, batch_size, seed=0), -(-stream.num_windows // batch_size)
 
     def train(epochs, callback):
-        trainer.fit(feed, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=[callback], verbose=0)
+        trainer.fit(feed, steps_per_epoch=steps_per_epoch, epochs=epochs, callbacks=[callback], shuffle=False, verbose=0)
 
     return stream.num_windows, train
 
