@@ -29,6 +29,7 @@ SETTINGS = [
     "--set", "data.batch_size=16", "--set", "train.epochs=6", "--set", "train.learning_rate=0.02",
     "--set", "train.reduce_lr_patience=1", "--set", "train.early_stopping_patience=2",
     "--set", "train.precision='float32'", "--set", "train.sample_length=4", "--set", "train.tensorboard=false",
+    "--set", "train.backup_every_steps=20",  # about 50 steps an epoch: kills inside an epoch resume mid-epoch too
 ]
 
 
