@@ -199,8 +199,7 @@ def _check_text(text: str, what: str) -> None:
 def _check_trained(run: RunFolder) -> None:
     """Refuses a folder that is not a run, or a run with no model yet."""
     run.load_config()
-    if not run.model.is_file():
-        raise RnnlmError(f"{run.path} has no model.keras yet; train it first with python -m keras_rnnlm.train")
+    run.require_model()
 
 
 def _check_export_folder(out: Path) -> None:

@@ -28,7 +28,6 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_rnnlm import cli
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import find_documents
 from keras_rnnlm.data import Lanes, lanes, lanes_dataset, segments_for_evaluation, windowed_stream, windows_dataset

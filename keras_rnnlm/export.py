@@ -50,7 +50,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm import cli
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.sampling import MAX_TOKENS

@@ -36,7 +36,6 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm import cli
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.inference import NextTokenLogits
 from keras_rnnlm.runs import RunFolder

@@ -135,11 +135,15 @@ class RunFolder:
         Raises:
             RnnlmError: The run has no model yet.
         """
-        if not self.model.is_file():
-            raise RnnlmError(f"{self.path} has no model.keras yet; train it first with python -m keras_rnnlm.train")
+        self.require_model()
         from keras_rnnlm.model import load_model  # Keras loads only when a model is needed
 
         return load_model(self.model)
+
+    def require_model(self) -> None:
+        """Raises :class:`RnnlmError` if the run has no ``model.keras`` yet."""
+        if not self.model.is_file():
+            raise RnnlmError(f"{self.path} has no model.keras yet; train it first with python -m keras_rnnlm.train")
 
     def load(self) -> tuple[Config, Vocabulary, Tokenizer, object]:
         """Reads back what generation and evaluation need: config, vocabulary, tokenizer, model.

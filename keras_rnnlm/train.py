@@ -32,7 +32,6 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_rnnlm import cli
 from keras_rnnlm.backup import RunBackup, restore_training_state
 from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, Perplexity, ResetStates, SampleText, TiedKernel
 from keras_rnnlm.config import Config
