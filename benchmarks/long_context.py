@@ -48,7 +48,7 @@ def main() -> None:
     runs = {mode: trained(f"long_context_{mode}", config, args) for mode, config in CONFIGS.items()}
 
     from keras_rnnlm.corpus import corpus_documents
-    from keras_rnnlm.data import segments_for_training
+    from keras_rnnlm.splits import segments_for_training
     from keras_rnnlm.evaluate import score
     from keras_rnnlm.runs import RunFolder
     from keras_rnnlm.vocab import encode_documents

@@ -23,7 +23,14 @@ from keras_rnnlm.config import Config, load_config
 from keras_rnnlm.corpus import check_readable, corpus_documents, find_documents
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.runs import RunFolder, latest_run
-from keras_rnnlm.sampling import DEFAULT_TOP_K, DEFAULT_TOP_P, MAX_TOKENS, STRATEGIES, Sampling
+from keras_rnnlm.sampling import (
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    MAX_TOKENS,
+    STRATEGIES,
+    Sampling,
+)
+from keras_rnnlm.shards import PreparedCorpus, is_prepared, prepared_corpus_path
 
 logger = logging.getLogger("keras_rnnlm")
 
@@ -40,6 +47,7 @@ def train_parser() -> ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value, e.g. --set model.units=512 (repeatable)")
     parser.add_argument("--corpus", nargs="+", metavar="PATH", help="text files or folders of .txt files (default: built-in corpus)")
+    parser.add_argument("--data", metavar="DIR", help="a corpus prepared by python -m keras_rnnlm.prepare (instead of --corpus)")
     parser.add_argument("--valid", nargs="+", metavar="PATH", help="separate validation files (default: the end of each corpus file)")
     parser.add_argument("--run-name", help="run folder name (default: the config's name)")
     parser.add_argument("--output-dir", default="saved_models", help="where run folders go (default: saved_models)")
@@ -62,6 +70,12 @@ def config_from_args(args) -> Config:
             overrides.append(f"{key}={json.dumps(value)}")  # A JSON string or integer is valid TOML.
     config = load_config(args.config, overrides)
     corpus = config.corpus
+    if getattr(args, "data", None):
+        if args.corpus:
+            raise RnnlmError("pass either --data (a prepared corpus) or --corpus (text), not both")
+        if not is_prepared(args.data):
+            raise RnnlmError(f"{args.data} is not a prepared corpus (no manifest.json); prepare it with python -m keras_rnnlm.prepare --out {args.data}")
+        corpus = dataclasses.replace(corpus, paths=(args.data,))
     if args.corpus:
         corpus = dataclasses.replace(corpus, paths=tuple(args.corpus))
     if args.valid:
@@ -73,8 +87,13 @@ def train(argv: list[str] | None = None) -> int:
     args = train_parser().parse_args(argv)
     config = config_from_args(args)
     run_dir = Path(args.output_dir) / config.name
-    check_readable(corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else [])
-    check_readable(find_documents(config.corpus.valid_paths))
+    if prepared := prepared_corpus_path(config):
+        corpus = PreparedCorpus(prepared)
+        corpus.check_settings(config)
+        corpus.check_files(checksums=False)  # training compares the checksums too
+    else:
+        check_readable(corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else [])
+        check_readable(find_documents(config.corpus.valid_paths))
     RunFolder(run_dir).state(config, args.overwrite)  # refuses a folder that holds something else
     if args.export:
         _check_export_folder(Path(args.export))
@@ -86,6 +105,40 @@ def train(argv: list[str] | None = None) -> int:
     train_model(config, run_dir, overwrite=args.overwrite)
     if args.export is not None:
         export_run(run_dir, args.export or run_dir / "saved_model")
+    return 0
+
+
+def prepare(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m keras_rnnlm.prepare",
+        description="Tokenize a corpus once into token shards that training reads memory-mapped (train --data DIR).",
+    )
+    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
+    parser.add_argument("--corpus", nargs="+", metavar="PATH", help="text files or folders of .txt files (default: built-in corpus)")
+    parser.add_argument("--valid", nargs="+", metavar="PATH", help="separate validation files (default: the end of each corpus file)")
+    parser.add_argument("--config", help="TOML config whose corpus and vocab settings to use (default: the built-in defaults)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
+    parser.add_argument("--seed", type=int, help="train.seed: chooses the held-out lines in line mode (default: from the config)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a corpus prepared in --out from other text or settings")
+    parser.add_argument("--shard-tokens", type=int, default=None, metavar="N", help="ids per shard file (default: 67,108,864)")
+    args = parser.parse_args(argv)
+    args.device = args.epochs = args.run_name = None
+    config = config_from_args(args)
+    if args.shard_tokens is not None and args.shard_tokens < 1:
+        raise RnnlmError(f"--shard-tokens must be at least 1, got {args.shard_tokens}")
+    if prepared_corpus_path(config):
+        raise RnnlmError("--corpus names a prepared corpus; give the text files it was prepared from")
+    check_readable(corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else [])
+    check_readable(find_documents(config.corpus.valid_paths))
+
+    from keras_rnnlm.prepare import SHARD_TOKENS, check_out_folder
+    from keras_rnnlm.prepare import prepare as prepare_corpus
+
+    if not args.overwrite:
+        check_out_folder(Path(args.out))
+    prepare_corpus(config, args.out, overwrite=args.overwrite, shard_tokens=args.shard_tokens or SHARD_TOKENS)
+    same_settings = "".join(f" {flag} {value}" for flag, value in [("--config", args.config), *(("--set", item) for item in args.set)] if value)
+    logger.info("train from it: python -m keras_rnnlm.train --data %s%s", args.out, same_settings)
     return 0
 
 

@@ -109,8 +109,13 @@ class ModelConfig:
 class TrainConfig:
     """The optimisation loop, its callbacks and where it runs."""
 
-    # Most passes over the training windows; early stopping may end sooner.
+    # Most epochs; early stopping may end sooner.
     epochs: int = 20
+    # Training steps in an epoch (validation, checkpoint, sample and backup come at its
+    # end); 0 = one pass over the training text. A large corpus sets it so that a model is
+    # judged and saved every hour or so, not once a day; the next epoch reads on from where
+    # the last stopped.
+    steps_per_epoch: int = 0
     # "adam" or "sgd".
     optimizer: str = "adam"
     # Step size of the optimizer.
@@ -286,6 +291,7 @@ def validate(config: Config) -> None:
         ("train.sample_length", 0 <= config.train.sample_length <= 100_000, "between 0 (off) and 100,000"),
         ("train.sample_temperature", 0.0 < config.train.sample_temperature < math.inf, "above 0 and finite"),
         ("train.backup_every_steps", config.train.backup_every_steps >= 0, "0 (epoch ends only) or above"),
+        ("train.steps_per_epoch", config.train.steps_per_epoch >= 0, "0 (one pass over the text) or above"),
     ]
     for key, ok, expected in checks:
         if not ok:

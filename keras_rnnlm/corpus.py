@@ -51,15 +51,24 @@ class Document:
             RnnlmError: The file holds a NUL byte (binary) or bytes that are not UTF-8;
                 the message names the file and the byte offset.
         """
+        for block, _ in self.blocks_from(0, size):
+            yield block
+
+    def blocks_from(self, start: int, size: int = 1 << 20) -> Iterator[tuple[str, int]]:
+        """As :meth:`blocks`, from byte ``start`` (the end of an earlier block) on, each
+        block with the byte offset where it ends, from which a later read can go on. A
+        built-in document is one block, ending at offset 1."""
         if self.text is not None:
-            yield self.text + "\n"
+            if start == 0:
+                yield self.text + "\n", 1
             return
-        offset = 0
+        offset = start
         try:
             file = open(self.path, "rb")
         except OSError as error:
             raise RnnlmError(f"cannot read {self.path} ({error.strerror}); check that it is a file you may read") from None
         with file:
+            file.seek(start)
             while raw := file.read(size):
                 if not raw.endswith(b"\n"):
                     raw += file.readline()  # to the end of the line
@@ -76,7 +85,12 @@ class Document:
                         "re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
                     ) from None
                 offset += len(raw)
-                yield block if block.endswith("\n") else block + "\n"
+                yield (block if block.endswith("\n") else block + "\n"), offset
+
+    @property
+    def size(self) -> int:
+        """The document's size in bytes (in characters for a built-in one)."""
+        return self.path.stat().st_size if self.path is not None else len(self.text)
 
 
 def find_documents(paths: Sequence[str | Path]) -> list[Document]:

@@ -4,19 +4,24 @@
 In windows mode every example is ``window_size`` token ids and its target is the token that follows
 them: in "cause baby now we got bad", the window ``cause baby now we got`` has the
 target ``bad``. Windows run over line breaks (the line-break token is context). Each
-segment (a document's training part, or its held-out part) starts with ``window_size``
-padding ids, so the first tokens of a file are predicted from a left-padded window and
-no window reaches into another segment.
+segment (a document's training part, or its held-out part) starts afresh: the first
+tokens of a file are predicted from a window left-padded with ``<pad>``, and no window
+reaches into another segment.
 
-The stream is held once as int32 ids; each batch's windows are gathered from it inside
-the tf.data pipeline, so no (examples x window) array and no one-hot target is ever
-built.
+The text is held once, as :class:`Segments`: the ids of every segment end to end, either
+an array in memory or memory-mapped token shards (``python -m keras_rnnlm.prepare``,
+:mod:`keras_rnnlm.shards`). Each batch's windows, or each step's lanes, are gathered
+from it by NumPy inside the tf.data pipeline (``tf.numpy_function``), the same code for
+both, so no (examples x window) array and no one-hot target is ever built, and memory
+does not grow with a prepared corpus. (TensorFlow's own gather would need the text as a
+tensor in memory; the NumPy gather costs about 0.25 ms a batch of 256 windows, against
+0.12 ms, beside a training step of 20-30 ms: benchmarks/RESULTS.md, "Large corpora".)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
@@ -27,132 +32,96 @@ from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID
 
 
 @dataclass(frozen=True)
-class WindowedStream:
-    """Segments of ids laid end to end, each after ``window_size`` padding ids.
-
-    Example ``k`` (counting from 0 over all segments) is the ``k``-th token that is not
-    leading padding; it is found from the segment ends, so no array of target positions
-    (4 bytes per corpus token) is ever held.
+class Segments:
+    """Segments of token ids (documents, their parts, or lines) laid end to end.
 
     Attributes:
-        ids: int32 (stream_length,), the padded segments.
-        window_ends: int64 (segments,), the number of examples up to the end of each
-            segment: segment ``s`` holds examples ``window_ends[s - 1]`` to ``window_ends[s] - 1``.
+        tokens: Every segment's ids, one after another: a 1-D integer NumPy array, or
+            :class:`keras_rnnlm.shards.ShardedTokens` (memory-mapped shards); anything
+            that an int64 array of positions indexes.
+        ends: int64 (segments,): where each segment ends in ``tokens``; an empty segment
+            ends where the one before it does.
+    """
+
+    tokens: object
+    ends: np.ndarray
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[np.ndarray]) -> Segments:
+        """Segments from one int32 id array each, copied end to end."""
+        tokens = np.concatenate([np.asarray(ids, np.int32) for ids in arrays] or [np.zeros(0, np.int32)])
+        return cls(tokens, np.cumsum([len(ids) for ids in arrays], dtype=np.int64))
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def first_tokens(self, count: int) -> np.ndarray:
+        """The first ``count`` ids of the first segment that has any (int32)."""
+        starts = np.concatenate([[0], self.ends[:-1]])
+        nonempty = np.flatnonzero(self.ends > starts)
+        if not len(nonempty):
+            return np.zeros(0, np.int32)
+        start = int(starts[nonempty[0]])
+        return np.asarray(self.tokens[np.arange(start, min(start + count, int(self.ends[nonempty[0]])))], np.int32)
+
+
+def as_segments(segments: Segments | Sequence[np.ndarray]) -> Segments:
+    """``segments`` as :class:`Segments` (a list of id arrays is copied end to end)."""
+    return segments if isinstance(segments, Segments) else Segments.from_arrays(segments)
+
+
+@dataclass(frozen=True)
+class WindowedStream:
+    """Examples over segments: example ``k`` predicts token ``k`` of the text from the
+    ``window_size`` tokens before it in its segment, left-padded at the segment's start.
+
+    Attributes:
+        segments: The text.
         window_size: Tokens of context per example.
     """
 
-    ids: np.ndarray
-    window_ends: np.ndarray
+    segments: Segments
     window_size: int
+    _starts: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        ends = np.asarray(self.segments.ends, np.int64)
+        object.__setattr__(self, "_starts", np.concatenate([[0], ends[:-1]]).astype(np.int64))
 
     @property
     def num_windows(self) -> int:
-        return int(self.window_ends[-1]) if len(self.window_ends) else 0
+        return self.segments.num_tokens
 
-    def target_positions(self, examples: np.ndarray | None = None) -> np.ndarray:
-        """Where each example's target is in ``ids`` (all examples by default); its window
-        is ``ids[target - window_size : target]``."""
-        examples = np.arange(self.num_windows) if examples is None else np.asarray(examples)
-        segments = np.searchsorted(self.window_ends, examples, side="right")
-        return examples + (segments + 1) * self.window_size
+    def examples(self, numbers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The windows and targets of examples.
+
+        Args:
+            numbers: int64 (batch,) example numbers.
+
+        Returns:
+            int32 windows (batch, window_size) and int32 targets (batch,).
+        """
+        numbers = np.asarray(numbers, np.int64)
+        segment = np.searchsorted(self.segments.ends, numbers, side="right")  # (batch,)
+        positions = numbers[:, np.newaxis] + np.arange(-self.window_size, 0)  # (batch, window_size)
+        inside = positions >= self._starts[segment][:, np.newaxis]  # (batch, window_size): False before the segment
+        windows = np.where(inside, self.segments.tokens[np.maximum(positions, 0)], PAD_ID)
+        return windows.astype(np.int32), np.asarray(self.segments.tokens[numbers], np.int32)
 
     def target_ids(self) -> np.ndarray:
         """The target token of every example, in order (int32)."""
-        return self.ids[self.target_positions()]
+        return np.asarray(self.segments.tokens[np.arange(self.num_windows)], np.int32)
 
 
-def windowed_stream(segments: Sequence[np.ndarray], window_size: int) -> WindowedStream:
-    """Lays segments end to end, each left-padded with ``window_size`` padding ids.
+def windowed_stream(segments: Segments | Sequence[np.ndarray], window_size: int) -> WindowedStream:
+    """The examples of ``segments`` (a list of int32 id arrays is copied end to end).
 
     Args:
-        segments: int32 id arrays; empty ones are skipped.
+        segments: The text; empty segments hold no example.
         window_size: Tokens of context per example.
     """
-    lengths = np.array([len(segment) for segment in segments if len(segment)], dtype=np.int64)
-    ids = np.full(int(lengths.sum()) + window_size * len(lengths), PAD_ID, dtype=np.int32)
-    start = window_size
-    for segment in segments:
-        if len(segment):
-            ids[start : start + len(segment)] = segment
-            start += len(segment) + window_size
-    return WindowedStream(ids, np.cumsum(lengths), window_size)
-
-
-def split_by_position(
-    documents: Sequence[np.ndarray], valid_fraction: float
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Holds out the last ``valid_fraction`` of every document for validation.
-
-    Held-out text is split off by position, never as random windows: random windows
-    overlap training windows and would leak the text the model is judged on.
-
-    Returns:
-        The training part and the validation part of each document.
-    """
-    train, valid = [], []
-    for ids in documents:
-        held_out = int(round(len(ids) * valid_fraction))
-        train.append(ids[: len(ids) - held_out])
-        valid.append(ids[len(ids) - held_out :])
-    return train, valid
-
-
-def split_lines(documents: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Cuts documents into lines for line mode: each line keeps its line break (the
-    end token, the target after its last token); blank lines are dropped."""
-    lines = []
-    for ids in documents:
-        ends = np.flatnonzero(ids == LINE_BREAK_ID) + 1
-        starts = np.concatenate([[0], ends[:-1]])
-        lines += [ids[start:end] for start, end in zip(starts, ends, strict=True) if end - start > 1]
-    return lines
-
-
-def split_random_lines(
-    lines: Sequence[np.ndarray], valid_fraction: float, seed: int
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Holds out a seeded random ``valid_fraction`` of the lines for validation.
-
-    In line mode every line is its own sequence, so held-out lines share no window with
-    training lines and a random choice cannot leak; it also spreads validation over the
-    whole list instead of its (often alphabetical) end.
-    """
-    held_out = set(np.random.default_rng(seed).permutation(len(lines))[: int(round(len(lines) * valid_fraction))].tolist())
-    train = [line for number, line in enumerate(lines) if number not in held_out]
-    valid = [line for number, line in enumerate(lines) if number in held_out]
-    return train, valid
-
-
-def segments_for_training(
-    documents: Sequence[np.ndarray],
-    valid_documents: Sequence[np.ndarray] | None,
-    sequences: str,
-    valid_fraction: float,
-    seed: int,
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The training and validation segments of an encoded corpus.
-
-    Args:
-        documents: The corpus, one id array per document.
-        valid_documents: Separate validation documents, or None to hold out part of ``documents``.
-        sequences: "stream" (a segment per document; validation is the end of each) or
-            "lines" (a segment per line; validation is random lines).
-        valid_fraction: Share held out when there are no separate validation documents.
-        seed: Seed of the random line split.
-    """
-    if sequences == "lines":
-        lines = split_lines(documents)
-        if valid_documents is not None:
-            return lines, split_lines(valid_documents)
-        return split_random_lines(lines, valid_fraction, seed)
-    if valid_documents is not None:
-        return list(documents), list(valid_documents)
-    return split_by_position(documents, valid_fraction)
-
-
-def segments_for_evaluation(documents: Sequence[np.ndarray], sequences: str) -> list[np.ndarray]:
-    """The segments a text is scored as: whole documents, or lines in line mode."""
-    return split_lines(documents) if sequences == "lines" else list(documents)
+    return WindowedStream(as_segments(segments), window_size)
 
 
 def check_sizes(train: WindowedStream, valid: WindowedStream) -> None:
@@ -183,12 +152,13 @@ def windows_dataset(stream: WindowedStream, batch_size: int) -> tf.data.Dataset:
     return batches.map(gather)
 
 
-def training_windows(stream: WindowedStream, batch_size: int, seed: int, first_epoch: int = 0) -> tf.data.Dataset:
-    """The training batches of every epoch from ``first_epoch`` on, endlessly (``fit`` is
-    told an epoch's length, so that one iterator serves the whole run).
+def training_windows(stream: WindowedStream, batch_size: int, seed: int, first_step: int = 0) -> tf.data.Dataset:
+    """The training batches from batch ``first_step`` on, pass after pass over the
+    examples, endlessly (``fit`` is told an epoch's length, so that one iterator serves
+    the whole run).
 
-    Epoch ``e`` visits every example once, in the permutation drawn from ``(seed, e)``: a
-    run resumed at epoch ``e`` reads what the uninterrupted run read. ``index_shuffle``
+    Pass ``p`` visits every example once, in the permutation drawn from ``(seed, p)``: a
+    run resumed at any batch reads what the uninterrupted run read. ``index_shuffle``
     gives each example's place in the permutation without building it: ``Dataset.shuffle``
     would hold every example as a tensor in its buffer, a materialized permutation 4 bytes
     per token.
@@ -199,37 +169,38 @@ def training_windows(stream: WindowedStream, batch_size: int, seed: int, first_e
     batches, gather = _window_batches(stream, batch_size)
     last = stream.num_windows - 1
 
-    def epoch(number):  # int64 scalar
+    def one_pass(number):  # int64 scalar
         seed_pair = tf.stack([tf.constant(seed, tf.int64), number])
         return batches.map(lambda examples: tf.random.experimental.index_shuffle(examples, seed_pair, last))
 
-    return _endless(first_epoch).flat_map(epoch).map(gather).prefetch(tf.data.AUTOTUNE)
+    return _endless(one_pass, first_step, batches_per_pass(stream.num_windows, batch_size)).map(gather).prefetch(tf.data.AUTOTUNE)
+
+
+def batches_per_pass(num_windows: int, batch_size: int) -> int:
+    """Batches in one pass over ``num_windows`` examples (the last may be smaller)."""
+    return -(-num_windows // batch_size)
 
 
 def _window_batches(stream: WindowedStream, batch_size: int):
     """The batches of example numbers, in order, and the function that gathers a batch's
-    windows and targets from the stream (which it holds once, as a constant)."""
-    ids = tf.constant(stream.ids)  # (stream_length,)
-    window_ends = tf.constant(stream.window_ends, dtype=tf.int64)  # (segments,)
+    windows and targets (:meth:`WindowedStream.examples`, run by NumPy)."""
     window_size, num_windows = stream.window_size, stream.num_windows
-    offsets = tf.range(-window_size, 0, dtype=tf.int64)  # (window_size,)
 
     def example_numbers(batch):  # the batch-th run of batch_size example numbers
         return tf.range(batch * batch_size, tf.minimum((batch + 1) * batch_size, num_windows))
 
     def gather(examples):  # (batch,) int64 example numbers
-        segments = tf.searchsorted(window_ends, examples, side="right", out_type=tf.int64)  # (batch,)
-        positions = examples + (segments + 1) * window_size  # (batch,)
-        windows = tf.gather(ids, positions[:, tf.newaxis] + offsets)  # (batch, window_size)
-        return windows, tf.gather(ids, positions)  # (batch, window_size), (batch,)
+        windows, targets = tf.numpy_function(stream.examples, [examples], (tf.int32, tf.int32), stateful=False)
+        return tf.ensure_shape(windows, [None, window_size]), tf.ensure_shape(targets, [None])
 
-    num_batches = -(-num_windows // batch_size)
-    return tf.data.Dataset.range(num_batches).map(example_numbers), gather
+    return tf.data.Dataset.range(batches_per_pass(num_windows, batch_size)).map(example_numbers), gather
 
 
-def _endless(first_epoch: int) -> tf.data.Dataset:
-    """Epoch numbers from ``first_epoch`` on (int64)."""
-    return tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max)
+def _endless(one_pass: Callable[[tf.Tensor], tf.data.Dataset], first_step: int, steps_per_pass: int) -> tf.data.Dataset:
+    """``one_pass(p)`` for p = 0, 1, ... end to end, from its ``first_step``-th element on."""
+    first_pass, skipped = divmod(first_step, steps_per_pass)
+    passes = tf.data.Dataset.range(first_pass, np.iinfo(np.int64).max)
+    return passes.flat_map(one_pass).skip(skipped)
 
 
 @dataclass(frozen=True)
@@ -241,45 +212,57 @@ class Lanes:
     of every lane and predicts the token after each one. The stream starts with a line
     break, as if the text followed one, so that its first token is predicted too: every
     token of the text is a target exactly once. The lanes are padded at the end to whole
-    steps; a padding target has weight 0.
+    steps; a padding target has weight 0. Lane ``i`` reads stream positions
+    ``i * lane_length`` to ``(i + 1) * lane_length``, overlapping lane ``i + 1`` by its
+    last target.
 
     Attributes:
-        ids: int32 (num_lanes, num_steps * bptt_steps + 1): each lane's inputs, then its
-            last target; lane ``i`` overlaps lane ``i + 1`` by that one token.
+        tokens: The text's ids (as :attr:`Segments.tokens`).
         num_targets: The text's tokens, the targets of weight 1.
+        num_lanes: Lanes read side by side (the batch size).
+        lane_length: Inputs per lane, whole steps.
         bptt_steps: Tokens each lane reads per step.
     """
 
-    ids: np.ndarray
+    tokens: object
     num_targets: int
+    num_lanes: int
+    lane_length: int
     bptt_steps: int
 
     @property
-    def num_lanes(self) -> int:
-        return self.ids.shape[0]
-
-    @property
     def num_steps(self) -> int:
-        return (self.ids.shape[1] - 1) // self.bptt_steps
+        return self.lane_length // self.bptt_steps
+
+    def step(self, number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step ``number``: int32 inputs and targets, float32 weights, (lanes, bptt_steps) each."""
+        positions = (np.arange(self.num_lanes, dtype=np.int64)[:, np.newaxis] * self.lane_length
+                     + int(number) * self.bptt_steps + np.arange(self.bptt_steps + 1))  # (lanes, steps + 1)
+        ids = self._stream(positions)
+        return ids[:, :-1], ids[:, 1:], (positions[:, 1:] <= self.num_targets).astype(np.float32)
+
+    def _stream(self, positions: np.ndarray) -> np.ndarray:
+        """The stream's ids at ``positions``: a line break, the text, then padding (int32)."""
+        if not self.num_targets:
+            return np.where(positions == 0, LINE_BREAK_ID, PAD_ID).astype(np.int32)
+        text = np.asarray(self.tokens[np.clip(positions - 1, 0, self.num_targets - 1)], np.int32)
+        ids = np.where(positions <= self.num_targets, text, PAD_ID)
+        return np.where(positions == 0, LINE_BREAK_ID, ids).astype(np.int32)
 
 
-def lanes(segments: Sequence[np.ndarray], num_lanes: int, bptt_steps: int) -> Lanes:
+def lanes(segments: Segments | Sequence[np.ndarray], num_lanes: int, bptt_steps: int) -> Lanes:
     """Joins segments end to end (after one line break) and cuts them into lanes.
 
     Args:
-        segments: int32 id arrays, e.g. the documents' training parts; the recurrent state
-            carries over from one to the next as over a line break.
+        segments: The text, e.g. the documents' training parts; the recurrent state
+            carries over from one segment to the next as over a line break.
         num_lanes: Lanes read side by side (the batch size).
         bptt_steps: Tokens each lane reads per step.
     """
-    text = np.concatenate([np.asarray(segment, np.int32) for segment in segments] or [np.zeros(0, np.int32)])
-    num_targets = len(text)
+    text = as_segments(segments)
+    num_targets = text.num_tokens
     lane_length = -(-max(-(-num_targets // num_lanes), 1) // bptt_steps) * bptt_steps  # whole steps
-    stream = np.full(num_lanes * lane_length + 1, PAD_ID, dtype=np.int32)
-    stream[0] = LINE_BREAK_ID
-    stream[1 : num_targets + 1] = text
-    starts = np.arange(num_lanes)[:, np.newaxis] * lane_length
-    return Lanes(stream[starts + np.arange(lane_length + 1)], num_targets, bptt_steps)
+    return Lanes(text.tokens, num_targets, num_lanes, lane_length, bptt_steps)
 
 
 def check_lanes(train_tokens: int, valid_tokens: int, num_lanes: int, bptt_steps: int) -> None:
@@ -307,25 +290,20 @@ def lanes_dataset(lanes: Lanes) -> tf.data.Dataset:
         bptt_steps) and float32 ``weights`` (lanes, bptt_steps): 1 for a token of the
         text, 0 for padding.
     """
-    ids = tf.constant(lanes.ids)  # (lanes, length + 1)
-    steps = lanes.bptt_steps
-    lane_starts = tf.range(lanes.num_lanes)[:, tf.newaxis] * (lanes.ids.shape[1] - 1)  # (lanes, 1)
+    shape = [lanes.num_lanes, lanes.bptt_steps]
 
     def step(number):
-        start = number * steps
-        inputs = ids[:, start : start + steps]  # (lanes, steps)
-        targets = ids[:, start + 1 : start + steps + 1]  # (lanes, steps)
-        positions = lane_starts + start + tf.range(steps)[tf.newaxis]  # (lanes, steps): each target's place in the text
-        return inputs, targets, tf.cast(positions < lanes.num_targets, tf.float32)
+        inputs, targets, weights = tf.numpy_function(lanes.step, [number], (tf.int32, tf.int32, tf.float32), stateful=False)
+        return tf.ensure_shape(inputs, shape), tf.ensure_shape(targets, shape), tf.ensure_shape(weights, shape)
 
-    return tf.data.Dataset.range(lanes.num_steps, output_type=tf.int32).map(step)
+    return tf.data.Dataset.range(lanes.num_steps).map(step)
 
 
-def training_lanes(lanes: Lanes, first_epoch: int = 0) -> tf.data.Dataset:
-    """:func:`lanes_dataset` epoch after epoch, from ``first_epoch`` on, endlessly and
-    prefetched: every epoch reads the lanes in the same order."""
-    one_epoch = lanes_dataset(lanes)
-    return _endless(first_epoch).flat_map(lambda _: one_epoch).prefetch(tf.data.AUTOTUNE)
+def training_lanes(lanes: Lanes, first_step: int = 0) -> tf.data.Dataset:
+    """:func:`lanes_dataset` pass after pass, from step ``first_step`` on, endlessly and
+    prefetched: every pass reads the lanes in the same order."""
+    one_pass = lanes_dataset(lanes)
+    return _endless(lambda _: one_pass, first_step, lanes.num_steps).prefetch(tf.data.AUTOTUNE)
 
 
 @dataclass(frozen=True)
@@ -333,18 +311,18 @@ class TrainingData:
     """What training reads, in either data mode.
 
     Attributes:
-        train: From a first epoch number to the training batches of every epoch from it on,
-            endlessly (windows in an order drawn from the run's seed and the epoch; lanes
-            in order).
-        steps_per_epoch: Batches in an epoch.
+        train: From a first batch number (counted over the whole run) to the training
+            batches from it on, pass after pass, endlessly (windows in an order drawn from
+            the run's seed and the pass; lanes in order).
+        steps_per_pass: Batches in one pass over the training text.
         valid: The validation batches, one pass.
-        train_targets: Tokens predicted per training epoch.
+        train_targets: Tokens predicted per training pass.
         valid_targets: Tokens predicted per validation pass.
         description: One line for the log.
     """
 
     train: Callable[[int], tf.data.Dataset]
-    steps_per_epoch: int
+    steps_per_pass: int
     valid: tf.data.Dataset
     train_targets: int
     valid_targets: int
@@ -352,31 +330,35 @@ class TrainingData:
 
 
 def training_data(
-    config: DataConfig, train_segments: Sequence[np.ndarray], valid_segments: Sequence[np.ndarray], seed: int
+    config: DataConfig,
+    train_segments: Segments | Sequence[np.ndarray],
+    valid_segments: Segments | Sequence[np.ndarray],
+    seed: int,
 ) -> TrainingData:
     """The training and validation batches of ``config.mode``, checked.
 
     Raises:
         RnnlmError: The text is too short for one batch, or there is no validation text.
     """
+    train_segments, valid_segments = as_segments(train_segments), as_segments(valid_segments)
     if config.mode == "bptt":
-        check_lanes(sum(map(len, train_segments)), sum(map(len, valid_segments)), config.batch_size, config.bptt_steps)
+        check_lanes(train_segments.num_tokens, valid_segments.num_tokens, config.batch_size, config.bptt_steps)
         train, valid = (lanes(segments, config.batch_size, config.bptt_steps) for segments in (train_segments, valid_segments))
         description = (
-            f"lanes: {train.num_lanes} lanes of {train.num_steps * train.bptt_steps:,} tokens, {train.bptt_steps} "
+            f"lanes: {train.num_lanes} lanes of {train.lane_length:,} tokens, {train.bptt_steps} "
             f"a step: {train.num_steps:,} steps over {train.num_targets:,} training tokens; "
             f"{valid.num_targets:,} validation tokens (bptt mode, the state carried between steps)"
         )
         return TrainingData(
-            lambda first_epoch: training_lanes(train, first_epoch), train.num_steps, lanes_dataset(valid),
+            lambda first_step: training_lanes(train, first_step), train.num_steps, lanes_dataset(valid),
             train.num_targets, valid.num_targets, description,
         )
     train, valid = (windowed_stream(segments, config.window_size) for segments in (train_segments, valid_segments))
     check_sizes(train, valid)
     description = f"windows: {train.num_windows:,} training, {valid.num_windows:,} validation, {config.window_size} tokens each"
     return TrainingData(
-        lambda first_epoch: training_windows(train, config.batch_size, seed, first_epoch),
-        -(-train.num_windows // config.batch_size),
+        lambda first_step: training_windows(train, config.batch_size, seed, first_step),
+        batches_per_pass(train.num_windows, config.batch_size),
         windows_dataset(valid, config.batch_size),
         train.num_windows,
         valid.num_windows,

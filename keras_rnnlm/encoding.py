@@ -55,7 +55,7 @@ def encode(documents: Sequence[Document], tokenizer: Tokenizer, id_of: Callable[
     order. If a worker dies (killed, out of memory), the corpus is encoded again in this
     process: the ids ``id_of`` gave so far follow the corpus order, so the result is the same.
     """
-    with _encoding_pool(documents) as pool:
+    with encoding_pool(documents) as pool:
         try:
             return [_encode_document(document, tokenizer, id_of, pool) for document in documents]
         except BrokenProcessPool as error:
@@ -64,13 +64,23 @@ def encode(documents: Sequence[Document], tokenizer: Tokenizer, id_of: Callable[
 
 
 def _encode_document(document: Document, tokenizer: Tokenizer, id_of, pool: Executor | None) -> np.ndarray:
-    """Encodes a document a block of lines at a time (in the pool's processes when there is
-    a pool); here only each block's distinct tokens are looked up, and its ids mapped in NumPy."""
+    """Encodes a whole document (:func:`encode_blocks`) into one array."""
     ids = array("i")
-    for types, block_ids in _encoded_blocks(document, tokenizer, pool):
-        table = np.fromiter(map(id_of, types), dtype=np.int32, count=len(types))  # in order: first appearance is kept
-        ids.frombytes(table[block_ids].tobytes())
+    for block_ids, _ in encode_blocks(document, tokenizer, id_of, pool):
+        ids.frombytes(block_ids.tobytes())
     return np.frombuffer(ids, dtype=np.int32) if ids else np.zeros(0, dtype=np.int32)
+
+
+def encode_blocks(
+    document: Document, tokenizer: Tokenizer, id_of: Callable[[str], int], pool: Executor | None = None, start: int = 0
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Encodes a document a block of lines at a time, from byte ``start`` on (in the
+    pool's processes when there is a pool): each block's int32 ids and the byte offset
+    where the block ends. Here only each block's distinct tokens are looked up with
+    ``id_of``, in order of first appearance, and its ids mapped in NumPy."""
+    for types, block_ids, end in _encoded_blocks(document, tokenizer, pool, start):
+        table = np.fromiter(map(id_of, types), dtype=np.int32, count=len(types))  # in order: first appearance is kept
+        yield table[block_ids], end
 
 
 def _encode_block(tokenizer: Tokenizer, text: str) -> tuple[list[str], np.ndarray]:
@@ -82,22 +92,26 @@ def _encode_block(tokenizer: Tokenizer, text: str) -> tuple[list[str], np.ndarra
     return [LINE_BREAK if token == "\n" else token for token in types], ids
 
 
-def _encoded_blocks(document: Document, tokenizer: Tokenizer, pool: Executor | None) -> Iterator[tuple[list[str], np.ndarray]]:
-    """:func:`_encode_block` of every block of the document, in order. With a pool, a few
-    blocks are in flight at once, so the text read ahead stays a few MB."""
+def _encoded_blocks(document: Document, tokenizer: Tokenizer, pool: Executor | None, start: int) -> Iterator[tuple[list[str], np.ndarray, int]]:
+    """:func:`_encode_block` of every block of the document from byte ``start`` on, in
+    order, with the offset where each block ends. With a pool, a few blocks are in flight
+    at once, so the text read ahead stays a few MB."""
     encode_block = functools.partial(_encode_block, tokenizer)
     if pool is None:
-        yield from map(encode_block, document.blocks())
+        for block, end in document.blocks_from(start):
+            yield *encode_block(block), end
         return
     in_flight: deque = deque()
     most_in_flight = 2 * _cores()
-    for block in document.blocks():
+    for block, end in document.blocks_from(start):
         with _main_module_hidden():  # submit starts the workers
-            in_flight.append(pool.submit(encode_block, block))
+            in_flight.append((pool.submit(encode_block, block), end))
         if len(in_flight) > most_in_flight:
-            yield in_flight.popleft().result()
+            future, block_end = in_flight.popleft()
+            yield *future.result(), block_end
     while in_flight:
-        yield in_flight.popleft().result()
+        future, block_end = in_flight.popleft()
+        yield *future.result(), block_end
 
 
 @contextlib.contextmanager
@@ -119,7 +133,7 @@ def _main_module_hidden() -> Iterator[None]:
         sys.modules["__main__"] = main
 
 
-def _encoding_pool(documents: Sequence[Document]) -> contextlib.AbstractContextManager[Executor | None]:
+def encoding_pool(documents: Sequence[Document]) -> contextlib.AbstractContextManager[Executor | None]:
     """A process pool for encoding large corpora on several cores, else no pool (None)."""
     size = sum(document.path.stat().st_size for document in documents if document.path is not None)
     if _cores() < 2 or size < PARALLEL_BYTES:

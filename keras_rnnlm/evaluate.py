@@ -30,10 +30,11 @@ import tensorflow as tf
 
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import find_documents
-from keras_rnnlm.data import Lanes, lanes, lanes_dataset, segments_for_evaluation, windowed_stream, windows_dataset
+from keras_rnnlm.data import Lanes, lanes, lanes_dataset, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.model import compile_model, training_model
 from keras_rnnlm.runs import RunFolder
+from keras_rnnlm.splits import segments_for_evaluation
 from keras_rnnlm.vocab import encode_documents
 
 EVALUATION_LANES = 10

@@ -36,15 +36,20 @@ from keras_rnnlm.backup import RunBackup, restore_training_state
 from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, Perplexity, ResetStates, SampleText, TiedKernel
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import corpus_documents, find_documents
-from keras_rnnlm.data import segments_for_training, training_data
+from keras_rnnlm.data import Segments, training_data
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model, training_model
 from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, read_history, tokenizer_for, write_summary
+from keras_rnnlm.shards import PreparedCorpus, prepared_corpus_path
+from keras_rnnlm.splits import segments_for_training
 from keras_rnnlm.vocab import Vocabulary, build_vocabulary, encode_documents
 
 logger = logging.getLogger("keras_rnnlm")
+
+# A corpus of this many bytes read as text gets a hint that prepare would make starts fast.
+PREPARE_HINT_BYTES = 100 << 20
 
 
 def train(
@@ -85,26 +90,15 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
         logger.info("%s is already trained; pass --overwrite to train it again", run.path)
         return _read_summary(run)
     keras.utils.set_random_seed(config.train.seed)
-
-    # Text -> ids. A resumed run keeps the vocabulary it started with.
     tokenizer = tokenizer_for(config)
-    documents = corpus_documents(config.corpus.paths, config.corpus.builtin)
-    logger.info("corpus: %d document(s): %s", len(documents), _names(documents))
-    if state == NEW:
-        vocabulary, encoded = build_vocabulary(documents, tokenizer, config.vocab.max_size, config.vocab.min_count)
-    else:
-        vocabulary = Vocabulary.load(run.vocabulary)
-        encoded = encode_documents(documents, tokenizer, vocabulary)
-    valid_encoded = None
-    if config.corpus.valid_paths:
-        valid_encoded = encode_documents(find_documents(config.corpus.valid_paths), tokenizer, vocabulary)
-    train_segments, valid_segments = segments_for_training(
-        encoded, valid_encoded, config.corpus.sequences, config.corpus.valid_fraction, config.train.seed
-    )
+
+    # Text -> ids: read from the text, or a prepared corpus' shards memory-mapped.
+    vocabulary, train_segments, valid_segments = _read_corpus(config, run, state)
     data = training_data(config.data, train_segments, valid_segments, config.train.seed)
-    opening = _opening_text(valid_segments, vocabulary, tokenizer, config.data.window_size)
-    del encoded, valid_encoded, train_segments, valid_segments  # the datasets hold copies; free 4 bytes a token
+    opening = tokenizer.text_from_tokens(vocabulary.tokens_from_ids(valid_segments.first_tokens(config.data.window_size)))
+    del train_segments, valid_segments  # the datasets hold what they need
     logger.info("%s (%s sequences)", data.description, config.corpus.sequences)
+    steps_per_epoch = config.train.steps_per_epoch or data.steps_per_pass
 
     bptt = config.data.mode == "bptt"
     window_size = None if bptt else config.data.window_size
@@ -145,14 +139,14 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
     callbacks = _callbacks(config, run, model, generator, opening)
     # Last: it saves each epoch once the epoch's history row and checkpoint are written.
-    callbacks.append(RunBackup(run.backup_file, callbacks, config.train.backup_every_steps, data.steps_per_epoch, resumed))
+    callbacks.append(RunBackup(run.backup_file, callbacks, config.train.backup_every_steps, steps_per_epoch, resumed))
     callbacks.extend(extra_callbacks)
 
     def fit(first, steps_done=0, last=config.train.epochs):
         """Trains epochs first..last-1, the first from batch steps_done on; the loss per epoch."""
         return trainer.fit(
-            data.train(first).skip(steps_done),  # every epoch from the first on, each in its own order
-            steps_per_epoch=data.steps_per_epoch - steps_done,
+            data.train(first * steps_per_epoch + steps_done),  # every batch from there on, endlessly
+            steps_per_epoch=steps_per_epoch - steps_done,
             initial_epoch=first,
             validation_data=data.valid,
             epochs=last,
@@ -163,7 +157,7 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
 
     losses = []
     if step:  # the rest of the epoch a killed run was inside, then the others
-        trainer.test_on_batch(*next(iter(data.train(first_epoch))))  # builds the metrics the backup restores
+        trainer.test_on_batch(*next(iter(data.train(0))))  # builds the metrics the backup restores
         losses = fit(first_epoch, step, first_epoch + 1)
         first_epoch += 1
     if not getattr(trainer, "stop_training", False) and first_epoch < config.train.epochs:  # early stopping may have ended it
@@ -179,6 +173,7 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
         "vocabulary_size": len(vocabulary),
         "mode": config.data.mode,
         "train_targets": data.train_targets,
+        "steps_per_epoch": steps_per_epoch,
         "valid_targets": data.valid_targets,
         "epochs": len(rows),
         "best_epoch": int(best["epoch"]) + 1,
@@ -194,6 +189,53 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
         summary["best_epoch"], summary["epochs"], summary["val_perplexity"], summary["val_loss"], run.model,
     )
     return summary
+
+
+def _read_corpus(config: Config, run: RunFolder, state: str) -> tuple[Vocabulary, Segments, Segments]:
+    """The vocabulary and the training and validation text, from a prepared corpus when
+    ``corpus.paths`` names one, else read and tokenized now. A resumed run keeps the
+    vocabulary it started with.
+
+    Raises:
+        RnnlmError: Unreadable text; a prepared corpus damaged, prepared with other
+            settings, or whose vocabulary is not the resumed run's.
+    """
+    if prepared_path := prepared_corpus_path(config):
+        prepared = PreparedCorpus(prepared_path)
+        prepared.check_settings(config)
+        prepared.check_files()
+        logger.info("corpus: %s", prepared.describe())
+        vocabulary = prepared.vocabulary()
+        if state != NEW and Vocabulary.load(run.vocabulary) != vocabulary:
+            raise RnnlmError(
+                f"the vocabulary of {prepared_path} is not the one {run.path} started with (was it prepared again?); "
+                "pass --overwrite to train afresh"
+            )
+        return vocabulary, prepared.segments("train"), prepared.segments("valid")
+
+    tokenizer = tokenizer_for(config)
+    documents = corpus_documents(config.corpus.paths, config.corpus.builtin)
+    logger.info("corpus: %d document(s): %s", len(documents), _names(documents))
+    size = sum(document.size for document in documents)
+    if size >= PREPARE_HINT_BYTES:
+        logger.info(
+            "the corpus is %s MB: tokenizing it takes a while at every start and resume; "
+            "python -m keras_rnnlm.prepare (the same --corpus, --config and --set, and --out DIR) does it once, "
+            "then train --data DIR starts in seconds", f"{size / 1e6:,.0f}",
+        )
+    if state == NEW:
+        vocabulary, encoded = build_vocabulary(documents, tokenizer, config.vocab.max_size, config.vocab.min_count)
+    else:
+        vocabulary = Vocabulary.load(run.vocabulary)
+        encoded = encode_documents(documents, tokenizer, vocabulary)
+    valid_encoded = None
+    if config.corpus.valid_paths:
+        valid_encoded = encode_documents(find_documents(config.corpus.valid_paths), tokenizer, vocabulary)
+    train_segments, valid_segments = segments_for_training(
+        encoded, valid_encoded, config.corpus.sequences, config.corpus.valid_fraction, config.train.seed
+    )
+    del encoded, valid_encoded
+    return vocabulary, Segments.from_arrays(train_segments), Segments.from_arrays(valid_segments)
 
 
 def _callbacks(config: Config, run: RunFolder, model: keras.Model, generator: Generator, opening: str) -> list[keras.callbacks.Callback]:
@@ -245,12 +287,6 @@ def _stop_after_nan(run: RunFolder) -> None:
 
 def _read_summary(run: RunFolder) -> dict:
     return json.loads(run.summary.read_text(encoding="utf-8"))
-
-
-def _opening_text(valid_segments, vocabulary: Vocabulary, tokenizer, tokens: int = 5) -> str:
-    """The first few tokens of the validation text, as the prompt of the per-epoch sample."""
-    first = next((segment for segment in valid_segments if len(segment)), [])
-    return tokenizer.text_from_tokens(vocabulary.tokens_from_ids(first[:tokens]))
 
 
 def _names(documents) -> str:

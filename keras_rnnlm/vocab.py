@@ -85,7 +85,8 @@ class Vocabulary:
         if not path.is_file():
             raise RnnlmError(f"vocabulary file {path} does not exist; is this a keras_rnnlm run folder?")
         try:
-            return cls(path.read_text(encoding="utf-8").split("\n")[:-1])
+            # Bytes, not text mode, which would read a "\r" token (character level) as a line end.
+            return cls(path.read_bytes().decode("utf-8").split("\n")[:-1])
         except (RnnlmError, UnicodeDecodeError) as error:
             raise RnnlmError(f"{path} is damaged ({error}); train the run again with --overwrite, or restore the file") from None
 
@@ -113,22 +114,40 @@ def build_vocabulary(
     counts = np.zeros(len(provisional), dtype=np.int64)
     for ids in encoded:  # document by document: no second copy of the corpus
         counts += np.bincount(ids, minlength=len(provisional))
-
-    # Most frequent first; a stable sort keeps first-appearance order among ties.
-    candidates = np.arange(len(RESERVED_TOKENS), len(provisional))
-    candidates = candidates[counts[candidates] >= min_count]
-    candidates = candidates[np.argsort(-counts[candidates], kind="stable")][: max_size - len(RESERVED_TOKENS)]
-    types = list(provisional)
-    vocabulary = Vocabulary(list(RESERVED_TOKENS) + [types[number] for number in candidates])
-
-    final_ids = np.full(len(provisional), UNK_ID, dtype=np.int32)
-    final_ids[: len(RESERVED_TOKENS)] = np.arange(len(RESERVED_TOKENS))
-    final_ids[candidates] = np.arange(len(RESERVED_TOKENS), len(vocabulary))
+    vocabulary, final_ids = vocabulary_from_counts(list(provisional), counts, max_size, min_count)
     for ids in encoded:
         _map_in_place(ids, final_ids)
+    return vocabulary, encoded
+
+
+def vocabulary_from_counts(
+    types: Sequence[str], counts: np.ndarray, max_size: int, min_count: int = 1
+) -> tuple[Vocabulary, np.ndarray]:
+    """The vocabulary of a corpus read into provisional ids, and the final id of each.
+
+    Args:
+        types: Every distinct token in order of first appearance, its provisional id its
+            place here; the reserved tokens first.
+        counts: int64 (len(types),): each type's count in the corpus.
+        max_size: Most tokens in the vocabulary, the three reserved tokens included.
+        min_count: Tokens seen fewer times become ``<unk>``.
+
+    Returns:
+        The vocabulary and int32 (len(types),): the final id of each provisional id
+        (``<unk>`` for a type left out). Also logs the vocabulary's size and coverage.
+    """
+    # Most frequent first; a stable sort keeps first-appearance order among ties.
+    candidates = np.arange(len(RESERVED_TOKENS), len(types))
+    candidates = candidates[counts[candidates] >= min_count]
+    candidates = candidates[np.argsort(-counts[candidates], kind="stable")][: max_size - len(RESERVED_TOKENS)]
+    vocabulary = Vocabulary(list(RESERVED_TOKENS) + [types[number] for number in candidates])
+
+    final_ids = np.full(len(types), UNK_ID, dtype=np.int32)
+    final_ids[: len(RESERVED_TOKENS)] = np.arange(len(RESERVED_TOKENS))
+    final_ids[candidates] = np.arange(len(RESERVED_TOKENS), len(vocabulary))
 
     total = int(counts.sum())
-    unknown = sum(int(np.count_nonzero(ids == UNK_ID)) for ids in encoded)
+    unknown = int(counts[final_ids == UNK_ID].sum())
     logger.info(
         "vocabulary: %s tokens (of %s distinct in the corpus, min_count %d, max_size %s); "
         "covers %.2f%% of %s corpus tokens",
@@ -139,7 +158,7 @@ def build_vocabulary(
         100.0 * (total - unknown) / max(total, 1),
         f"{total:,}",
     )
-    return vocabulary, encoded
+    return vocabulary, final_ids
 
 
 def encode_documents(documents: Sequence[Document], tokenizer: Tokenizer, vocabulary: Vocabulary) -> list[np.ndarray]:

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from keras_rnnlm.data import check_sizes, split_by_position, training_windows, windowed_stream, windows_dataset
+from keras_rnnlm.data import check_sizes, training_windows, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.splits import segments_for_training, split_by_position
 from keras_rnnlm.vocab import PAD_ID
 
 
@@ -11,7 +12,8 @@ def all_examples(stream, batch_size=4, seed=None, epoch=0):
     if seed is None:
         dataset = windows_dataset(stream, batch_size)
     else:
-        dataset = training_windows(stream, batch_size, seed, first_epoch=epoch).take(-(-stream.num_windows // batch_size))
+        steps = -(-stream.num_windows // batch_size)
+        dataset = training_windows(stream, batch_size, seed, first_step=epoch * steps).take(steps)
     windows, targets = [], []
     for window_batch, target_batch in dataset:
         windows.append(window_batch.numpy())
@@ -70,8 +72,10 @@ def test_every_epoch_has_its_own_order_in_whole_batches_and_a_resumed_run_reads_
     assert [len(targets) for _, targets in training.take(15)] == [7] * 14 + [2]
     assert all(sorted(epoch.tolist()) == list(range(3, 103)) for epoch in epochs)  # each example once an epoch
     assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
-    resumed = np.concatenate([targets.numpy() for _, targets in training_windows(stream, 7, seed=5, first_epoch=2).take(15)])
+    resumed = np.concatenate([targets.numpy() for _, targets in training_windows(stream, 7, seed=5, first_step=30).take(15)])
     assert np.array_equal(resumed, epochs[2])  # epoch 2 of a run resumed there = epoch 2 of the whole run
+    mid_epoch = np.concatenate([targets.numpy() for _, targets in training_windows(stream, 7, seed=5, first_step=19).take(12)])
+    assert np.array_equal(mid_epoch, np.concatenate(epochs)[100 + 4 * 7 : 100 + 4 * 7 + 79])  # batch 4 of epoch 1 to its end, then epoch 2 begins
     assert np.array_equal(all_examples(stream, 7, seed=5, epoch=1)[1], epochs[1])
 
 
@@ -95,7 +99,6 @@ def test_too_short_corpus_and_empty_validation_are_refused():
 
 
 def test_line_mode_windows_never_cross_a_line_and_end_on_the_line_break():
-    from keras_rnnlm.data import segments_for_training
     from keras_rnnlm.vocab import LINE_BREAK_ID as EOL
 
     # Two lines, "a b" and "c d e", with a blank line between them.
@@ -107,20 +110,6 @@ def test_line_mode_windows_never_cross_a_line_and_end_on_the_line_break():
     assert windows[3].tolist() == [PAD_ID, PAD_ID, PAD_ID]  # the first window of line 2: only padding
     assert windows[2].tolist() == [PAD_ID, 3, 4]  # the end token follows the line's last token
     assert windows[6].tolist() == [5, 6, 7]
-
-
-def test_random_line_split_is_seeded_and_disjoint():
-    from keras_rnnlm.data import split_random_lines
-
-    lines = [np.array([number, 2], np.int32) for number in range(3, 203)]
-    train, valid = split_random_lines(lines, valid_fraction=0.1, seed=4)
-    again = split_random_lines(lines, valid_fraction=0.1, seed=4)[1]
-    other = split_random_lines(lines, valid_fraction=0.1, seed=5)[1]
-    held_out = {int(line[0]) for line in valid}
-    assert len(valid) == 20 and len(train) == 180
-    assert held_out == {int(line[0]) for line in again} != {int(line[0]) for line in other}
-    assert held_out.isdisjoint(int(line[0]) for line in train)
-    assert held_out != set(range(183, 203))  # random lines, not the end of the list
 
 
 def test_lanes_make_every_token_a_target_exactly_once_in_order():

@@ -18,7 +18,7 @@ def test_bptt_scoring_equals_reading_each_lane_whole_from_zero_state():
     text = lanes([np.random.default_rng(0).integers(3, 20, 40).astype(np.int32)], num_lanes=3, bptt_steps=3)
     tokens, cross_entropy, accuracy = score_lanes(model, text)
 
-    inputs, targets = text.ids[:, :-1], text.ids[:, 1:]  # (lanes, length)
+    inputs, targets = (np.concatenate([text.step(n)[part] for n in range(text.num_steps)], axis=1) for part in (0, 1))  # (lanes, length)
     probabilities = model.predict(inputs, verbose=0)  # (lanes, length, vocabulary)
     target_probabilities = np.take_along_axis(probabilities, targets[..., np.newaxis], axis=2)[..., 0]
     real = (np.arange(3)[:, np.newaxis] * inputs.shape[1] + np.arange(inputs.shape[1])) < 40

@@ -1,0 +1,281 @@
+"""A prepared corpus on disk: token shards, their manifest, and reading them memory-mapped.
+
+``python -m keras_rnnlm.prepare`` (:mod:`keras_rnnlm.prepare`) writes a folder::
+
+    manifest.json        settings, token counts, every file's size and CRC-32
+    vocabulary.txt       one token a line, line n = id n (as a run folder's)
+    train-00000.bin ...  the training text's ids end to end, little-endian uint16 (uint32
+                         when the vocabulary has more than 65,536 tokens), fixed-size shards
+    train-segments.npy   int64: where each training segment (document part, or line) ends
+    valid-00000.bin ...  the same for the validation text
+    valid-segments.npy
+
+Training opens it with :class:`PreparedCorpus`: the shards are memory-mapped, not read,
+so a run starts in the same time and memory whatever the corpus' size, and a batch's
+windows are gathered from the mapped pages (:class:`ShardedTokens`).
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.vocab import Vocabulary
+
+MANIFEST = "manifest.json"
+FORMAT = "keras_rnnlm prepared corpus"
+VERSION = 1
+SPLITS = ("train", "valid")
+# Config keys that decide the prepared ids: training with other values would read the
+# ids as other tokens, or validate on other text. (corpus.split only at word level;
+# corpus.valid_fraction only without separate validation files; train.seed only where it
+# chose the held-out lines.)
+PREPARED_KEYS = (
+    "corpus.level", "corpus.split", "corpus.lowercase", "corpus.sequences", "corpus.valid_fraction",
+    "vocab.max_size", "vocab.min_count", "train.seed",
+)
+
+
+def prepared_settings(config, separate_valid: bool) -> dict:
+    """The values of :data:`PREPARED_KEYS` that decide the prepared ids under ``config``.
+
+    Args:
+        config: A :class:`keras_rnnlm.config.Config`.
+        separate_valid: Validation comes from separate files, not held out of the corpus.
+    """
+    settings = {
+        "corpus.level": config.corpus.level,
+        "corpus.split": config.corpus.split,
+        "corpus.lowercase": config.corpus.lowercase,
+        "corpus.sequences": config.corpus.sequences,
+        "corpus.valid_fraction": config.corpus.valid_fraction,
+        "vocab.max_size": config.vocab.max_size,
+        "vocab.min_count": config.vocab.min_count,
+        "train.seed": config.train.seed,
+    }
+    if config.corpus.level == "char":
+        del settings["corpus.split"]
+    if separate_valid:
+        del settings["corpus.valid_fraction"]
+    if separate_valid or config.corpus.sequences != "lines":
+        del settings["train.seed"]
+    return settings
+
+
+def is_prepared(path: str | Path) -> bool:
+    """Whether ``path`` is a folder holding a prepared corpus' manifest."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def prepared_corpus_path(config) -> Path | None:
+    """The prepared corpus that ``config.corpus.paths`` names, or None when it names text.
+
+    Raises:
+        RnnlmError: A prepared corpus named beside other paths, or with ``corpus.valid_paths``.
+    """
+    prepared = [Path(path) for path in config.corpus.paths if is_prepared(path)]
+    if not prepared:
+        return None
+    if len(config.corpus.paths) > 1:
+        raise RnnlmError(f"{prepared[0]} is a prepared corpus and must be the only corpus path; prepare all the text into one folder")
+    if config.corpus.valid_paths:
+        raise RnnlmError(f"{prepared[0]} is a prepared corpus and holds its validation text; pass --valid to prepare, not to train")
+    return prepared[0]
+
+
+def token_dtype(vocabulary_size: int) -> np.dtype:
+    """The smallest unsigned type that holds every id: uint16 up to 65,536 tokens."""
+    return np.dtype("<u2") if vocabulary_size <= 1 << 16 else np.dtype("<u4")
+
+
+def file_crc32(path: Path, block: int = 1 << 24) -> int:
+    """The CRC-32 of a file (zlib's: about 5 GB/s here, so checking every start is cheap)."""
+    crc = 0
+    with open(path, "rb") as file:
+        while data := file.read(block):
+            crc = zlib.crc32(data, crc)
+    return crc
+
+
+def shard_name(split: str, number: int) -> str:
+    return f"{split}-{number:05d}.bin"
+
+
+def segments_name(split: str) -> str:
+    return f"{split}-segments.npy"
+
+
+class PreparedCorpus:
+    """A folder written by ``python -m keras_rnnlm.prepare``, read back.
+
+    Args:
+        path: The folder.
+
+    Raises:
+        RnnlmError: The folder has no manifest, or one this version cannot read.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        manifest = self.path / MANIFEST
+        if not manifest.is_file():
+            raise RnnlmError(f"{self.path} is not a prepared corpus (no {MANIFEST}); run python -m keras_rnnlm.prepare --out {self.path}")
+        try:
+            self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
+            found = (self.manifest["format"], self.manifest["version"])
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            raise RnnlmError(f"{manifest} is damaged; prepare the corpus again with --overwrite") from None
+        if found != (FORMAT, VERSION):
+            raise RnnlmError(f"{manifest} is not a version-{VERSION} keras_rnnlm manifest; prepare the corpus again with --overwrite")
+
+    @property
+    def settings(self) -> dict:
+        return self.manifest["settings"]
+
+    @property
+    def separate_valid(self) -> bool:
+        return bool(self.manifest["valid_sources"])
+
+    def check_settings(self, config) -> None:
+        """Refuses a config whose tokenizer, vocabulary or split differs from the one the
+        corpus was prepared with.
+
+        Raises:
+            RnnlmError: Naming the first key that differs, both values and the fix.
+        """
+        wanted = prepared_settings(config, self.separate_valid)
+        for key, value in self.settings.items():
+            if wanted.get(key) != value:
+                raise RnnlmError(
+                    f"{key} = {_toml(wanted.get(key))} differs from the {_toml(value)} that {self.path} was prepared with; "
+                    f"pass --set {key}={_toml(value)}, or prepare the corpus again with these settings"
+                )
+
+    def check_files(self, checksums: bool = True) -> None:
+        """Checks that every file the manifest lists is there, whole and unchanged.
+
+        Args:
+            checksums: Also compare every file's CRC-32 (about 0.2 s a GB), not only its size.
+
+        Raises:
+            RnnlmError: Naming the missing, truncated or altered file.
+        """
+        for name, expected in self.manifest["files"].items():
+            path = self.path / name
+            if not path.is_file():
+                raise RnnlmError(f"{path} is missing; prepare the corpus again (the same command resumes) or restore the file")
+            if path.stat().st_size != expected["bytes"]:
+                raise RnnlmError(
+                    f"{path} has {path.stat().st_size:,} bytes where the manifest says {expected['bytes']:,} (truncated or "
+                    "replaced); prepare the corpus again with --overwrite or restore the file"
+                )
+            if checksums and file_crc32(path) != expected["crc32"]:
+                raise RnnlmError(f"{path} is altered (its CRC-32 differs from the manifest's); prepare the corpus again with --overwrite or restore the file")
+
+    def vocabulary(self) -> Vocabulary:
+        return Vocabulary.load(self.path / "vocabulary.txt")
+
+    def segments(self, split: str):
+        """The ``split`` ("train" or "valid") text as :class:`keras_rnnlm.data.Segments`
+        over memory-mapped shards."""
+        from keras_rnnlm.data import (
+            Segments,  # data imports TensorFlow; the commands check folders without it
+        )
+
+        part = self.manifest["splits"][split]
+        files = [self.path / shard_name(split, number) for number in range(len(part["shards"]))]
+        tokens = ShardedTokens(files, np.dtype(self.manifest["dtype"]), self.manifest["shard_tokens"], part["tokens"])
+        return Segments(tokens, np.load(self.path / segments_name(split), mmap_mode="r"))
+
+    def describe(self) -> str:
+        sources = [source["name"] for source in self.manifest["sources"]]
+        names = ", ".join(sources) if len(sources) <= 3 else f"{', '.join(sources[:2])}, ... {sources[-1]}"
+        return (f"prepared corpus {self.path}: {self.manifest['corpus_tokens']:,} tokens from {len(sources)} document(s) "
+                f"({names}), vocabulary {self.manifest['vocabulary_size']:,}")
+
+
+class ShardedTokens:
+    """Token ids stored in fixed-size shard files, read through memory maps: indexed like
+    a 1-D NumPy array by an integer array of positions, it returns their ids.
+
+    The pages a gather touches stay mapped into this process until released, which would
+    make its resident memory grow with the corpus over an epoch (they are the kernel's page
+    cache, shared and reclaimable, but counted as this process'). So after every
+    :data:`RELEASE_EVERY` positions read, the mappings are told ``MADV_DONTNEED``: the next
+    read of a page maps it again from the page cache, a minor fault. ``MADV_RANDOM`` keeps
+    the kernel from reading ahead around each random window.
+
+    Args:
+        files: The shards in order; each but the last holds ``shard_tokens`` ids.
+        dtype: The ids' type on disk.
+        shard_tokens: Ids per full shard.
+        total: Ids in all shards.
+    """
+
+    RELEASE_EVERY = 1 << 16  # positions: at most this many pages (256 MB) mapped between releases
+
+    def __init__(self, files: list[Path], dtype: np.dtype, shard_tokens: int, total: int):
+        self.shard_tokens, self.total = shard_tokens, total
+        self._maps, self._arrays = [], []
+        for path in files:
+            with open(path, "rb") as file:
+                if os.fstat(file.fileno()).st_size == 0:
+                    self._maps.append(None)
+                    self._arrays.append(np.zeros(0, dtype))
+                    continue
+                mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+            if hasattr(mapped, "madvise"):
+                mapped.madvise(mmap.MADV_RANDOM)
+            self._maps.append(mapped)
+            self._arrays.append(np.frombuffer(mapped, dtype))
+        self._read_since_release = 0
+
+    def __len__(self) -> int:
+        return self.total
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._arrays[0].dtype if self._arrays else np.dtype("<u2")
+
+    def __getitem__(self, positions) -> np.ndarray:
+        """The ids at ``positions`` (an integer array of any shape, or a slice), as int32."""
+        if isinstance(positions, slice):
+            positions = np.arange(*positions.indices(self.total))
+        positions = np.asarray(positions, np.int64)
+        if len(self._arrays) == 1:
+            ids = self._arrays[0][positions].astype(np.int32)
+        else:
+            shard, offset = np.divmod(positions, self.shard_tokens)
+            ids = np.empty(positions.shape, np.int32)
+            for number in np.unique(shard):
+                inside = shard == number
+                ids[inside] = self._arrays[number][offset[inside]]
+        self._read_since_release += positions.size
+        if self._read_since_release >= self.RELEASE_EVERY:
+            self.release()
+        return ids
+
+    def release(self) -> None:
+        """Unmaps the pages read so far from this process (they stay in the page cache)."""
+        for mapped in self._maps:
+            if mapped is not None and hasattr(mapped, "madvise"):
+                mapped.madvise(mmap.MADV_DONTNEED)
+        self._read_since_release = 0
+
+    def chunks(self, size: int = 1 << 22) -> Iterator[np.ndarray]:
+        """The ids in order, ``size`` at a time (int32)."""
+        for start in range(0, self.total, size):
+            yield self[slice(start, min(start + size, self.total))]
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
