@@ -55,16 +55,22 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     verbose = "--verbose" in arguments or os.environ.get("KERAS_RNNLM_VERBOSE", "") not in ("", "0")
     # TensorFlow's C++ logs once it is up: errors only, unless verbose (or the user chose).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
-    with contextlib.nullcontext() if verbose else tensorflow_notices_dropped():
-        try:
-            return main(argv) or 0
-        except RnnlmError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
+    try:
+        with contextlib.nullcontext() if verbose else tensorflow_notices_dropped():
+            try:
+                return main(argv) or 0
+            except RnnlmError as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+            except KeyboardInterrupt:
+                print("interrupted", file=sys.stderr)
+                return 130
+    finally:  # a caller's logging as it was (a handler left on this sys.stderr would outlive it in tests)
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def load_tensorflow() -> None:

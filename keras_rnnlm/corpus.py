@@ -19,6 +19,9 @@ from keras_rnnlm.errors import RnnlmError
 # Book numbers of the built-in corpora: "kjv-poetry" is Psalms to the Song of Solomon,
 # the Bible's song books (about 66k words: trains in minutes on a laptop CPU).
 BUILTIN_BOOKS = {"kjv-poetry": range(19, 23), "kjv": range(1, 67)}
+# Bytes of text read at a time: big enough that tokenizing a block costs far less per line
+# than a line at a time, small enough that a large file is never in memory at once.
+BLOCK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -41,20 +44,18 @@ class Document:
             for line in block[:-1].split("\n"):
                 yield line.rstrip("\r")
 
-    def blocks(self, size: int = 1 << 20) -> Iterator[str]:
-        """Yields the document in blocks of whole lines, each block ending in a newline
-        (one is added after an unterminated last line). A block is about ``size`` bytes,
-        so a large file is never in memory at once, while tokenizing a block at a time
-        costs far less per line than a line at a time.
+    def blocks(self) -> Iterator[str]:
+        """Yields the document in blocks of whole lines of about :data:`BLOCK_BYTES`,
+        each block ending in a newline (one is added after an unterminated last line).
 
         Raises:
             RnnlmError: The file holds a NUL byte (binary) or bytes that are not UTF-8;
                 the message names the file and the byte offset.
         """
-        for block, _ in self.blocks_from(0, size):
+        for block, _ in self.blocks_from(0):
             yield block
 
-    def blocks_from(self, start: int, size: int = 1 << 20) -> Iterator[tuple[str, int]]:
+    def blocks_from(self, start: int) -> Iterator[tuple[str, int]]:
         """As :meth:`blocks`, from byte ``start`` (the end of an earlier block) on, each
         block with the byte offset where it ends, from which a later read can go on. A
         built-in document is one block, ending at offset 1."""
@@ -69,7 +70,7 @@ class Document:
             raise RnnlmError(f"cannot read {self.path} ({error.strerror}); check that it is a file you may read") from None
         with file:
             file.seek(start)
-            while raw := file.read(size):
+            while raw := file.read(BLOCK_BYTES):
                 if not raw.endswith(b"\n"):
                     raw += file.readline()  # to the end of the line
                 if b"\0" in raw:

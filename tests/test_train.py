@@ -157,11 +157,13 @@ def uninterrupted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("uninterrupted")
     (folder / "song.txt").write_text(SONG * 40, encoding="utf-8")
     configs = {}
-    for mode, every_steps in (("windows", 0), ("windows, backups inside epochs", 4), ("bptt", 4)):
+    for mode, every_steps, epoch_steps in (("windows", 0, 0), ("windows, backups inside epochs", 4, 0), ("bptt", 4, 0),
+                                           ("windows, epochs of 10 steps", 4, 10)):  # a pass is 39 steps
         data = {"mode": "bptt", "batch_size": 4, "bptt_steps": 5} if mode == "bptt" else {}
         configs[mode] = small_config([folder / "song.txt"], data=data, model={"dropout": 0.3},
                                      train={"epochs": 6, "early_stopping_patience": 2, "reduce_lr_patience": 1,
-                                            "learning_rate": 0.05, "backup_every_steps": every_steps})
+                                            "learning_rate": 0.05, "backup_every_steps": every_steps,
+                                            "steps_per_epoch": epoch_steps})
         train(configs[mode], folder / mode, verbose=0)
     return folder, configs
 
@@ -171,9 +173,10 @@ def uninterrupted(tmp_path_factory):
     [("windows", {"at_epoch": 2, "training_batch": 3}),
      ("windows, backups inside epochs", {"at_epoch": 2, "training_batch": 10}),
      ("windows, backups inside epochs", {"at_epoch": 1, "validation_batch": 1}),
-     ("bptt", {"at_epoch": 2, "training_batch": 6})],
+     ("bptt", {"at_epoch": 2, "training_batch": 6}),
+     ("windows, epochs of 10 steps", {"at_epoch": 3, "training_batch": 6})],
     ids=["inside an epoch", "inside an epoch, from its step 8", "inside validation, from the epoch's last backup",
-         "bptt, inside an epoch, from its step 4"],
+         "bptt, inside an epoch, from its step 4", "epochs shorter than a pass, from step 34, across the pass' end at 39"],
 )
 def test_an_interrupted_run_ends_exactly_where_the_uninterrupted_one_ends(uninterrupted, tmp_path, mode, interruption):
     folder, configs = uninterrupted
@@ -183,7 +186,9 @@ def test_an_interrupted_run_ends_exactly_where_the_uninterrupted_one_ends(uninte
     train(config, tmp_path / "resumed", verbose=0)
     whole = read_history(folder / mode / "history.csv")
     assert read_history(tmp_path / "resumed" / "history.csv") == whole
-    if mode.startswith("windows"):  # the schedule halved the rate on the way, and early stopping ended the run
+    if mode == "windows, epochs of 10 steps":
+        assert len(whole) >= 4  # the resumed epoch was reached
+    elif mode.startswith("windows"):  # the schedule halved the rate on the way, and early stopping ended the run
         assert len({row["learning_rate"] for row in whole}) > 1 and len(whole) < 6
     for resumed, kept in zip(saved_weights(tmp_path / "resumed"), saved_weights(folder / mode), strict=True):
         np.testing.assert_allclose(resumed, kept, rtol=0, atol=1e-6)

@@ -1,0 +1,221 @@
+"""python -m keras_rnnlm.prepare: the prepared ids are training-from-text's ids, a killed
+prepare resumes to the same files, and damaged or mismatched shards are refused."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from conftest import small_config
+
+from keras_rnnlm import cli, corpus, prepare
+from keras_rnnlm.commands import prepare as prepare_command
+from keras_rnnlm.commands import train as train_command
+from keras_rnnlm.corpus import corpus_documents, find_documents
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.runs import tokenizer_for
+from keras_rnnlm.shards import PreparedCorpus
+from keras_rnnlm.splits import segments_for_training
+from keras_rnnlm.vocab import build_vocabulary, encode_documents
+
+
+@pytest.fixture
+def texts(tmp_path):
+    """Three documents (one with blank lines and one without a final line break) and a
+    separate validation file; enough text for several blocks of 2,000 bytes."""
+    rng = np.random.default_rng(0)
+    words = np.array("cause baby now we got bad blood you know it used to be mad love , don't".split())
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for number, lines in enumerate((400, 3, 250)):
+        text = "\n".join(" ".join(rng.choice(words, rng.integers(0, 9))) for _ in range(lines))
+        (folder / f"{number}.txt").write_text(text + ("\n" if number != 2 else ""), encoding="utf-8")
+    (tmp_path / "held_out.txt").write_text("you know it used to be\nbad love\n", encoding="utf-8")
+    return folder, tmp_path / "held_out.txt"
+
+
+def in_memory(config):
+    """The vocabulary and segments that training from the text uses."""
+    tokenizer = tokenizer_for(config)
+    vocabulary, encoded = build_vocabulary(
+        corpus_documents(config.corpus.paths, config.corpus.builtin), tokenizer, config.vocab.max_size, config.vocab.min_count
+    )
+    valid = encode_documents(find_documents(config.corpus.valid_paths), tokenizer, vocabulary) if config.corpus.valid_paths else None
+    train, valid = segments_for_training(encoded, valid, config.corpus.sequences, config.corpus.valid_fraction, config.train.seed)
+    return vocabulary, train, valid
+
+
+def assert_same_as_in_memory(config, out):
+    vocabulary, train, valid = in_memory(config)
+    prepared = PreparedCorpus(out)
+    assert prepared.vocabulary() == vocabulary
+    for split, expected in (("train", train), ("valid", valid)):
+        segments = prepared.segments(split)
+        ids = np.concatenate([*segments.tokens.chunks(1000)]) if segments.num_tokens else np.zeros(0, np.int32)
+        assert ids.tolist() == np.concatenate(expected).tolist()
+        assert np.asarray(segments.ends).tolist() == np.cumsum([len(part) for part in expected]).tolist()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # word level, validation the end of each file
+        {"corpus": {"level": "char"}},
+        {"corpus": {"sequences": "lines"}, "train": {"seed": 7}},  # random held-out lines
+        {"vocab": {"max_size": 12, "min_count": 2}},  # rare words become <unk>
+        {"separate_valid": True},
+        {"separate_valid": True, "corpus": {"sequences": "lines"}},
+    ],
+)
+def test_prepared_ids_are_the_ids_training_from_text_uses(texts, tmp_path, monkeypatch, settings):
+    monkeypatch.setattr(corpus, "BLOCK_BYTES", 2000)
+    folder, held_out = texts
+    settings = dict(settings)
+    valid = [str(held_out)] if settings.pop("separate_valid", False) else []
+    config = small_config([folder], **settings)
+    config = dataclasses.replace(config, corpus=dataclasses.replace(config.corpus, valid_paths=tuple(valid)))
+    manifest = prepare.prepare(config, tmp_path / "prepared", shard_tokens=500)  # several shards a split
+    assert len(manifest["splits"]["train"]["shards"]) > 1
+    assert_same_as_in_memory(config, tmp_path / "prepared")
+
+
+def test_a_wide_vocabulary_is_stored_as_uint32(tmp_path):
+    (tmp_path / "wide.txt").write_text(" ".join(f"w{number}" for number in range(70_000)) + "\n", encoding="utf-8")
+    config = small_config([tmp_path / "wide.txt"], vocab={"max_size": 100_000})
+    manifest = prepare.prepare(config, tmp_path / "prepared")
+    assert manifest["dtype"] == "<u4" and manifest["vocabulary_size"] == 70_003
+    assert_same_as_in_memory(config, tmp_path / "prepared")
+
+
+class Killed(BaseException):
+    """Stands for the process being killed: not an Exception, so nothing catches it."""
+
+
+@pytest.mark.parametrize("kill_at", ["tokenizing", "writing"])
+def test_a_killed_prepare_resumes_to_the_files_of_an_uninterrupted_one(texts, tmp_path, monkeypatch, kill_at):
+    monkeypatch.setattr(corpus, "BLOCK_BYTES", 2000)
+    monkeypatch.setattr(prepare, "CHECKPOINT_BYTES", 3000)  # a saved state every other block
+    config = small_config([texts[0]])
+    whole = prepare.prepare(config, tmp_path / "whole", shard_tokens=400)
+
+    if kill_at == "tokenizing":  # in the middle of the first document, after a saved state
+        original, blocks_read = prepare.encode_blocks, []
+
+        def encode_blocks(*args, **kwargs):
+            for block in original(*args, **kwargs):
+                blocks_read.append(block)
+                if len(blocks_read) == 4:
+                    raise Killed
+                yield block
+
+        monkeypatch.setattr(prepare, "encode_blocks", encode_blocks)
+    else:  # after the first training shard
+        original_write = prepare._ShardWriter._write
+
+        def write(self, ids):
+            if self.shards:
+                raise Killed
+            original_write(self, ids)
+
+        monkeypatch.setattr(prepare._ShardWriter, "_write", write)
+    with pytest.raises(Killed):
+        prepare.prepare(config, tmp_path / "resumed", shard_tokens=400)
+    assert not (tmp_path / "resumed" / "manifest.json").exists()  # unfinished: no manifest
+    monkeypatch.undo()
+    monkeypatch.setattr(corpus, "BLOCK_BYTES", 2000)
+    resumed = prepare.prepare(config, tmp_path / "resumed", shard_tokens=400)
+
+    assert {key: value for key, value in resumed.items() if key != "seconds"} == {key: value for key, value in whole.items() if key != "seconds"}
+    for name in whole["files"]:
+        assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    assert not (tmp_path / "resumed" / "work").exists()
+
+
+def test_prepare_and_train_from_the_command_line(corpora, tmp_path, capsys):
+    out = tmp_path / "prepared"
+    assert cli.run(prepare_command, ["--corpus", str(corpora / "song.txt"), "--out", str(out), "--set", "vocab.max_size=50"]) == 0
+    assert f"train from it: python -m keras_rnnlm.train --data {out} --set vocab.max_size=50" in capsys.readouterr().err
+    assert cli.run(prepare_command, ["--corpus", str(corpora / "song.txt"), "--out", str(out), "--set", "vocab.max_size=50"]) == 0
+    assert "already prepared" in capsys.readouterr().err
+
+    # Training from the shards reads what training from the text reads: the same history.
+    common = ["--output-dir", str(tmp_path / "runs"), "--set", "vocab.max_size=50", "--set", "data.batch_size=16",
+              "--set", "model.units=16", "--set", "model.embedding_dim=8", "--set", "train.sample_length=0",
+              "--set", "train.tensorboard=false", "--set", "train.precision='float32'", "--epochs", "2"]
+    assert cli.run(train_command, ["--data", str(out), "--run-name", "shards", *common]) == 0
+    assert cli.run(train_command, ["--corpus", str(corpora / "song.txt"), "--run-name", "text", *common]) == 0
+    assert "prepared corpus" in capsys.readouterr().err
+    shards, text = ((tmp_path / "runs" / name / "history.csv").read_text() for name in ("shards", "text"))
+    assert shards == text and len(shards.splitlines()) == 3
+
+
+def refusal(capsys, command, argv):
+    assert cli.run(command, argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    return lines[0]
+
+
+def test_a_truncated_or_altered_shard_is_named(corpora, tmp_path, capsys):
+    out = tmp_path / "prepared"
+    prepare.prepare(small_config([corpora / "song.txt"]), out, shard_tokens=100)
+    shard = out / "train-00001.bin"
+    original = shard.read_bytes()
+    shard.write_bytes(original[:-2])
+    message = refusal(capsys, train_command, ["--data", str(out), "--output-dir", str(tmp_path / "runs")])
+    assert f"{shard} has 198 bytes where the manifest says 200 (truncated" in message
+
+    shard.write_bytes(bytes([original[0] ^ 1]) + original[1:])  # same size, one bit flipped
+    PreparedCorpus(out).check_files(checksums=False)  # sizes alone cannot tell
+    with pytest.raises(RnnlmError, match=f"{shard} is altered"):
+        PreparedCorpus(out).check_files()
+    (out / "manifest.json").write_text("{", encoding="utf-8")
+    assert "manifest.json is damaged" in refusal(capsys, train_command, ["--data", str(out)])
+
+
+def test_settings_that_differ_from_the_prepared_ones_are_refused(corpora, tmp_path, capsys):
+    out = tmp_path / "prepared"
+    prepare.prepare(small_config([corpora / "song.txt"], vocab={"max_size": 50}), out)
+    message = refusal(capsys, train_command, ["--data", str(out), "--output-dir", str(tmp_path / "runs")])
+    assert message == (f"error: vocab.max_size = 10000 differs from the 50 that {out} was prepared with; "
+                       "pass --set vocab.max_size=50, or prepare the corpus again with these settings")
+    message = refusal(capsys, train_command, ["--data", str(out), "--set", "vocab.max_size=50", "--set", "corpus.level=char"])
+    assert message.startswith('error: corpus.level = "char" differs from the "word"')
+    assert "either --data" in refusal(capsys, train_command, ["--data", str(out), "--corpus", str(corpora / "song.txt")])
+    assert "is not a prepared corpus" in refusal(capsys, train_command, ["--data", str(corpora)])
+
+
+def test_a_prepared_corpus_shorter_than_a_window_is_refused_as_text_is(tmp_path, capsys):
+    (tmp_path / "short.txt").write_text("bad\n", encoding="utf-8")
+    out = tmp_path / "prepared"
+    assert cli.run(prepare_command, ["--corpus", str(tmp_path / "short.txt"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert cli.run(train_command, ["--data", str(out), "--output-dir", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: the corpus has only 2 training tokens, fewer than window_size + 1 = 6; give more text or a smaller data.window_size"
+    )
+    assert not (tmp_path / "runs" / "psalms").exists()  # nothing written
+
+
+def test_prepare_never_overwrites_a_folder_of_the_users(corpora, tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me", encoding="utf-8")
+    argv = ["--corpus", str(corpora / "song.txt"), "--out", str(folder), "--overwrite"]
+    assert "is not a prepared corpus; choose another --out" in refusal(capsys, prepare_command, argv)
+    assert (folder / "notes.txt").read_text(encoding="utf-8") == "keep me"
+
+    out = tmp_path / "prepared"
+    assert cli.run(prepare_command, ["--corpus", str(corpora / "song.txt"), "--out", str(out)]) == 0
+    capsys.readouterr()
+    argv = ["--corpus", str(corpora / "names.txt"), "--out", str(out)]
+    assert "holds a corpus prepared from other text or settings" in refusal(capsys, prepare_command, argv)
+    assert cli.run(prepare_command, [*argv, "--overwrite"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["sources"][0]["name"].endswith("names.txt")
+
+
+def test_the_builtin_corpus_prepares_without_a_corpus_argument(tmp_path):
+    manifest = prepare.prepare(small_config([]), tmp_path / "kjv")
+    assert [source["name"] for source in manifest["sources"]][0] == "KJV Psalms"
+    assert manifest["corpus_tokens"] > 80_000
+    assert_same_as_in_memory(small_config([]), tmp_path / "kjv")
