@@ -1,5 +1,5 @@
 """Keras callbacks that the stock set lacks: perplexity beside every loss, lanes reset at
-each epoch (bptt mode), the tied output kernel kept in the saved model, an atomic
+each epoch (bptt mode), the time to the first step, the tied output kernel kept in the saved model, an atomic
 best-model checkpoint of the stock model, a text sample after every epoch, and the loss /
 perplexity plot at the end. The backup a killed run resumes from is
 :mod:`keras_rnnlm.backup`."""
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -20,6 +21,24 @@ from keras_rnnlm.sampling import Sampling
 from keras_rnnlm.speedups import copy_optimizer_state
 
 logger = logging.getLogger("keras_rnnlm")
+
+
+class FirstStepLog(keras.callbacks.Callback):
+    """Logs once how long the run took to finish its first training step: reading the
+    corpus, building the model and compiling its step (what a large corpus should not slow).
+
+    Args:
+        started: ``time.time()`` when the run started.
+    """
+
+    def __init__(self, started: float):
+        super().__init__()
+        self.started = started
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.started is not None:
+            logger.info("first training step done, %.1f s after the run started", time.time() - self.started)
+            self.started = None
 
 
 class Perplexity(keras.callbacks.Callback):

@@ -14,7 +14,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from keras_rnnlm.vocab import LINE_BREAK_ID
+from keras_rnnlm.corpus import Document, find_documents
+from keras_rnnlm.runs import tokenizer_for
+from keras_rnnlm.vocab import (
+    LINE_BREAK_ID,
+    Vocabulary,
+    build_vocabulary,
+    encode_documents,
+)
 
 
 def split_by_position(
@@ -72,7 +79,7 @@ def held_out_lines(num_lines: int, valid_fraction: float, seed: int) -> np.ndarr
 
 def held_out_count(length: int, valid_fraction: float) -> int:
     """How many of ``length`` tokens (or lines) validation holds out."""
-    return int(round(length * valid_fraction))
+    return round(length * valid_fraction)
 
 
 def segments_for_training(
@@ -105,3 +112,30 @@ def segments_for_training(
 def segments_for_evaluation(documents: Sequence[np.ndarray], sequences: str) -> list[np.ndarray]:
     """The segments a text is scored as: whole documents, or lines in line mode."""
     return split_lines(documents) if sequences == "lines" else list(documents)
+
+
+def corpus_segments(
+    config, documents: Sequence[Document], vocabulary: Vocabulary | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray], Vocabulary]:
+    """Reads and encodes a corpus as training from text does: the training and
+    validation segments (:func:`segments_for_training`) and the vocabulary.
+
+    Args:
+        config: A :class:`keras_rnnlm.config.Config`: the tokenizer, vocabulary and split
+            settings, and ``corpus.valid_paths``.
+        documents: The corpus (:func:`keras_rnnlm.corpus.corpus_documents`).
+        vocabulary: The vocabulary to encode with (a resumed run's); None builds it from
+            the documents.
+    """
+    tokenizer = tokenizer_for(config)
+    if vocabulary is None:
+        vocabulary, encoded = build_vocabulary(documents, tokenizer, config.vocab.max_size, config.vocab.min_count)
+    else:
+        encoded = encode_documents(documents, tokenizer, vocabulary)
+    valid_encoded = None
+    if config.corpus.valid_paths:
+        valid_encoded = encode_documents(find_documents(config.corpus.valid_paths), tokenizer, vocabulary)
+    train, valid = segments_for_training(
+        encoded, valid_encoded, config.corpus.sequences, config.corpus.valid_fraction, config.train.seed
+    )
+    return train, valid, vocabulary

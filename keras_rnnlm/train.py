@@ -33,9 +33,9 @@ import keras
 import tensorflow as tf
 
 from keras_rnnlm.backup import RunBackup, restore_training_state
-from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, Perplexity, ResetStates, SampleText, TiedKernel
+from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, FirstStepLog, Perplexity, ResetStates, SampleText, TiedKernel
 from keras_rnnlm.config import Config
-from keras_rnnlm.corpus import corpus_documents, find_documents
+from keras_rnnlm.corpus import corpus_documents
 from keras_rnnlm.data import Segments, training_data
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
@@ -43,8 +43,8 @@ from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model, training_model
 from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, read_history, tokenizer_for, write_summary
 from keras_rnnlm.shards import PreparedCorpus, prepared_corpus_path
-from keras_rnnlm.splits import segments_for_training
-from keras_rnnlm.vocab import Vocabulary, build_vocabulary, encode_documents
+from keras_rnnlm.splits import corpus_segments
+from keras_rnnlm.vocab import Vocabulary
 
 logger = logging.getLogger("keras_rnnlm")
 
@@ -137,7 +137,7 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
         logger.info("resuming at epoch %d, step %d, from %s", first_epoch + 1, step, run.backup_file)
 
     generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
-    callbacks = _callbacks(config, run, model, generator, opening)
+    callbacks = [FirstStepLog(started), *_callbacks(config, run, model, generator, opening)]
     # Last: it saves each epoch once the epoch's history row and checkpoint are written.
     callbacks.append(RunBackup(run.backup_file, callbacks, config.train.backup_every_steps, steps_per_epoch, resumed))
     callbacks.extend(extra_callbacks)
@@ -213,7 +213,6 @@ def _read_corpus(config: Config, run: RunFolder, state: str) -> tuple[Vocabulary
             )
         return vocabulary, prepared.segments("train"), prepared.segments("valid")
 
-    tokenizer = tokenizer_for(config)
     documents = corpus_documents(config.corpus.paths, config.corpus.builtin)
     logger.info("corpus: %d document(s): %s", len(documents), _names(documents))
     size = sum(document.size for document in documents)
@@ -223,18 +222,9 @@ def _read_corpus(config: Config, run: RunFolder, state: str) -> tuple[Vocabulary
             "python -m keras_rnnlm.prepare (the same --corpus, --config and --set, and --out DIR) does it once, "
             "then train --data DIR starts in seconds", f"{size / 1e6:,.0f}",
         )
-    if state == NEW:
-        vocabulary, encoded = build_vocabulary(documents, tokenizer, config.vocab.max_size, config.vocab.min_count)
-    else:
-        vocabulary = Vocabulary.load(run.vocabulary)
-        encoded = encode_documents(documents, tokenizer, vocabulary)
-    valid_encoded = None
-    if config.corpus.valid_paths:
-        valid_encoded = encode_documents(find_documents(config.corpus.valid_paths), tokenizer, vocabulary)
-    train_segments, valid_segments = segments_for_training(
-        encoded, valid_encoded, config.corpus.sequences, config.corpus.valid_fraction, config.train.seed
+    train_segments, valid_segments, vocabulary = corpus_segments(
+        config, documents, None if state == NEW else Vocabulary.load(run.vocabulary)
     )
-    del encoded, valid_encoded
     return vocabulary, Segments.from_arrays(train_segments), Segments.from_arrays(valid_segments)
 
 

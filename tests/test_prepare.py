@@ -11,12 +11,10 @@ from conftest import small_config
 from keras_rnnlm import cli, corpus, prepare
 from keras_rnnlm.commands import prepare as prepare_command
 from keras_rnnlm.commands import train as train_command
-from keras_rnnlm.corpus import corpus_documents, find_documents
+from keras_rnnlm.corpus import corpus_documents
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.runs import tokenizer_for
 from keras_rnnlm.shards import PreparedCorpus
-from keras_rnnlm.splits import segments_for_training
-from keras_rnnlm.vocab import build_vocabulary, encode_documents
+from keras_rnnlm.splits import corpus_segments
 
 
 @pytest.fixture
@@ -34,19 +32,8 @@ def texts(tmp_path):
     return folder, tmp_path / "held_out.txt"
 
 
-def in_memory(config):
-    """The vocabulary and segments that training from the text uses."""
-    tokenizer = tokenizer_for(config)
-    vocabulary, encoded = build_vocabulary(
-        corpus_documents(config.corpus.paths, config.corpus.builtin), tokenizer, config.vocab.max_size, config.vocab.min_count
-    )
-    valid = encode_documents(find_documents(config.corpus.valid_paths), tokenizer, vocabulary) if config.corpus.valid_paths else None
-    train, valid = segments_for_training(encoded, valid, config.corpus.sequences, config.corpus.valid_fraction, config.train.seed)
-    return vocabulary, train, valid
-
-
 def assert_same_as_in_memory(config, out):
-    vocabulary, train, valid = in_memory(config)
+    train, valid, vocabulary = corpus_segments(config, corpus_documents(config.corpus.paths, config.corpus.builtin))
     prepared = PreparedCorpus(out)
     assert prepared.vocabulary() == vocabulary
     for split, expected in (("train", train), ("valid", valid)):
@@ -216,6 +203,6 @@ def test_prepare_never_overwrites_a_folder_of_the_users(corpora, tmp_path, capsy
 
 def test_the_builtin_corpus_prepares_without_a_corpus_argument(tmp_path):
     manifest = prepare.prepare(small_config([]), tmp_path / "kjv")
-    assert [source["name"] for source in manifest["sources"]][0] == "KJV Psalms"
+    assert manifest["sources"][0]["name"] == "KJV Psalms"
     assert manifest["corpus_tokens"] > 80_000
     assert_same_as_in_memory(small_config([]), tmp_path / "kjv")
