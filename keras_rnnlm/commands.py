@@ -111,7 +111,7 @@ def train(argv: list[str] | None = None) -> int:
 def prepare(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(
         prog="python -m keras_rnnlm.prepare",
-        description="Tokenize a corpus once into token shards that training reads memory-mapped (train --data DIR).",
+        description="Tokenize a corpus once into token shards that training reads from disk as it goes (train --data DIR).",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
     parser.add_argument("--corpus", nargs="+", metavar="PATH", help="text files or folders of .txt files (default: built-in corpus)")

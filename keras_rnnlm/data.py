@@ -9,13 +9,13 @@ tokens of a file are predicted from a window left-padded with ``<pad>``, and no 
 reaches into another segment.
 
 The text is held once, as :class:`Segments`: the ids of every segment end to end, either
-an array in memory or memory-mapped token shards (``python -m keras_rnnlm.prepare``,
+an array in memory or token shards on disk (``python -m keras_rnnlm.prepare``,
 :mod:`keras_rnnlm.shards`). Each batch's windows, or each step's lanes, are gathered
 from it by NumPy inside the tf.data pipeline (``tf.numpy_function``), the same code for
 both, so no (examples x window) array and no one-hot target is ever built, and memory
 does not grow with a prepared corpus. (TensorFlow's own gather would need the text as a
-tensor in memory; the NumPy gather costs about 0.25 ms a batch of 256 windows, against
-0.12 ms, beside a training step of 20-30 ms: benchmarks/RESULTS.md, "Large corpora".)
+tensor in memory; the NumPy gather of a batch costs a small fraction of a training step:
+benchmarks/RESULTS.md, "Large corpora", compares the two ways of training.)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Segments:
 
     Attributes:
         tokens: Every segment's ids, one after another: a 1-D integer NumPy array, or
-            :class:`keras_rnnlm.shards.ShardedTokens` (memory-mapped shards); anything
+            :class:`keras_rnnlm.shards.ShardedTokens` (shards on disk); anything
             that an int64 array of positions indexes.
         ends: int64 (segments,): where each segment ends in ``tokens``; an empty segment
             ends where the one before it does.

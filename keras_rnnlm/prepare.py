@@ -1,9 +1,9 @@
 """Preparing a corpus once: ``python -m keras_rnnlm.prepare``.
 
 Training from text tokenizes the whole corpus at every start and every resume and holds
-its ids in memory. For a large corpus, prepare it once instead: training then reads the
-token shards memory-mapped (``train --data DIR``), starts in seconds and uses the same
-memory whatever the corpus' size (:mod:`keras_rnnlm.shards` describes the folder).
+its ids in memory. For a large corpus, prepare it once instead: training then reads from
+the token shards only what each batch needs (``train --data DIR``), starts in seconds and
+uses the same memory whatever the corpus' size (:mod:`keras_rnnlm.shards` describes the folder).
 
 Two passes. The first reads the text a block of lines at a time, tokenizing in one worker
 process per core, and writes every token's provisional id (numbered in order of first
@@ -234,7 +234,7 @@ def _write_shards(config: Config, out: Path, job: dict, state: _TokenizeState, n
     ids of the training and validation text into shards; returns the manifest."""
     work = out / WORK
     types = [*RESERVED_TOKENS, *(work / "types.txt").read_bytes().decode("utf-8").split("\n")[:-1]]
-    provisional = np.memmap(work / "ids.u32", dtype="<u4", mode="r", shape=(state.tokens,)) if state.tokens else np.zeros(0, "<u4")
+    provisional = _IdsFile(work / "ids.u32")
     corpus_tokens = sum(state.document_tokens[:num_corpus_documents])
     counts = np.zeros(len(types), np.int64)
     for start in range(0, corpus_tokens, 1 << 24):  # the corpus only: as training from text, not its --valid files
@@ -257,7 +257,6 @@ def _write_shards(config: Config, out: Path, job: dict, state: _TokenizeState, n
         for label, split in enumerate(SPLITS, start=1):
             writers[split].end_segments(segment_lengths[label])
     meter.finish()
-    del provisional
 
     files = {}
     vocabulary.save(out / "vocabulary.txt")
@@ -326,6 +325,17 @@ def _runs(config: Config, provisional: np.ndarray, document_tokens: list[int], n
 
 def _constant_labels(label: int):
     return lambda chunk, chunk_end: np.full(chunk_end - chunk, label, np.int8)
+
+
+class _IdsFile:
+    """The provisional ids on disk, read a slice at a time (a memory map would keep every
+    page read mapped: the process' resident memory would grow to the file's size)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __getitem__(self, part: slice) -> np.ndarray:
+        return np.fromfile(self.path, dtype="<u4", count=part.stop - part.start, offset=4 * part.start)
 
 
 class _ShardWriter:

@@ -1,4 +1,4 @@
-"""A prepared corpus on disk: token shards, their manifest, and reading them memory-mapped.
+"""A prepared corpus on disk: token shards, their manifest, and reading them back.
 
 ``python -m keras_rnnlm.prepare`` (:mod:`keras_rnnlm.prepare`) writes a folder::
 
@@ -10,15 +10,14 @@
     valid-00000.bin ...  the same for the validation text
     valid-segments.npy
 
-Training opens it with :class:`PreparedCorpus`: the shards are memory-mapped, not read,
-so a run starts in the same time and memory whatever the corpus' size, and a batch's
-windows are gathered from the mapped pages (:class:`ShardedTokens`).
+Training opens it with :class:`PreparedCorpus`: the shards are not read at the start, so
+a run starts in the same time and memory whatever the corpus' size; each batch reads
+only its windows' bytes from them (:class:`ShardedTokens`).
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import zlib
 from collections.abc import Iterator
@@ -184,7 +183,8 @@ class PreparedCorpus:
 
     def segments(self, split: str):
         """The ``split`` ("train" or "valid") text as :class:`keras_rnnlm.data.Segments`
-        over memory-mapped shards."""
+        read from the shards as needed (the segment ends memory-mapped: a binary search
+        touches a few pages of them)."""
         from keras_rnnlm.data import (
             Segments,  # data imports TensorFlow; the commands check folders without it
         )
@@ -202,15 +202,17 @@ class PreparedCorpus:
 
 
 class ShardedTokens:
-    """Token ids stored in fixed-size shard files, read through memory maps: indexed like
-    a 1-D NumPy array by an integer array of positions, it returns their ids.
+    """Token ids stored in fixed-size shard files: indexed like a 1-D NumPy array by an
+    integer array of positions, it returns their ids, reading only those bytes.
 
-    The pages a gather touches stay mapped into this process until released, which would
-    make its resident memory grow with the corpus over an epoch (they are the kernel's page
-    cache, shared and reclaimable, but counted as this process'). So after every
-    :data:`RELEASE_EVERY` positions read, the mappings are told ``MADV_DONTNEED``: the next
-    read of a page maps it again from the page cache, a minor fault. ``MADV_RANDOM`` keeps
-    the kernel from reading ahead around each random window.
+    Each run of consecutive positions (a window and its target, a lane's step) is one
+    ``os.pread``; the kernel's page cache keeps what was read, outside this process.
+    Memory-mapping the shards would be the usual way, and was measured worse here: a random
+    read through a map made the kernel map a whole large folio of the page cache into the
+    process (hundreds of KB a read on Linux 6.18), so its resident memory grew with every
+    batch until it held much of the corpus; ``pread`` copies only the bytes asked for, at
+    a cost of about a millisecond a batch of 256 windows, beside a training step of tens
+    (``benchmarks/mapped_reads.py``, figures in benchmarks/RESULTS.md).
 
     Args:
         files: The shards in order; each but the last holds ``shard_tokens`` ids.
@@ -219,60 +221,50 @@ class ShardedTokens:
         total: Ids in all shards.
     """
 
-    RELEASE_EVERY = 1 << 16  # positions: at most this many pages (256 MB) mapped between releases
-
     def __init__(self, files: list[Path], dtype: np.dtype, shard_tokens: int, total: int):
-        self.shard_tokens, self.total = shard_tokens, total
-        self._maps, self._arrays = [], []
-        for path in files:
-            with open(path, "rb") as file:
-                if os.fstat(file.fileno()).st_size == 0:
-                    self._maps.append(None)
-                    self._arrays.append(np.zeros(0, dtype))
-                    continue
-                mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
-            if hasattr(mapped, "madvise"):
-                mapped.madvise(mmap.MADV_RANDOM)
-            self._maps.append(mapped)
-            self._arrays.append(np.frombuffer(mapped, dtype))
-        self._read_since_release = 0
+        self.dtype, self.shard_tokens, self.total = np.dtype(dtype), shard_tokens, total
+        self._files = [os.open(path, os.O_RDONLY) for path in files]
+
+    def __del__(self):
+        for descriptor in getattr(self, "_files", ()):
+            os.close(descriptor)
 
     def __len__(self) -> int:
         return self.total
 
-    @property
-    def dtype(self) -> np.dtype:
-        return self._arrays[0].dtype if self._arrays else np.dtype("<u2")
-
     def __getitem__(self, positions) -> np.ndarray:
         """The ids at ``positions`` (an integer array of any shape, or a slice), as int32."""
         if isinstance(positions, slice):
-            positions = np.arange(*positions.indices(self.total))
+            start, stop, step = positions.indices(self.total)
+            if step == 1:
+                return self._read_runs([start], [max(stop - start, 0)]).astype(np.int32)
+            positions = np.arange(start, stop, step)
         positions = np.asarray(positions, np.int64)
-        if len(self._arrays) == 1:
-            ids = self._arrays[0][positions].astype(np.int32)
-        else:
-            shard, offset = np.divmod(positions, self.shard_tokens)
-            ids = np.empty(positions.shape, np.int32)
-            for number in np.unique(shard):
-                inside = shard == number
-                ids[inside] = self._arrays[number][offset[inside]]
-        self._read_since_release += positions.size
-        if self._read_since_release >= self.RELEASE_EVERY:
-            self.release()
-        return ids
+        flat = positions.ravel()
+        if not flat.size:
+            return np.zeros(positions.shape, np.int32)
+        if flat.min() < 0 or flat.max() >= self.total:
+            raise IndexError(f"token positions must lie in [0, {self.total}), got {flat.min()} to {flat.max()}")
+        firsts = np.flatnonzero(np.diff(flat) != 1) + 1  # where a run of consecutive positions starts
+        starts = np.concatenate([[0], firsts])
+        lengths = np.diff(np.concatenate([starts, [flat.size]]))
+        return self._read_runs(flat[starts].tolist(), lengths.tolist()).astype(np.int32).reshape(positions.shape)
 
-    def release(self) -> None:
-        """Unmaps the pages read so far from this process (they stay in the page cache)."""
-        for mapped in self._maps:
-            if mapped is not None and hasattr(mapped, "madvise"):
-                mapped.madvise(mmap.MADV_DONTNEED)
-        self._read_since_release = 0
+    def _read_runs(self, starts: list[int], lengths: list[int]) -> np.ndarray:
+        """The ids of runs of consecutive positions, end to end."""
+        size, pieces = self.dtype.itemsize, []
+        for start, length in zip(starts, lengths, strict=True):
+            while length > 0:  # a run may cross into the next shard
+                shard, offset = divmod(start, self.shard_tokens)
+                count = min(length, self.shard_tokens - offset)
+                pieces.append(os.pread(self._files[shard], count * size, offset * size))
+                start, length = start + count, length - count
+        return np.frombuffer(b"".join(pieces), self.dtype)
 
     def chunks(self, size: int = 1 << 22) -> Iterator[np.ndarray]:
         """The ids in order, ``size`` at a time (int32)."""
         for start in range(0, self.total, size):
-            yield self[slice(start, min(start + size, self.total))]
+            yield self[start : min(start + size, self.total)]
 
 
 def _toml(value) -> str:

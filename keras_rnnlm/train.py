@@ -92,7 +92,7 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     keras.utils.set_random_seed(config.train.seed)
     tokenizer = tokenizer_for(config)
 
-    # Text -> ids: read from the text, or a prepared corpus' shards memory-mapped.
+    # Text -> ids: read from the text now, or from a prepared corpus' shards as batches need them.
     vocabulary, train_segments, valid_segments = _read_corpus(config, run, state)
     data = training_data(config.data, train_segments, valid_segments, config.train.seed)
     opening = tokenizer.text_from_tokens(vocabulary.tokens_from_ids(valid_segments.first_tokens(config.data.window_size)))
