@@ -20,6 +20,7 @@ import contextlib
 import logging
 import os
 import re
+import select
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -93,21 +94,34 @@ def tensorflow_notices_dropped() -> Iterator[None]:
     sys.stderr.flush()
     os.dup2(write_end, 2)
     os.close(write_end)
-    forwarder = threading.Thread(target=_forward_lines, args=(read_end, original), daemon=True)
+    stop = threading.Event()
+    forwarder = threading.Thread(target=_forward_lines, args=(read_end, original, stop), daemon=True)
     forwarder.start()
     try:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(original, 2)  # closes the pipe's last write end here: the forwarder reads to its end
+        os.dup2(original, 2)  # closes this process' write end of the pipe
+        # Processes started meanwhile (multiprocessing's resource tracker, which outlives
+        # the encoding workers) may still hold a write end, so the end of the pipe never
+        # comes: the forwarder stops once the pipe has nothing more to read.
+        stop.set()
         forwarder.join(timeout=5)
         os.close(original)
 
 
-def _forward_lines(read_end: int, destination: int) -> None:
+def _forward_lines(read_end: int, destination: int, stop: threading.Event) -> None:
     with os.fdopen(read_end, "rb", buffering=0) as pipe:
         pending = b""
-        while chunk := pipe.read(65536):
+        while True:
+            readable, _, _ = select.select([pipe], [], [], 0.05)
+            if not readable:
+                if stop.is_set():
+                    break
+                continue
+            chunk = pipe.read(65536)
+            if not chunk:
+                break
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 if not NOTICES.search(line):
