@@ -1,5 +1,5 @@
-"""The four commands: ``python -m keras_rnnlm.train``, ``.generate``, ``.evaluate`` and
-``.export``.
+"""The commands: ``python -m keras_rnnlm.prepare``, ``.train``, ``.generate``,
+``.evaluate`` and ``.export``.
 
 Each parses its command line, checks what it can without TensorFlow (the arguments, the
 config, the paths, the corpus' first bytes, the run folder), and only then imports the

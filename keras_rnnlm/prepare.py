@@ -39,7 +39,6 @@ import re
 import shutil
 import sys
 import time
-import zlib
 from collections.abc import Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
@@ -74,7 +73,7 @@ def prepare(config: Config, out: str | Path, overwrite: bool = False, shard_toke
 
     Args:
         config: Which text (``corpus.paths``, ``corpus.valid_paths``, ``corpus.builtin``)
-            and the settings that decide the ids (:data:`keras_rnnlm.shards.PREPARED_KEYS`).
+            and the settings that decide the ids (:func:`keras_rnnlm.shards.prepared_settings`).
         out: The folder to write.
         overwrite: Replace a corpus prepared there from other text or settings.
         shard_tokens: Ids per shard.
@@ -339,34 +338,38 @@ class _IdsFile:
 
 
 class _ShardWriter:
-    """Writes one split's ids into shards of ``shard_tokens`` and its segment ends.
-
-    A shard is written to a temporary name and renamed; a shard a killed prepare had
-    already written whole (the same size and CRC-32) is kept, not written again.
+    """Writes one split's ids into shards of ``shard_tokens`` as they come, and its
+    segment ends. A shard is written under a temporary name and renamed once whole (or at
+    the end), so memory holds one chunk, not one shard. A prepare killed in this pass
+    writes its shards again: the pass is fast beside tokenizing.
     """
 
     def __init__(self, out: Path, split: str, dtype: np.dtype, shard_tokens: int):
         self.out, self.split, self.dtype, self.shard_tokens = out, split, dtype, shard_tokens
-        self.pending: list[np.ndarray] = []
-        self.pending_tokens = 0
         self.shards: list[str] = []
         self.tokens = 0
         self.segment_lengths: list[np.ndarray] = []
+        self._file, self._in_shard = None, 0
 
     def add(self, ids: np.ndarray) -> None:
-        self.pending.append(ids)
-        self.pending_tokens += len(ids)
-        while self.pending_tokens >= self.shard_tokens:
-            joined = np.concatenate(self.pending)
-            self._write(joined[: self.shard_tokens])
-            self.pending, self.pending_tokens = [joined[self.shard_tokens :]], len(joined) - self.shard_tokens
+        ids = ids.astype(self.dtype, copy=False)
+        while len(ids):
+            if self._file is None:
+                self._file = open(self._temporary(len(self.shards)), "wb")  # noqa: SIM115 - closed by _end_shard
+            count = min(len(ids), self.shard_tokens - self._in_shard)
+            self._file.write(ids[:count].tobytes())
+            self._in_shard += count
+            self.tokens += count
+            ids = ids[count:]
+            if self._in_shard == self.shard_tokens:
+                self._end_shard()
 
     def end_segments(self, lengths) -> None:
         self.segment_lengths.append(np.asarray(lengths, np.int64))
 
     def close(self) -> dict:
-        if self.pending_tokens:
-            self._write(np.concatenate(self.pending))
+        if self._file is not None:
+            self._end_shard()
         ends = np.cumsum(np.concatenate([np.zeros(0, np.int64), *self.segment_lengths]), dtype=np.int64)
         assert not len(ends) or ends[-1] == self.tokens, "segments must cover the split's tokens"
         buffer = io.BytesIO()
@@ -374,13 +377,17 @@ class _ShardWriter:
         _write_atomically(self.out / segments_name(self.split), buffer.getvalue())
         return {"tokens": self.tokens, "segments": len(ends), "shards": self.shards}
 
-    def _write(self, ids: np.ndarray) -> None:
-        data = np.ascontiguousarray(ids, self.dtype).tobytes()
-        path = self.out / shard_name(self.split, len(self.shards))
-        if not (path.is_file() and path.stat().st_size == len(data) and file_crc32(path) == zlib.crc32(data)):
-            _write_atomically(path, data)
-        self.shards.append(path.name)
-        self.tokens += len(ids)
+    def _end_shard(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        name = shard_name(self.split, len(self.shards))
+        os.replace(self._temporary(len(self.shards)), self.out / name)
+        self.shards.append(name)
+        self._file, self._in_shard = None, 0
+
+    def _temporary(self, number: int) -> Path:
+        return self.out / f".{shard_name(self.split, number)}.partial"
 
 
 class _ProgressMeter:

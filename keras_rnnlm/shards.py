@@ -32,18 +32,11 @@ MANIFEST = "manifest.json"
 FORMAT = "keras_rnnlm prepared corpus"
 VERSION = 1
 SPLITS = ("train", "valid")
-# Config keys that decide the prepared ids: training with other values would read the
-# ids as other tokens, or validate on other text. (corpus.split only at word level;
-# corpus.valid_fraction only without separate validation files; train.seed only where it
-# chose the held-out lines.)
-PREPARED_KEYS = (
-    "corpus.level", "corpus.split", "corpus.lowercase", "corpus.sequences", "corpus.valid_fraction",
-    "vocab.max_size", "vocab.min_count", "train.seed",
-)
-
-
 def prepared_settings(config, separate_valid: bool) -> dict:
-    """The values of :data:`PREPARED_KEYS` that decide the prepared ids under ``config``.
+    """The config values that decide the prepared ids: training with other values would
+    read the ids as other tokens, or validate on other text. (``corpus.split`` counts only
+    at word level, ``corpus.valid_fraction`` only without separate validation files, and
+    ``train.seed`` only where it chose the held-out lines.)
 
     Args:
         config: A :class:`keras_rnnlm.config.Config`.

@@ -97,14 +97,14 @@ def test_a_killed_prepare_resumes_to_the_files_of_an_uninterrupted_one(texts, tm
 
         monkeypatch.setattr(prepare, "encode_blocks", encode_blocks)
     else:  # after the first training shard
-        original_write = prepare._ShardWriter._write
+        original_end_shard = prepare._ShardWriter._end_shard
 
-        def write(self, ids):
+        def end_shard(self):
             if self.shards:
                 raise Killed
-            original_write(self, ids)
+            original_end_shard(self)
 
-        monkeypatch.setattr(prepare._ShardWriter, "_write", write)
+        monkeypatch.setattr(prepare._ShardWriter, "_end_shard", end_shard)
     with pytest.raises(Killed):
         prepare.prepare(config, tmp_path / "resumed", shard_tokens=400)
     assert not (tmp_path / "resumed" / "manifest.json").exists()  # unfinished: no manifest
@@ -118,7 +118,10 @@ def test_a_killed_prepare_resumes_to_the_files_of_an_uninterrupted_one(texts, tm
     assert not (tmp_path / "resumed" / "work").exists()
 
 
-def test_prepare_and_train_from_the_command_line(corpora, tmp_path, capsys):
+def test_prepare_and_train_from_the_command_line(corpora, tmp_path, capsys, monkeypatch):
+    import keras_rnnlm.train
+
+
     out = tmp_path / "prepared"
     assert cli.run(prepare_command, ["--corpus", str(corpora / "song.txt"), "--out", str(out), "--set", "vocab.max_size=50"]) == 0
     assert f"train from it: python -m keras_rnnlm.train --data {out} --set vocab.max_size=50" in capsys.readouterr().err
@@ -130,8 +133,10 @@ def test_prepare_and_train_from_the_command_line(corpora, tmp_path, capsys):
               "--set", "model.units=16", "--set", "model.embedding_dim=8", "--set", "train.sample_length=0",
               "--set", "train.tensorboard=false", "--set", "train.precision='float32'", "--epochs", "2"]
     assert cli.run(train_command, ["--data", str(out), "--run-name", "shards", *common]) == 0
+    assert f"corpus: prepared corpus {out}: 680 tokens from 1 document(s)" in capsys.readouterr().err
+    monkeypatch.setattr(keras_rnnlm.train, "PREPARE_HINT_BYTES", 2000)  # the song is 2,560 bytes
     assert cli.run(train_command, ["--corpus", str(corpora / "song.txt"), "--run-name", "text", *common]) == 0
-    assert "prepared corpus" in capsys.readouterr().err
+    assert "python -m keras_rnnlm.prepare (the same --corpus" in capsys.readouterr().err
     shards, text = ((tmp_path / "runs" / name / "history.csv").read_text() for name in ("shards", "text"))
     assert shards == text and len(shards.splitlines()) == 3
 
@@ -206,3 +211,18 @@ def test_the_builtin_corpus_prepares_without_a_corpus_argument(tmp_path):
     assert manifest["sources"][0]["name"] == "KJV Psalms"
     assert manifest["corpus_tokens"] > 80_000
     assert_same_as_in_memory(small_config([]), tmp_path / "kjv")
+
+
+def test_windows_and_lanes_read_from_shards_are_those_read_from_memory(corpora, tmp_path):
+    from keras_rnnlm.data import Segments, lanes, windowed_stream
+
+    config = small_config([corpora / "song.txt"])
+    prepare.prepare(config, tmp_path / "prepared", shard_tokens=64)  # windows and steps across shard edges
+    train, _, _ = corpus_segments(config, corpus_documents(config.corpus.paths, config.corpus.builtin))
+    from_shards, in_memory = PreparedCorpus(tmp_path / "prepared").segments("train"), Segments.from_arrays(train)
+    examples = np.random.default_rng(0).permutation(in_memory.num_tokens)
+    for shards, memory in zip(windowed_stream(from_shards, 5).examples(examples), windowed_stream(in_memory, 5).examples(examples), strict=True):
+        assert np.array_equal(shards, memory)
+    shard_lanes, memory_lanes = lanes(from_shards, 7, 9), lanes(in_memory, 7, 9)
+    for step in range(memory_lanes.num_steps):
+        assert all(np.array_equal(a, b) for a, b in zip(shard_lanes.step(step), memory_lanes.step(step), strict=True))
