@@ -57,30 +57,36 @@ def encode(documents: Sequence[Document], tokenizer: Tokenizer, id_of: Callable[
     """
     with encoding_pool(documents) as pool:
         try:
-            return [_encode_document(document, tokenizer, id_of, pool) for document in documents]
+            return _encode_all(documents, tokenizer, id_of, pool)
         except BrokenProcessPool as error:
             logger.warning("an encoding worker process died (%s); encoding in this process instead", error)
-    return [_encode_document(document, tokenizer, id_of, None) for document in documents]
+    return _encode_all(documents, tokenizer, id_of, None)
 
 
-def _encode_document(document: Document, tokenizer: Tokenizer, id_of, pool: Executor | None) -> np.ndarray:
-    """Encodes a whole document (:func:`encode_blocks`) into one array."""
-    ids = array("i")
-    for block_ids, _ in encode_blocks(document, tokenizer, id_of, pool):
-        ids.frombytes(block_ids.tobytes())
-    return np.frombuffer(ids, dtype=np.int32) if ids else np.zeros(0, dtype=np.int32)
+def _encode_all(documents: Sequence[Document], tokenizer: Tokenizer, id_of, pool: Executor | None) -> list[np.ndarray]:
+    """Every document (:func:`encode_blocks`), each in one array."""
+    ids = [array("i") for _ in documents]
+    for number, block_ids, _ in encode_blocks(documents, tokenizer, id_of, pool):
+        ids[number].frombytes(block_ids.tobytes())
+    return [np.frombuffer(part, dtype=np.int32) if part else np.zeros(0, dtype=np.int32) for part in ids]
 
 
 def encode_blocks(
-    document: Document, tokenizer: Tokenizer, id_of: Callable[[str], int], pool: Executor | None = None, start: int = 0
-) -> Iterator[tuple[np.ndarray, int]]:
-    """Encodes a document a block of lines at a time, from byte ``start`` on (in the
-    pool's processes when there is a pool): each block's int32 ids and the byte offset
-    where the block ends. Here only each block's distinct tokens are looked up with
-    ``id_of``, in order of first appearance, and its ids mapped in NumPy."""
-    for types, block_ids, end in _encoded_blocks(document, tokenizer, pool, start):
+    documents: Sequence[Document],
+    tokenizer: Tokenizer,
+    id_of: Callable[[str], int],
+    pool: Executor | None = None,
+    start: tuple[int, int] = (0, 0),
+) -> Iterator[tuple[int, np.ndarray, int]]:
+    """Encodes documents a block of lines at a time, from document ``start[0]``, byte
+    ``start[1]`` on (in the pool's processes when there is a pool, blocks of the next
+    documents in flight while one is read, so that many small files keep every core busy):
+    each block's document number, int32 ids and the byte offset where it ends. Here only
+    each block's distinct tokens are looked up with ``id_of``, in order of first
+    appearance, and its ids mapped in NumPy."""
+    for number, types, block_ids, end in _encoded_blocks(documents, tokenizer, pool, start):
         table = np.fromiter(map(id_of, types), dtype=np.int32, count=len(types))  # in order: first appearance is kept
-        yield table[block_ids], end
+        yield number, table[block_ids], end
 
 
 def _encode_block(tokenizer: Tokenizer, text: str) -> tuple[list[str], np.ndarray]:
@@ -92,26 +98,32 @@ def _encode_block(tokenizer: Tokenizer, text: str) -> tuple[list[str], np.ndarra
     return [LINE_BREAK if token == "\n" else token for token in types], ids
 
 
-def _encoded_blocks(document: Document, tokenizer: Tokenizer, pool: Executor | None, start: int) -> Iterator[tuple[list[str], np.ndarray, int]]:
-    """:func:`_encode_block` of every block of the document from byte ``start`` on, in
-    order, with the offset where each block ends. With a pool, a few blocks are in flight
-    at once, so the text read ahead stays a few MB."""
+def _encoded_blocks(documents: Sequence[Document], tokenizer: Tokenizer, pool: Executor | None, start: tuple[int, int]):
+    """:func:`_encode_block` of every block from ``start`` on, in order: (document
+    number, types, ids, end offset). With a pool, a few blocks are in flight at once, so
+    the text read ahead stays a few MB."""
     encode_block = functools.partial(_encode_block, tokenizer)
+    first, offset = start
+    blocks = (
+        (number, block, end)
+        for number in range(first, len(documents))
+        for block, end in documents[number].blocks_from(offset if number == first else 0)
+    )
     if pool is None:
-        for block, end in document.blocks_from(start):
-            yield *encode_block(block), end
+        for number, block, end in blocks:
+            yield number, *encode_block(block), end
         return
     in_flight: deque = deque()
     most_in_flight = 2 * _cores()
-    for block, end in document.blocks_from(start):
+    for number, block, end in blocks:
         with _main_module_hidden():  # submit starts the workers
-            in_flight.append((pool.submit(encode_block, block), end))
+            in_flight.append((number, pool.submit(encode_block, block), end))
         if len(in_flight) > most_in_flight:
-            future, block_end = in_flight.popleft()
-            yield *future.result(), block_end
+            block_number, future, block_end = in_flight.popleft()
+            yield block_number, *future.result(), block_end
     while in_flight:
-        future, block_end = in_flight.popleft()
-        yield *future.result(), block_end
+        block_number, future, block_end = in_flight.popleft()
+        yield block_number, *future.result(), block_end
 
 
 @contextlib.contextmanager

@@ -197,21 +197,22 @@ def _tokenize_from_saved_state(documents, tokenizer, work: Path, pool) -> _Token
         _write_atomically(state_file, json.dumps(asdict(state)).encode())
 
     with ids_file, types_file:
-        while state.document < len(documents):
-            document = documents[state.document]
-            since_save = 0
-            for block_ids, end in encode_blocks(document, tokenizer, types.__getitem__, pool, state.offset):
-                ids_file.write(block_ids.astype("<u4").tobytes())
-                state.tokens += len(block_ids)
-                state.document_tokens[state.document] += len(block_ids)
-                meter.advance(end - state.offset)
-                since_save += end - state.offset
-                state.offset = end
-                if since_save >= CHECKPOINT_BYTES:
-                    save()
-                    since_save = 0
-            state.document, state.offset = state.document + 1, 0
-            save()
+        since_save = 0
+        blocks = encode_blocks(documents, tokenizer, types.__getitem__, pool, (state.document, state.offset))
+        for number, block_ids, end in blocks:
+            if number != state.document:  # the documents before it are read whole
+                state.document, state.offset = number, 0
+            ids_file.write(block_ids.astype("<u4").tobytes())
+            state.tokens += len(block_ids)
+            state.document_tokens[number] += len(block_ids)
+            meter.advance(end - state.offset)
+            since_save += end - state.offset
+            state.offset = end
+            if since_save >= CHECKPOINT_BYTES:  # not at every document's end: a folder of many small files would fsync each
+                save()
+                since_save = 0
+        state.document, state.offset = len(documents), 0
+        save()
     meter.finish()
     return state
 
