@@ -141,10 +141,11 @@ def check_sizes(train: WindowedStream, valid: WindowedStream) -> None:
         )
 
 
-def windows_dataset(stream: WindowedStream, batch_size: int) -> tf.data.Dataset:
+def windows_dataset(stream: WindowedStream, batch_size: int, shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
     """One pass over the stream in order (validation, evaluation): batches of int32
-    ``windows`` (batch, window_size) and ``targets`` (batch,); the last may be smaller."""
-    batches, gather = _window_batches(stream, batch_size)
+    ``windows`` (batch, window_size) and ``targets`` (batch,); the last may be smaller.
+    ``shard`` (index, count): only this worker's share of every batch (:func:`worker_share`)."""
+    batches, gather = _window_batches(stream, batch_size, shard)
     # No prefetching, and the gather (cheap) runs in the calling thread: with either,
     # destroying an iterator that had sat idle stalled for seconds (benchmarks/RESULTS.md,
     # "the validation stall"), and Keras destroys the validation iterator at every epoch's
@@ -152,7 +153,9 @@ def windows_dataset(stream: WindowedStream, batch_size: int) -> tf.data.Dataset:
     return batches.map(gather)
 
 
-def training_windows(stream: WindowedStream, batch_size: int, seed: int, first_step: int = 0) -> tf.data.Dataset:
+def training_windows(
+    stream: WindowedStream, batch_size: int, seed: int, first_step: int = 0, shard: tuple[int, int] = (0, 1)
+) -> tf.data.Dataset:
     """The training batches from batch ``first_step`` on, pass after pass over the
     examples, endlessly (``fit`` is told an epoch's length, so that one iterator serves
     the whole run).
@@ -163,10 +166,13 @@ def training_windows(stream: WindowedStream, batch_size: int, seed: int, first_s
     would hold every example as a tensor in its buffer, a materialized permutation 4 bytes
     per token.
 
+    With ``shard`` (index, count), a worker of several reads only its share of every
+    batch (:func:`worker_share`): together the workers read each batch once.
+
     Returns:
         Prefetched batches of int32 ``windows`` (batch, window_size) and ``targets`` (batch,).
     """
-    batches, gather = _window_batches(stream, batch_size)
+    batches, gather = _window_batches(stream, batch_size, shard)
     last = stream.num_windows - 1
 
     def one_pass(number):  # int64 scalar
@@ -181,13 +187,23 @@ def batches_per_pass(num_windows: int, batch_size: int) -> int:
     return -(-num_windows // batch_size)
 
 
-def _window_batches(stream: WindowedStream, batch_size: int):
-    """The batches of example numbers, in order, and the function that gathers a batch's
-    windows and targets (:meth:`WindowedStream.examples`, run by NumPy)."""
+def worker_share(start, end, shard: tuple[int, int]):
+    """Worker ``index`` of ``count``'s part of the batch ``start`` to ``end``: the
+    index-th of ``count`` consecutive parts whose sizes differ by at most one."""
+    index, count = shard
+    size = end - start
+    return start + index * size // count, start + (index + 1) * size // count
+
+
+def _window_batches(stream: WindowedStream, batch_size: int, shard: tuple[int, int] = (0, 1)):
+    """The batches of example numbers, in order (this worker's share of each), and the
+    function that gathers a batch's windows and targets (:meth:`WindowedStream.examples`,
+    run by NumPy)."""
     window_size, num_windows = stream.window_size, stream.num_windows
 
-    def example_numbers(batch):  # the batch-th run of batch_size example numbers
-        return tf.range(batch * batch_size, tf.minimum((batch + 1) * batch_size, num_windows))
+    def example_numbers(batch):  # this worker's part of the batch-th run of batch_size example numbers
+        first, last = worker_share(batch * batch_size, tf.minimum((batch + 1) * batch_size, num_windows), shard)
+        return tf.range(first, last)
 
     def gather(examples):  # (batch,) int64 example numbers
         windows, targets = tf.numpy_function(stream.examples, [examples], (tf.int32, tf.int32), stateful=False)
@@ -334,8 +350,10 @@ def training_data(
     train_segments: Segments | Sequence[np.ndarray],
     valid_segments: Segments | Sequence[np.ndarray],
     seed: int,
+    shard: tuple[int, int] = (0, 1),
 ) -> TrainingData:
-    """The training and validation batches of ``config.mode``, checked.
+    """The training and validation batches of ``config.mode``, checked; with ``shard``
+    (index, count), worker ``index``'s share of each batch (windows mode).
 
     Raises:
         RnnlmError: The text is too short for one batch, or there is no validation text.
@@ -357,9 +375,9 @@ def training_data(
     check_sizes(train, valid)
     description = f"windows: {train.num_windows:,} training, {valid.num_windows:,} validation, {config.window_size} tokens each"
     return TrainingData(
-        lambda first_step: training_windows(train, config.batch_size, seed, first_step),
+        lambda first_step: training_windows(train, config.batch_size, seed, first_step, shard),
         batches_per_pass(train.num_windows, config.batch_size),
-        windows_dataset(valid, config.batch_size),
+        windows_dataset(valid, config.batch_size, shard),
         train.num_windows,
         valid.num_windows,
         description,

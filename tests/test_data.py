@@ -142,3 +142,15 @@ def test_a_text_too_short_for_the_lanes_is_refused():
     check_lanes(20, 5, num_lanes=4, bptt_steps=5)
     with pytest.raises(RnnlmError, match="validation split is empty"):
         check_lanes(20, 0, num_lanes=4, bptt_steps=5)
+
+
+def test_workers_read_disjoint_shares_of_every_batch_that_together_are_the_batch():
+    stream = windowed_stream([np.arange(3, 103, dtype=np.int32)], window_size=3)
+    whole = [targets.numpy() for _, targets in training_windows(stream, batch_size=8, seed=5).take(26)]  # two passes
+    shares = [[targets.numpy() for _, targets in training_windows(stream, 8, seed=5, shard=(index, 3)).take(26)] for index in range(3)]
+    for number, batch in enumerate(whole):
+        parts = [share[number] for share in shares]
+        assert np.array_equal(np.concatenate(parts), batch)  # in order, none twice, none left out
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1  # 8 -> 2, 3, 3; the pass' last batch of 4 -> 1, 1, 2
+    resumed = [targets.numpy() for _, targets in training_windows(stream, 8, seed=5, first_step=13, shard=(1, 3)).take(13)]
+    assert all(np.array_equal(a, b) for a, b in zip(resumed, shares[1][13:], strict=True))
