@@ -1,5 +1,5 @@
-"""The commands: ``python -m keras_rnnlm.prepare``, ``.train``, ``.generate``,
-``.evaluate`` and ``.export``.
+"""The commands: ``python -m keras_rnnlm.prepare``, ``.train``, ``.launch``,
+``.generate``, ``.evaluate`` and ``.export``.
 
 Each parses its command line, checks what it can without TensorFlow (the arguments, the
 config, the paths, the corpus' first bytes, the run folder), and only then imports the
@@ -140,6 +140,23 @@ def prepare(argv: list[str] | None = None) -> int:
     same_settings = "".join(f" {flag} {value}" for flag, value in [("--config", args.config), *(("--set", item) for item in args.set)] if value)
     logger.info("train from it: python -m keras_rnnlm.train --data %s%s", args.out, same_settings)
     return 0
+
+
+def launch(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m keras_rnnlm.launch",
+        description="Train one model with several worker processes on this machine (MultiWorkerMirroredStrategy on loopback).",
+    )
+    parser.add_argument("--workers", type=int, required=True, help="how many worker processes (2 or more)")
+    parser.add_argument("train_arguments", nargs="*", metavar="-- TRAIN ARGUMENTS", help="arguments of python -m keras_rnnlm.train")
+    args = parser.parse_args(argv)
+    if args.workers < 2:
+        raise RnnlmError(f"--workers must be at least 2, got {args.workers}; one process is python -m keras_rnnlm.train")
+    train_parser().parse_args(args.train_arguments)  # a mistake is one line, before any worker starts
+
+    from keras_rnnlm.launch import launch as launch_workers
+
+    return launch_workers(args.workers, args.train_arguments)
 
 
 def generate_parser() -> ArgumentParser:

@@ -14,6 +14,7 @@ import keras
 import tensorflow as tf
 
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.multiworker import cluster_workers, worker_index
 
 logger = logging.getLogger("keras_rnnlm")
 
@@ -28,6 +29,13 @@ def select_strategy(device: str) -> tf.distribute.Strategy:
         RnnlmError: "gpu" was asked for on a machine where TensorFlow sees none.
     """
     gpus = tf.config.list_physical_devices("GPU") if device != "cpu" else []
+    if workers := cluster_workers():
+        # Every GPU of each worker's machine (or its CPU) is a replica; gradients are summed
+        # over all of them by collective all-reduce.
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        logger.info("placement: MultiWorkerMirroredStrategy: %d workers, %d replicas (this is worker %d)",
+                    len(workers), strategy.num_replicas_in_sync, worker_index())
+        return strategy
     if device == "gpu" and not gpus:
         raise RnnlmError(
             "--device gpu was asked for but TensorFlow sees no GPU; use --device cpu, or install a "
@@ -81,6 +89,12 @@ def set_precision(precision: str, strategy: tf.distribute.Strategy) -> str:
             ]
             fast = bool(capabilities) and min(capabilities) >= (7, 0)
             reason = f" (auto: GPU compute capability {min(capabilities, default=(0, 0))})"
+        elif isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # A timing could differ between workers, and workers whose steps differ in
+            # precision would wait for each other's all-reduce for ever: every worker
+            # must choose alike, from what it knows without measuring.
+            fast = False
+            reason = ' (auto: float32 on CPUs across workers; set train.precision = "mixed" for bfloat16)'
         else:
             speedup = bfloat16_matmul_speedup()
             fast = speedup >= BFLOAT16_SPEEDUP_NEEDED

@@ -24,6 +24,7 @@ import keras
 from keras import layers
 
 from keras_rnnlm import speedups
+from keras_rnnlm.multiworker import clipping_the_summed_gradient
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.errors import RnnlmError
 
@@ -185,7 +186,9 @@ def training_model(
         inputs = keras.Input(batch_shape=(lanes, bptt_steps), dtype="int32")
     trainer = keras.Sequential([inputs, *stack], name=f"{model.name}_training")
     trainer.compile(
-        optimizer=make_optimizer(config, adam=speedups.FusedAdam),  # stock: keras.optimizers.Adam
+        # stock: keras.optimizers.Adam; across replicas, the summed gradient is clipped
+        optimizer=make_optimizer(config, adam=clipping_the_summed_gradient(speedups.FusedAdam),
+                                 sgd=clipping_the_summed_gradient(keras.optimizers.SGD)),
         # stock: SparseCategoricalCrossentropy(from_logits=True); averaged over the
         # targets' weights, so padding (weight 0) counts for nothing
         loss=speedups.NextTokenCrossEntropy(reduction="mean_with_sample_weight"),
@@ -226,13 +229,16 @@ def copy_tied_kernel(model: keras.Sequential) -> None:
     dense.kernel.assign(keras.ops.transpose(embedding.embeddings))
 
 
-def make_optimizer(config: TrainConfig, adam: type[keras.optimizers.Adam] = keras.optimizers.Adam) -> keras.optimizers.Optimizer:
+def make_optimizer(
+    config: TrainConfig, adam: type[keras.optimizers.Adam] = keras.optimizers.Adam,
+    sgd: type[keras.optimizers.SGD] = keras.optimizers.SGD,
+) -> keras.optimizers.Optimizer:
     """The configured optimizer, clipping gradients by their global norm unless
-    ``clipnorm`` is 0; ``adam`` is the Adam class to use."""
+    ``clipnorm`` is 0; ``adam`` and ``sgd`` are the classes to use."""
     clipping = {"global_clipnorm": config.clipnorm} if config.clipnorm > 0 else {}
     if config.optimizer == "adam":
         return adam(config.learning_rate, **clipping)
-    return keras.optimizers.SGD(config.learning_rate, **clipping)
+    return sgd(config.learning_rate, **clipping)
 
 
 def make_metrics() -> list[keras.metrics.Metric]:

@@ -25,6 +25,7 @@ import logging
 import math
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model, training_model
+from keras_rnnlm.multiworker import cluster_workers, fit_across_workers, wait_for_all_workers, worker_index
 from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, read_history, tokenizer_for, write_summary
 from keras_rnnlm.shards import PreparedCorpus, prepared_corpus_path
 from keras_rnnlm.splits import corpus_segments
@@ -79,6 +81,8 @@ def train(
             folder, or a loss that became NaN.
     """
     run = RunFolder(run_dir)
+    if worker_index():  # a worker other than the chief writes nothing in the folder, no lock either
+        return _train(config, run, overwrite, strategy, extra_callbacks, verbose)
     with run.lock():  # one process trains into a folder at a time
         return _train(config, run, overwrite, strategy, extra_callbacks, verbose)
 
@@ -91,10 +95,18 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
         return _read_summary(run)
     keras.utils.set_random_seed(config.train.seed)
     tokenizer = tokenizer_for(config)
+    # Across workers: the strategy first (TensorFlow sets up its collective ops before any
+    # other op runs, and joining the cluster waits for every worker, so all have read the
+    # run folder's state by then), and each worker reads its share of every batch.
+    workers, chief = len(cluster_workers()), worker_index() == 0
+    if workers:
+        _check_across_workers(config, workers)
+        strategy = strategy or select_strategy(config.train.device)
 
     # Text -> ids: read from the text now, or from a prepared corpus' shards as batches need them.
     vocabulary, train_segments, valid_segments = _read_corpus(config, run, state)
-    data = training_data(config.data, train_segments, valid_segments, config.train.seed)
+    data = training_data(config.data, train_segments, valid_segments, config.train.seed,
+                         shard=(worker_index(), workers) if workers else (0, 1))
     opening = tokenizer.text_from_tokens(vocabulary.tokens_from_ids(valid_segments.first_tokens(config.data.window_size)))
     del train_segments, valid_segments  # the datasets hold what they need
     logger.info("%s (%s sequences)", data.description, config.corpus.sequences)
@@ -110,9 +122,12 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
         )
     caller_policy = keras.mixed_precision.global_policy()
 
-    # Only now, with the input known good, does anything get written.
-    if state == NEW:
-        run.create(config, vocabulary)
+    # Only now, with the input known good, does anything get written. A worker other than
+    # the chief runs every callback as the chief does (saving reads variables that all
+    # workers must read together) but writes into a scratch folder of its own.
+    out = run if chief else RunFolder(Path(tempfile.mkdtemp(prefix="keras_rnnlm_worker_")) / run.path.name)
+    if state == NEW or not chief:
+        out.create(config, vocabulary)
     try:
         set_precision(config.train.precision, strategy)
         with strategy.scope():
@@ -132,18 +147,24 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     model.summary(print_fn=lambda line, **_: logger.info(line))
 
     first_epoch, step = (resumed.epoch, resumed.step) if resumed else (0, 0)
-    run.keep_history(first_epoch)
+    out.keep_history(first_epoch)
     if resumed:
         logger.info("resuming at epoch %d, step %d, from %s", first_epoch + 1, step, run.backup_file)
 
     generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
-    callbacks = [FirstStepLog(started), *_callbacks(config, run, model, generator, opening)]
+    callbacks = [FirstStepLog(started), *_callbacks(config, out, model, generator, opening)]
     # Last: it saves each epoch once the epoch's history row and checkpoint are written.
-    callbacks.append(RunBackup(run.backup_file, callbacks, config.train.backup_every_steps, steps_per_epoch, resumed))
+    callbacks.append(RunBackup(out.backup_file, callbacks, config.train.backup_every_steps, steps_per_epoch, resumed))
     callbacks.extend(extra_callbacks)
 
     def fit(first, steps_done=0, last=config.train.epochs):
         """Trains epochs first..last-1, the first from batch steps_done on; the loss per epoch."""
+        if workers:  # Keras' fit does not run across workers (keras_rnnlm.multiworker)
+            return fit_across_workers(
+                trainer, strategy, data.train(first * steps_per_epoch + steps_done), data.valid, epochs=last,
+                initial_epoch=first, steps_per_epoch=steps_per_epoch - steps_done, callbacks=callbacks,
+                verbose=_progress(verbose) if chief else 0,
+            ).get("loss", [])
         return trainer.fit(
             data.train(first * steps_per_epoch + steps_done),  # every batch from there on, endlessly
             steps_per_epoch=steps_per_epoch - steps_done,
@@ -162,6 +183,10 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
         first_epoch += 1
     if not getattr(trainer, "stop_training", False) and first_epoch < config.train.epochs:  # early stopping may have ended it
         losses += fit(first_epoch)
+    if not chief:
+        shutil.rmtree(out.path.parent, ignore_errors=True)
+        wait_for_all_workers(strategy)
+        return {"worker": worker_index(), "epochs_trained": len(losses)}
     if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
         _stop_after_nan(run)
 
@@ -184,6 +209,8 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     }
     write_summary(run, summary)
     shutil.rmtree(run.backup, ignore_errors=True)  # finished: nothing to resume
+    if workers:
+        wait_for_all_workers(strategy)
     logger.info(
         "done: best epoch %d of %d, validation perplexity %.2f (cross-entropy %.4f nats), model in %s",
         summary["best_epoch"], summary["epochs"], summary["val_perplexity"], summary["val_loss"], run.model,
@@ -226,6 +253,24 @@ def _read_corpus(config: Config, run: RunFolder, state: str) -> tuple[Vocabulary
         config, documents, None if state == NEW else Vocabulary.load(run.vocabulary)
     )
     return vocabulary, Segments.from_arrays(train_segments), Segments.from_arrays(valid_segments)
+
+
+def _check_across_workers(config: Config, workers: int) -> None:
+    """Refuses settings that training across workers does not support.
+
+    Raises:
+        RnnlmError: A batch that does not divide among the workers, bptt mode, or backups
+            inside epochs.
+    """
+    if config.data.batch_size % workers:
+        raise RnnlmError(
+            f"data.batch_size = {config.data.batch_size} does not divide among {workers} workers; set it to a multiple "
+            f"of {workers} (each worker reads batch_size / workers windows a step)"
+        )
+    if config.data.mode == "bptt":
+        raise RnnlmError('data.mode = "bptt" trains on one device (its lanes carry their state); train it on one machine')
+    if config.train.backup_every_steps:
+        raise RnnlmError("train.backup_every_steps must be 0 across workers: a run resumes from its last epoch's backup")
 
 
 def _callbacks(config: Config, run: RunFolder, model: keras.Model, generator: Generator, opening: str) -> list[keras.callbacks.Callback]:

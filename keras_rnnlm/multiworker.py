@@ -1,0 +1,193 @@
+"""Training across machines: TensorFlow's ``MultiWorkerMirroredStrategy`` (collective
+all-reduce over gRPC), joined from ``TF_CONFIG``.
+
+``TF_CONFIG`` is TensorFlow's standard variable: the cluster's worker addresses and this
+process' index among them, set by any launcher (Kubernetes / Kubeflow TFJob, Slurm
+scripts, Ray's TensorflowTrainer, ``python -m keras_rnnlm.launch``, or by hand). Worker 0
+is the chief: it alone writes the run folder.
+
+Keras 3's ``fit`` does not run under this strategy (keras-team/keras issue 20585). Read in
+Keras 3.15's TensorFlow trainer and run here: ``fit`` first reduces a distributed sample
+batch eagerly (the ``PerReplica`` conversion error), and its train function then averages
+the scalar logs with ``strategy.reduce("MEAN", value, axis=0)``, which fails on a scalar.
+So a run across workers trains through :func:`fit_across_workers`: Keras' own
+``train_step`` and ``test_step``, run on every worker with ``strategy.run``, the logs
+averaged over no axis, driving the same Keras callbacks through a ``CallbackList``, as
+``fit`` would. A run on one machine keeps ``model.fit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_rnnlm.errors import RnnlmError
+
+
+def cluster_workers() -> list[str]:
+    """The worker addresses ``TF_CONFIG`` names, or [] when it is unset (one machine).
+
+    Raises:
+        RnnlmError: ``TF_CONFIG`` is not JSON, names no workers, or gives this task a type
+            other than "worker" or an index outside the list.
+    """
+    text = os.environ.get("TF_CONFIG", "")
+    if not text.strip():
+        return []
+    try:
+        config = json.loads(text)
+        workers = list(config["cluster"]["worker"])
+        task = config["task"]
+        kind, index = task["type"], int(task["index"])
+    except (ValueError, KeyError, TypeError):
+        raise RnnlmError(
+            'TF_CONFIG is not a cluster description; it must be JSON like {"cluster": {"worker": ["host:port", ...]}, '
+            '"task": {"type": "worker", "index": 0}}'
+        ) from None
+    if kind != "worker" or not 0 <= index < len(workers):
+        raise RnnlmError(
+            f"TF_CONFIG gives this task type {kind!r} and index {index}, but the cluster has workers 0 to {len(workers) - 1} "
+            "only; set task to one of them"
+        )
+    return workers
+
+
+def worker_index() -> int:
+    """This process' index among the workers (0, the chief, on one machine)."""
+    return int(json.loads(os.environ["TF_CONFIG"])["task"]["index"]) if cluster_workers() else 0
+
+
+def fit_across_workers(
+    trainer: keras.Model,
+    strategy: tf.distribute.Strategy,
+    train: tf.data.Dataset,
+    valid: tf.data.Dataset,
+    *,
+    epochs: int,
+    initial_epoch: int,
+    steps_per_epoch: int,
+    callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> dict[str, list[float]]:
+    """``trainer.fit(train, validation_data=valid, ...)`` for ``MultiWorkerMirroredStrategy``.
+
+    Every worker calls it with its own share of the batches (``train`` and ``valid`` already
+    hold only this worker's part of each batch): each step runs ``trainer.train_step`` on
+    every worker, whose gradients the optimizer sums over the workers, so every worker
+    keeps the same weights.
+
+    Args:
+        trainer: The compiled training model, built under ``strategy.scope()``.
+        strategy: The ``MultiWorkerMirroredStrategy``.
+        train: This worker's training batches, endless.
+        valid: This worker's validation batches, one pass.
+        epochs: Train until this epoch.
+        initial_epoch: The first epoch.
+        steps_per_epoch: Steps in an epoch.
+        callbacks: Keras callbacks, driven as ``fit`` drives them.
+        verbose: Keras' progress display (0 none, 1 a bar, 2 a line an epoch).
+
+    Returns:
+        The history: each logged value, one an epoch.
+    """
+    train_function = _distributed_function(trainer.train_step, strategy)
+    test_function = _distributed_function(trainer.test_step, strategy)
+    history = keras.callbacks.History()
+    callback_list = keras.callbacks.CallbackList(
+        [*callbacks, history], add_progbar=verbose != 0, verbose=verbose, epochs=epochs, steps=steps_per_epoch, model=trainer
+    )
+    trainer.stop_training = False
+    batches = iter(_as_distributed(train, strategy))
+    callback_list.on_train_begin()
+    logs = {}
+    for epoch in range(initial_epoch, epochs):
+        trainer.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        for step in range(steps_per_epoch):
+            callback_list.on_train_batch_begin(step)
+            logs = _numbers(train_function(next(batches)))
+            callback_list.on_train_batch_end(step, logs)
+            if trainer.stop_training:
+                break
+        epoch_logs = dict(logs)
+        trainer.reset_metrics()
+        callback_list.on_test_begin()
+        test_logs = {}
+        for step, batch in enumerate(_as_distributed(valid, strategy)):
+            callback_list.on_test_batch_begin(step)
+            test_logs = _numbers(test_function(batch))
+            callback_list.on_test_batch_end(step, test_logs)
+        callback_list.on_test_end(test_logs)
+        epoch_logs.update({f"val_{name}": value for name, value in test_logs.items()})
+        callback_list.on_epoch_end(epoch, epoch_logs)
+        if trainer.stop_training:
+            break
+    callback_list.on_train_end(logs)
+    return history.history
+
+
+def clipping_the_summed_gradient(optimizer_class: type[keras.optimizers.Optimizer]) -> type[keras.optimizers.Optimizer]:
+    """``optimizer_class`` whose ``global_clipnorm`` clips the gradient summed over the
+    replicas, the one the update uses, as on one device.
+
+    Keras 3 clips each replica's own gradient and then sums them
+    (``BaseOptimizer._clip_gradients`` before ``_all_reduce_sum_gradients``, read in Keras
+    3.15), so two workers with clipping on trained other weights than one worker with
+    the same batch (a test holds them equal now). No public Keras API clips the sum, so
+    this overrides ``_clip_gradients``: under several replicas it sums the gradients
+    itself, clips the sum by its global norm and hands each replica its share, which
+    Keras' own all-reduce then sums back. That all-reduces the gradients twice; on one
+    device nothing changes.
+    """
+
+    class ClippingTheSum(optimizer_class):
+        def _clip_gradients(self, grads):
+            context = tf.distribute.get_replica_context()
+            if not (self.global_clipnorm and context is not None and context.num_replicas_in_sync > 1):
+                return super()._clip_gradients(grads)
+            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            clipped, _ = tf.clip_by_global_norm(summed, self.global_clipnorm)
+            return [_divided(gradient, context.num_replicas_in_sync) for gradient in clipped]
+
+    ClippingTheSum.__name__ = ClippingTheSum.__qualname__ = optimizer_class.__name__
+    return ClippingTheSum
+
+
+def _divided(gradient, divisor: int):
+    """A dense or sparse (an Embedding's ``IndexedSlices``) gradient divided by ``divisor``."""
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values / divisor, gradient.indices, gradient.dense_shape)
+    return gradient / divisor
+
+
+def wait_for_all_workers(strategy: tf.distribute.Strategy) -> None:
+    """An all-reduce every worker takes part in: called by all at the end, it keeps a worker
+    from leaving while the chief still writes (TensorFlow reports a worker that stopped
+    early as crashed)."""
+    tf.function(lambda: strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None))()
+
+
+def _distributed_function(step: Callable, strategy: tf.distribute.Strategy) -> Callable:
+    """``step`` on every worker's batch, its logs averaged over the workers."""
+
+    @tf.function(reduce_retracing=True)
+    def function(batch):
+        outputs = strategy.run(step, args=(batch,))
+        return {name: strategy.reduce("MEAN", value, axis=None) for name, value in outputs.items()}
+
+    return function
+
+
+def _as_distributed(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy):
+    """This worker's dataset as the strategy's input, as it is: neither split again
+    (TensorFlow's auto-sharding) nor re-batched (``experimental_distribute_dataset``
+    takes a dataset's batch as the global one)."""
+    return strategy.distribute_datasets_from_function(lambda context: dataset)
+
+
+def _numbers(logs: dict) -> dict[str, float]:
+    return {name: float(value) for name, value in logs.items()}

@@ -1,0 +1,78 @@
+"""Training across workers (MultiWorkerMirroredStrategy on loopback, started by
+``python -m keras_rnnlm.launch``): the same weights as one worker with the same global
+batch, the chief alone writing, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import SONG, small_config
+
+from keras_rnnlm import cli
+from keras_rnnlm.commands import launch
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.multiworker import cluster_workers, worker_index
+from keras_rnnlm.train import _check_across_workers
+
+SETTINGS = ["--set", "data.batch_size=16", "--set", "model.units=32", "--set", "model.embedding_dim=16",
+            "--set", "model.dropout=0.0", "--set", 'train.precision="float32"', "--set", "train.tensorboard=false",
+            "--set", "train.sample_length=0", "--set", "train.steps_per_epoch=20", "--epochs", "2",
+            "--set", "train.clipnorm=0.1"]  # small enough that clipping acts at every step
+
+
+def test_two_workers_train_the_weights_one_worker_trains_and_only_the_chief_writes(tmp_path):
+    (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
+    scratch = tmp_path / "scratch"  # the workers' temporary folders
+    scratch.mkdir()
+    common = ["--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"), *SETTINGS]
+    environment = {"PATH": "/usr/bin:/bin", "TMPDIR": str(scratch), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    two = subprocess.run([sys.executable, "-m", "keras_rnnlm.launch", "--workers", "2", "--", *common, "--run-name", "two"],
+                         capture_output=True, text=True, env=environment, timeout=600, check=False)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "[worker 1] placement: MultiWorkerMirroredStrategy: 2 workers, 2 replicas (this is worker 1)" in two.stderr
+    one = subprocess.run([sys.executable, "-m", "keras_rnnlm.train", *common, "--run-name", "one"],
+                         capture_output=True, text=True, env=environment, timeout=600, check=False)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    runs = tmp_path / "runs"
+    one_weights, two_weights = (keras.saving.load_model(runs / name / "model.keras", compile=False).get_weights() for name in ("one", "two"))
+    for single, across in zip(one_weights, two_weights, strict=True):
+        np.testing.assert_allclose(across, single, rtol=0, atol=1e-5)
+    assert sorted(path.name for path in (runs / "two").iterdir()) == sorted(path.name for path in (runs / "one").iterdir())
+    assert not list(scratch.glob("keras_rnnlm_worker_*"))  # worker 1 removed its scratch folder
+    history = (runs / "two" / "history.csv").read_text().splitlines()
+    assert len(history) == 3  # written once, by the chief
+
+
+def test_tf_config_names_the_cluster_or_is_a_one_line_error(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert cluster_workers() == [] and worker_index() == 0
+    cluster = {"worker": ["localhost:1", "localhost:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    assert cluster_workers() == cluster["worker"] and worker_index() == 1
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 2}}))
+    with pytest.raises(RnnlmError, match="index 2, but the cluster has workers 0 to 1 only"):
+        cluster_workers()
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(RnnlmError, match="TF_CONFIG is not a cluster description"):
+        cluster_workers()
+
+
+def test_settings_that_cannot_train_across_workers_are_refused(song_file):
+    with pytest.raises(RnnlmError, match="data.batch_size = 15 does not divide among 2 workers"):
+        _check_across_workers(small_config([song_file], data={"batch_size": 15}), 2)
+    with pytest.raises(RnnlmError, match='data.mode = "bptt" trains on one device'):
+        _check_across_workers(small_config([song_file], data={"mode": "bptt"}), 2)
+    _check_across_workers(small_config([song_file]), 2)
+
+
+def test_launch_stops_every_worker_when_one_fails_and_names_it(tmp_path, capsys):
+    assert cli.run(launch, ["--workers", "2", "--", "--corpus", str(tmp_path / "missing.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err  # each worker's own one-line error, prefixed
+    assert err.strip().splitlines()[-1].startswith("error: worker ") and "so the other workers were stopped" in err
+    assert cli.run(launch, ["--workers", "1", "--"]) == 2
+    assert "--workers must be at least 2" in capsys.readouterr().err
