@@ -3,8 +3,12 @@
 batch, the chief alone writing, and one-line errors."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -19,7 +23,7 @@ from keras_rnnlm.train import _check_across_workers
 
 SETTINGS = ["--set", "data.batch_size=16", "--set", "model.units=32", "--set", "model.embedding_dim=16",
             "--set", "model.dropout=0.0", "--set", 'train.precision="float32"', "--set", "train.tensorboard=false",
-            "--set", "train.sample_length=0", "--set", "train.steps_per_epoch=20", "--epochs", "2",
+            "--set", "train.sample_length=0", "--set", "train.steps_per_epoch=20",
             "--set", "train.clipnorm=0.1"]  # small enough that clipping acts at every step
 
 
@@ -27,7 +31,7 @@ def test_two_workers_train_the_weights_one_worker_trains_and_only_the_chief_writ
     (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
     scratch = tmp_path / "scratch"  # the workers' temporary folders
     scratch.mkdir()
-    common = ["--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"), *SETTINGS]
+    common = ["--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"), *SETTINGS, "--epochs", "2"]
     environment = {"PATH": "/usr/bin:/bin", "TMPDIR": str(scratch), "TF_CPP_MIN_LOG_LEVEL": "2"}
     two = subprocess.run([sys.executable, "-m", "keras_rnnlm.launch", "--workers", "2", "--", *common, "--run-name", "two"],
                          capture_output=True, text=True, env=environment, timeout=600, check=False)
@@ -76,3 +80,48 @@ def test_launch_stops_every_worker_when_one_fails_and_names_it(tmp_path, capsys)
     assert err.strip().splitlines()[-1].startswith("error: worker ") and "so the other workers were stopped" in err
     assert cli.run(launch, ["--workers", "1", "--"]) == 2
     assert "--workers must be at least 2" in capsys.readouterr().err
+
+
+def _pids_of_worker(index: int, marker: str) -> list[int]:
+    """The processes whose command line holds ``marker`` and whose TF_CONFIG makes them worker ``index``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environment = (proc / "environ").read_bytes().decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if marker in command and f'"index": {index}' in environment:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_run_whose_non_chief_worker_was_killed_resumes_to_the_uninterrupted_result(tmp_path):
+    (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
+    common = ["--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"), *SETTINGS, "--epochs", "3"]
+    environment = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+    def launch_command(name):
+        return [sys.executable, "-m", "keras_rnnlm.launch", "--workers", "2", "--", *common, "--run-name", name]
+
+    whole = subprocess.run(launch_command("whole"), capture_output=True, text=True, env=environment, timeout=600, check=False)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    killed = subprocess.Popen(launch_command("resumed"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
+    backup = tmp_path / "runs" / "resumed" / "backup" / "latest.npz"
+    deadline = time.monotonic() + 300
+    while not backup.exists() and time.monotonic() < deadline:  # epoch 1 done and backed up
+        time.sleep(0.05)
+    for pid in _pids_of_worker(1, "--run-name resumed"):
+        os.kill(pid, signal.SIGKILL)
+    _, stderr = killed.communicate(timeout=120)
+    assert killed.returncode == 2 and "error: worker 1 failed" in stderr.strip().splitlines()[-1]
+
+    again = subprocess.run(launch_command("resumed"), capture_output=True, text=True, env=environment, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[worker 0] resuming at epoch" in again.stderr and "[worker 1] resuming at epoch" in again.stderr
+    runs = tmp_path / "runs"
+    assert (runs / "resumed" / "history.csv").read_text() == (runs / "whole" / "history.csv").read_text()
+    for resumed, kept in zip(*(keras.saving.load_model(runs / name / "model.keras", compile=False).get_weights()
+                               for name in ("resumed", "whole")), strict=True):
+        np.testing.assert_allclose(resumed, kept, rtol=0, atol=1e-6)
