@@ -14,7 +14,7 @@ import keras
 import tensorflow as tf
 
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.multiworker import cluster_workers, worker_index
+from keras_rnnlm.multiworker import cluster_workers, join_cluster, worker_index
 
 logger = logging.getLogger("keras_rnnlm")
 
@@ -32,7 +32,7 @@ def select_strategy(device: str) -> tf.distribute.Strategy:
     if workers := cluster_workers():
         # Every GPU of each worker's machine (or its CPU) is a replica; gradients are summed
         # over all of them by collective all-reduce.
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        strategy = join_cluster(workers)
         logger.info("placement: MultiWorkerMirroredStrategy: %d workers, %d replicas (this is worker %d)",
                     len(workers), strategy.num_replicas_in_sync, worker_index())
         return strategy

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 
 import keras
@@ -54,6 +55,35 @@ def cluster_workers() -> list[str]:
             "only; set task to one of them"
         )
     return workers
+
+
+# Seconds a collective operation (an all-reduce) may wait for a worker before it fails.
+COLLECTIVE_TIMEOUT = 600.0
+
+
+def join_cluster(workers: list[str]) -> tf.distribute.Strategy:
+    """Creates the ``MultiWorkerMirroredStrategy``, which waits until every worker has
+    joined (TensorFlow's wait has no bound, and neither SIGTERM nor a Python thread's
+    timeout ends it: a worker whose peers never come must be killed, as ``launch`` does).
+
+    Raises:
+        RnnlmError: This worker's server could not start (its port in use, say).
+    """
+    try:
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    except (tf.errors.OpError, RuntimeError, ValueError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise RnnlmError(f"worker {worker_index()} could not start its server at {workers[worker_index()]} ({first_line}); "
+                         "is that port in use? give free ports in TF_CONFIG") from None
+
+
+def lost_worker_message(error: Exception) -> str:
+    """One line for a collective operation that failed because a worker is gone."""
+    tasks = sorted(set(re.findall(r"/job:worker/(?:replica:\d+/)?task:(\d+)", str(error))))
+    who = f"worker {', '.join(tasks)}" if tasks else "a worker"
+    return (f"{who} stopped answering during training ({type(error).__name__}); start every worker again with the same "
+            "command: the run resumes from its last backup")
 
 
 def worker_index() -> int:

@@ -125,3 +125,13 @@ def test_a_run_whose_non_chief_worker_was_killed_resumes_to_the_uninterrupted_re
     for resumed, kept in zip(*(keras.saving.load_model(runs / name / "model.keras", compile=False).get_weights()
                                for name in ("resumed", "whole")), strict=True):
         np.testing.assert_allclose(resumed, kept, rtol=0, atol=1e-6)
+
+
+def test_a_lost_worker_is_named_in_one_line():
+    from keras_rnnlm.multiworker import lost_worker_message
+
+    error = RuntimeError("Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are "
+                         "unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed.")
+    message = lost_worker_message(error)
+    assert message.startswith("worker 1 stopped answering during training") and "\n" not in message
+    assert "resumes from its last backup" in message
