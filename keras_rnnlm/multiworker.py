@@ -57,21 +57,21 @@ def cluster_workers() -> list[str]:
     return workers
 
 
-# Seconds a collective operation (an all-reduce) may wait for a worker before it fails.
-COLLECTIVE_TIMEOUT = 600.0
-
-
 def join_cluster(workers: list[str]) -> tf.distribute.Strategy:
     """Creates the ``MultiWorkerMirroredStrategy``, which waits until every worker has
     joined (TensorFlow's wait has no bound, and neither SIGTERM nor a Python thread's
     timeout ends it: a worker whose peers never come must be killed, as ``launch`` does).
 
+    No timeout is set on the collective operations: with one
+    (``CommunicationOptions(timeout_seconds=...)``), TensorFlow 2.21 left a
+    "collective_ops" thread behind at every all-reduce, thousands an epoch, until a
+    worker aborted. A worker that dies is still noticed, by TensorFlow's heartbeats.
+
     Raises:
         RnnlmError: This worker's server could not start (its port in use, say).
     """
     try:
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=COLLECTIVE_TIMEOUT)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        return tf.distribute.MultiWorkerMirroredStrategy()
     except (tf.errors.OpError, RuntimeError, ValueError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise RnnlmError(f"worker {worker_index()} could not start its server at {workers[worker_index()]} ({first_line}); "
