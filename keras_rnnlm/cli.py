@@ -94,6 +94,8 @@ def tensorflow_notices_dropped() -> Iterator[None]:
     sys.stderr.flush()
     os.dup2(write_end, 2)
     os.close(write_end)
+    global _original_stderr
+    _original_stderr = original
     stop = threading.Event()
     forwarder = threading.Thread(target=_forward_lines, args=(read_end, original, stop), daemon=True)
     forwarder.start()
@@ -107,7 +109,18 @@ def tensorflow_notices_dropped() -> Iterator[None]:
         # comes: the forwarder stops once the pipe has nothing more to read.
         stop.set()
         forwarder.join(timeout=5)
+        _original_stderr = None
         os.close(original)
+
+
+_original_stderr: int | None = None  # descriptor 2 as it was before the filter, while it runs
+
+
+def unfiltered_stderr() -> int:
+    """The descriptor of the terminal's (or log's) standard error: past the filter, for
+    a process that may have to write while this one cannot run Python (see
+    :func:`keras_rnnlm.multiworker.join_cluster`)."""
+    return _original_stderr if _original_stderr is not None else 2
 
 
 def _forward_lines(read_end: int, destination: int, stop: threading.Event) -> None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 
 import keras
@@ -57,10 +59,23 @@ def cluster_workers() -> list[str]:
     return workers
 
 
+# Seconds a worker waits for the others to join, from the environment: like TF_CONFIG, a
+# setting of the cluster, not of the run.
+JOIN_TIMEOUT_VARIABLE = "KERAS_RNNLM_JOIN_TIMEOUT"
+DEFAULT_JOIN_TIMEOUT = 300.0
+# Sleeps, then writes its message and kills the worker: argv = pid, seconds, message.
+_WATCHDOG = ("import os, signal, sys, time; time.sleep(float(sys.argv[2])); sys.stderr.write(sys.argv[3] + '\\n'); "
+             "sys.stderr.flush(); os.kill(int(sys.argv[1]), signal.SIGKILL)")
+
+
 def join_cluster(workers: list[str]) -> tf.distribute.Strategy:
     """Creates the ``MultiWorkerMirroredStrategy``, which waits until every worker has
-    joined (TensorFlow's wait has no bound, and neither SIGTERM nor a Python thread's
-    timeout ends it: a worker whose peers never come must be killed, as ``launch`` does).
+    joined, at most :data:`JOIN_TIMEOUT_VARIABLE` seconds (300 by default).
+
+    TensorFlow's own wait has no bound, holds the interpreter (no Python thread runs,
+    so a timeout in this process cannot fire) and ignores SIGTERM. So a watchdog process
+    is started first: if the strategy is not there in time, it writes one line past the
+    command's stderr filter and kills this worker; otherwise it is stopped.
 
     No timeout is set on the collective operations: with one
     (``CommunicationOptions(timeout_seconds=...)``), TensorFlow 2.21 left a
@@ -70,12 +85,23 @@ def join_cluster(workers: list[str]) -> tf.distribute.Strategy:
     Raises:
         RnnlmError: This worker's server could not start (its port in use, say).
     """
+    from keras_rnnlm.cli import unfiltered_stderr
+
+    index, timeout = worker_index(), float(os.environ.get(JOIN_TIMEOUT_VARIABLE, DEFAULT_JOIN_TIMEOUT))
+    message = (f"error: worker {index} waited {timeout:g} s for the other workers ({', '.join(workers)}) and not all came; "
+               f"start every worker with the same TF_CONFIG cluster, check the addresses and the network, or set "
+               f"{JOIN_TIMEOUT_VARIABLE} to wait longer")
+    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), message],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=unfiltered_stderr())
     try:
         return tf.distribute.MultiWorkerMirroredStrategy()
     except (tf.errors.OpError, RuntimeError, ValueError) as error:
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise RnnlmError(f"worker {worker_index()} could not start its server at {workers[worker_index()]} ({first_line}); "
+        raise RnnlmError(f"worker {index} could not start its server at {workers[index]} ({first_line}); "
                          "is that port in use? give free ports in TF_CONFIG") from None
+    finally:
+        watchdog.kill()
+        watchdog.wait()
 
 
 def lost_worker_message(error: Exception) -> str:

@@ -135,3 +135,18 @@ def test_a_lost_worker_is_named_in_one_line():
     message = lost_worker_message(error)
     assert message.startswith("worker 1 stopped answering during training") and "\n" not in message
     assert "resumes from its last backup" in message
+
+
+def test_a_worker_whose_peers_never_come_ends_with_one_line(tmp_path):
+    from keras_rnnlm.launch import free_ports
+
+    (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}  # worker 1 is never started
+    environment = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_RNNLM_JOIN_TIMEOUT": "2",
+                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
+    result = subprocess.run([sys.executable, "-m", "keras_rnnlm.train", "--corpus", str(tmp_path / "song.txt"),
+                             "--output-dir", str(tmp_path / "runs"), *SETTINGS], capture_output=True, text=True,
+                            env=environment, timeout=120, check=False)
+    assert result.returncode == -signal.SIGKILL
+    assert result.stderr.strip().splitlines()[-1].startswith("error: worker 0 waited 2 s for the other workers (localhost:")
+    assert not (tmp_path / "runs" / "psalms").exists()  # nothing written
