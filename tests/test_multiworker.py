@@ -150,3 +150,25 @@ def test_a_worker_whose_peers_never_come_ends_with_one_line(tmp_path):
     assert result.returncode == -signal.SIGKILL
     assert result.stderr.strip().splitlines()[-1].startswith("error: worker 0 waited 2 s for the other workers (localhost:")
     assert not (tmp_path / "runs" / "psalms").exists()  # nothing written
+
+
+def test_a_port_in_use_is_a_one_line_error_naming_the_worker(tmp_path):
+    import socket
+
+    from keras_rnnlm.launch import free_ports
+
+    (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
+    with socket.socket() as busy:
+        busy.bind(("localhost", 0))
+        busy.listen()
+        cluster = {"worker": [f"localhost:{busy.getsockname()[1]}", f"localhost:{free_ports(1)[0]}"]}
+        environment = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_RNNLM_JOIN_TIMEOUT": "60",
+                       "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}})}
+        result = subprocess.run([sys.executable, "-m", "keras_rnnlm.train", "--corpus", str(tmp_path / "song.txt"),
+                                 "--output-dir", str(tmp_path / "runs"), *SETTINGS], capture_output=True, text=True,
+                                env=environment, timeout=120, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: worker 0 could not start its server at {cluster['worker'][0]} (Could not start gRPC server); "
+        "is that port in use? give free ports in TF_CONFIG"
+    )
