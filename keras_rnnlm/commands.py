@@ -84,6 +84,26 @@ def config_from_args(args) -> Config:
 
 
 def train(argv: list[str] | None = None) -> int:
+    args, config, run_dir = checked_train_arguments(argv)
+
+    load_tensorflow()
+    from keras_rnnlm.export import export_run
+    from keras_rnnlm.train import train as train_model
+
+    train_model(config, run_dir, overwrite=args.overwrite)
+    if args.export is not None:
+        export_run(run_dir, args.export or run_dir / "saved_model")
+    return 0
+
+
+def checked_train_arguments(argv: list[str] | None) -> tuple:
+    """The train command's arguments, config and run folder, checked without TensorFlow:
+    the corpus' first bytes (or a prepared corpus' settings and file sizes), the run
+    folder and the export folder.
+
+    Raises:
+        RnnlmError: The first mistake found.
+    """
     args = train_parser().parse_args(argv)
     config = config_from_args(args)
     run_dir = Path(args.output_dir) / config.name
@@ -97,15 +117,7 @@ def train(argv: list[str] | None = None) -> int:
     RunFolder(run_dir).state(config, args.overwrite)  # refuses a folder that holds something else
     if args.export:
         _check_export_folder(Path(args.export))
-
-    load_tensorflow()
-    from keras_rnnlm.export import export_run
-    from keras_rnnlm.train import train as train_model
-
-    train_model(config, run_dir, overwrite=args.overwrite)
-    if args.export is not None:
-        export_run(run_dir, args.export or run_dir / "saved_model")
-    return 0
+    return args, config, run_dir
 
 
 def prepare(argv: list[str] | None = None) -> int:
@@ -152,7 +164,7 @@ def launch(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.workers < 2:
         raise RnnlmError(f"--workers must be at least 2, got {args.workers}; one process is python -m keras_rnnlm.train")
-    train_parser().parse_args(args.train_arguments)  # a mistake is one line, before any worker starts
+    checked_train_arguments(args.train_arguments)  # a mistake is one line, before any worker starts
 
     from keras_rnnlm.launch import launch as launch_workers
 

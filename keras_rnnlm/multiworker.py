@@ -220,13 +220,6 @@ def _divided(gradient, divisor: int):
     return gradient / divisor
 
 
-def wait_for_all_workers(strategy: tf.distribute.Strategy) -> None:
-    """An all-reduce every worker takes part in: called by all at the end, it keeps a worker
-    from leaving while the chief still writes (TensorFlow reports a worker that stopped
-    early as crashed)."""
-    tf.function(lambda: strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None))()
-
-
 def _distributed_function(step: Callable, strategy: tf.distribute.Strategy) -> Callable:
     """``step`` on every worker's batch, its logs averaged over the workers."""
 

@@ -20,6 +20,7 @@ if __name__ == "__main__":  # python -m keras_rnnlm.train: checked before Tensor
 
     sys.exit(cli.run(commands.train))
 
+import atexit
 import json
 import logging
 import math
@@ -42,7 +43,7 @@ from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model, training_model
-from keras_rnnlm.multiworker import cluster_workers, fit_across_workers, lost_worker_message, wait_for_all_workers, worker_index
+from keras_rnnlm.multiworker import cluster_workers, fit_across_workers, lost_worker_message, worker_index
 from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, read_history, tokenizer_for, write_summary
 from keras_rnnlm.shards import PreparedCorpus, prepared_corpus_path
 from keras_rnnlm.splits import corpus_segments
@@ -125,7 +126,7 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     # Only now, with the input known good, does anything get written. A worker other than
     # the chief runs every callback as the chief does (saving reads variables that all
     # workers must read together) but writes into a scratch folder of its own.
-    out = run if chief else RunFolder(Path(tempfile.mkdtemp(prefix="keras_rnnlm_worker_")) / run.path.name)
+    out = run if chief else _scratch_run_folder(run)
     if state == NEW or not chief:
         out.create(config, vocabulary)
     try:
@@ -187,8 +188,6 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     if not getattr(trainer, "stop_training", False) and first_epoch < config.train.epochs:  # early stopping may have ended it
         losses += fit(first_epoch)
     if not chief:
-        shutil.rmtree(out.path.parent, ignore_errors=True)
-        wait_for_all_workers(strategy)
         return {"worker": worker_index(), "epochs_trained": len(losses)}
     if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
         _stop_after_nan(run)
@@ -212,8 +211,6 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     }
     write_summary(run, summary)
     shutil.rmtree(run.backup, ignore_errors=True)  # finished: nothing to resume
-    if workers:
-        wait_for_all_workers(strategy)
     logger.info(
         "done: best epoch %d of %d, validation perplexity %.2f (cross-entropy %.4f nats), model in %s",
         summary["best_epoch"], summary["epochs"], summary["val_perplexity"], summary["val_loss"], run.model,
@@ -256,6 +253,14 @@ def _read_corpus(config: Config, run: RunFolder, state: str) -> tuple[Vocabulary
         config, documents, None if state == NEW else Vocabulary.load(run.vocabulary)
     )
     return vocabulary, Segments.from_arrays(train_segments), Segments.from_arrays(valid_segments)
+
+
+def _scratch_run_folder(run: RunFolder) -> RunFolder:
+    """A run folder in a temporary folder of its own, removed when the process ends, in
+    whatever way but a kill."""
+    scratch = Path(tempfile.mkdtemp(prefix="keras_rnnlm_worker_"))
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+    return RunFolder(scratch / run.path.name)
 
 
 def _check_across_workers(config: Config, workers: int) -> None:

@@ -74,10 +74,18 @@ def test_settings_that_cannot_train_across_workers_are_refused(song_file):
 
 
 def test_launch_stops_every_worker_when_one_fails_and_names_it(tmp_path, capsys):
-    assert cli.run(launch, ["--workers", "2", "--", "--corpus", str(tmp_path / "missing.txt")]) == 2
+    (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
+    argv = ["--workers", "2", "--", "--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"),
+            "--set", "data.batch_size=15"]  # found by the workers: 15 windows do not divide among 2
+    assert cli.run(launch, argv) == 2
     err = capsys.readouterr().err
-    assert "does not exist" in err  # each worker's own one-line error, prefixed
+    assert "does not divide among 2 workers" in err  # each worker's own one-line error, prefixed
     assert err.strip().splitlines()[-1].startswith("error: worker ") and "so the other workers were stopped" in err
+    # A mistake in the train arguments is found before any worker starts: one line.
+    assert cli.run(launch, ["--workers", "2", "--", "--corpus", str(tmp_path / "missing.txt")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: corpus path {tmp_path / 'missing.txt'} does not exist; check the path or pass --corpus FILE"
+    ]
     assert cli.run(launch, ["--workers", "1", "--"]) == 2
     assert "--workers must be at least 2" in capsys.readouterr().err
 
