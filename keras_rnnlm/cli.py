@@ -56,9 +56,12 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     verbose = "--verbose" in arguments or os.environ.get("KERAS_RNNLM_VERBOSE", "") not in ("", "0")
     # TensorFlow's C++ logs once it is up: errors only, unless verbose (or the user chose).
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
+    root, tensorflow_logger = logging.getLogger(), logging.getLogger("tensorflow")
+    handlers, level, tensorflow_level = root.handlers[:], root.level, tensorflow_logger.level
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    # TensorFlow's Python log, warnings up, unless verbose: its INFO lines (a
+    # distribution strategy's set-up, one line per all-reduce it builds) are for its developers.
+    tensorflow_logger.setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         with contextlib.nullcontext() if verbose else tensorflow_notices_dropped():
             try:
@@ -72,6 +75,7 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     finally:  # a caller's logging as it was (a handler left on this sys.stderr would outlive it in tests)
         root.handlers[:] = handlers
         root.setLevel(level)
+        tensorflow_logger.setLevel(tensorflow_level)
 
 
 def load_tensorflow() -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from keras_rnnlm.data import worker_share
 from keras_rnnlm.errors import RnnlmError
 
 
@@ -150,6 +151,12 @@ def fit_across_workers(
     Returns:
         The history: each logged value, one an epoch.
     """
+    # What fit does first: build the compiled metrics' and loss' variables, from the
+    # batches' shapes, outside the step. Left to the step's first trace, under several
+    # local devices they fail ("You must feed a value for placeholder tensor"). Keras has
+    # no public call for it.
+    with strategy.scope():
+        trainer._symbolic_build(data_batch=train.element_spec)
     train_function = _distributed_function(trainer.train_step, strategy)
     test_function = _distributed_function(trainer.test_step, strategy)
     history = keras.callbacks.History()
@@ -232,10 +239,29 @@ def _distributed_function(step: Callable, strategy: tf.distribute.Strategy) -> C
 
 
 def _as_distributed(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy):
-    """This worker's dataset as the strategy's input, as it is: neither split again
-    (TensorFlow's auto-sharding) nor re-batched (``experimental_distribute_dataset``
+    """This worker's dataset as the strategy's input: each batch, this worker's share of
+    a global batch, cut into one consecutive piece per local device (a GPU box has
+    several), the pieces' sizes differing by at most one. Neither split again by
+    TensorFlow (its auto-sharding) nor re-batched (``experimental_distribute_dataset``
     takes a dataset's batch as the global one)."""
-    return strategy.distribute_datasets_from_function(lambda context: dataset)
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        return dataset if local == 1 else dataset.flat_map(lambda *batch: _pieces(batch, local))
+
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
+def _pieces(batch: tuple[tf.Tensor, ...], count: int) -> tf.data.Dataset:
+    """``batch`` cut along its first axis into ``count`` consecutive pieces, in order: the
+    local devices take one each, the first device the first."""
+    size = tf.shape(batch[0], out_type=tf.int64)[0]
+
+    def piece(index):
+        first, last = worker_share(0, size, (index, count))
+        return tuple(tensor[first:last] for tensor in batch)
+
+    return tf.data.Dataset.range(count).map(piece)
 
 
 def _numbers(logs: dict) -> dict[str, float]:

@@ -21,6 +21,7 @@ if __name__ == "__main__":  # python -m keras_rnnlm.train: checked before Tensor
     sys.exit(cli.run(commands.train))
 
 import atexit
+import contextlib
 import json
 import logging
 import math
@@ -83,7 +84,8 @@ def train(
     """
     run = RunFolder(run_dir)
     if worker_index():  # a worker other than the chief writes nothing in the folder, no lock either
-        return _train(config, run, overwrite, strategy, extra_callbacks, verbose)
+        with _package_log_level_kept():
+            return _train(config, run, overwrite, strategy, extra_callbacks, verbose)
     with run.lock():  # one process trains into a folder at a time
         return _train(config, run, overwrite, strategy, extra_callbacks, verbose)
 
@@ -101,8 +103,10 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     # run folder's state by then), and each worker reads its share of every batch.
     workers, chief = len(cluster_workers()), worker_index() == 0
     if workers:
-        _check_across_workers(config, workers)
         strategy = strategy or select_strategy(config.train.device)
+        _check_across_workers(config, workers, strategy.num_replicas_in_sync)
+        if not chief:  # from here on the chief's log tells the run; the others' would repeat it
+            logging.getLogger("keras_rnnlm").setLevel(logging.WARNING)
 
     # Text -> ids: read from the text now, or from a prepared corpus' shards as batches need them.
     vocabulary, train_segments, valid_segments = _read_corpus(config, run, state)
@@ -117,9 +121,11 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     window_size = None if bptt else config.data.window_size
     strategy = strategy or select_strategy(config.train.device)
     if bptt and strategy.num_replicas_in_sync > 1:
+        fix = ("train it on one machine, without TF_CONFIG" if workers else
+               "pass --device cpu, or make one GPU visible with CUDA_VISIBLE_DEVICES=0")
         raise RnnlmError(
             f'data.mode = "bptt" trains on one device (its lanes carry their state from step to step), and '
-            f"{strategy.num_replicas_in_sync} were found; pass --device cpu, or make one GPU visible with CUDA_VISIBLE_DEVICES=0"
+            f"{strategy.num_replicas_in_sync} were found; {fix}"
         )
     caller_policy = keras.mixed_precision.global_policy()
 
@@ -263,20 +269,30 @@ def _scratch_run_folder(run: RunFolder) -> RunFolder:
     return RunFolder(scratch / run.path.name)
 
 
-def _check_across_workers(config: Config, workers: int) -> None:
+@contextlib.contextmanager
+def _package_log_level_kept():
+    """This package's log level as it was, after the block."""
+    package = logging.getLogger("keras_rnnlm")
+    level = package.level
+    try:
+        yield
+    finally:
+        package.setLevel(level)
+
+
+def _check_across_workers(config: Config, workers: int, replicas: int) -> None:
     """Refuses settings that training across workers does not support.
 
     Raises:
-        RnnlmError: A batch that does not divide among the workers, bptt mode, or backups
-            inside epochs.
+        RnnlmError: A batch that does not divide among the replicas (every worker's
+            devices), or backups inside epochs.
     """
-    if config.data.batch_size % workers:
+    if config.data.batch_size % replicas:
+        devices = "" if replicas == workers else f" ({workers} workers, {replicas // workers} devices each)"
         raise RnnlmError(
-            f"data.batch_size = {config.data.batch_size} does not divide among {workers} workers; set it to a multiple "
-            f"of {workers} (each worker reads batch_size / workers windows a step)"
+            f"data.batch_size = {config.data.batch_size} does not divide among {replicas} replicas{devices}; set it to a "
+            f"multiple of {replicas} (each device reads batch_size / {replicas} windows a step)"
         )
-    if config.data.mode == "bptt":
-        raise RnnlmError('data.mode = "bptt" trains on one device (its lanes carry their state); train it on one machine')
     if config.train.backup_every_steps:
         raise RnnlmError("train.backup_every_steps must be 0 across workers: a run resumes from its last epoch's backup")
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -51,6 +52,50 @@ def test_two_workers_train_the_weights_one_worker_trains_and_only_the_chief_writ
     assert len(history) == 3  # written once, by the chief
 
 
+def test_a_worker_with_several_devices_gives_each_its_piece_of_the_batch(tmp_path):
+    """A GPU box per worker: ``fit_across_workers`` over two local devices (logical CPUs,
+    in a fresh process, under MirroredStrategy: MultiWorkerMirroredStrategy takes only
+    GPUs as local devices) trains the weights ``fit`` trains on one, clipping included."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras
+        import numpy as np
+        from conftest import small_config
+        from keras_rnnlm.data import training_data
+        from keras_rnnlm.model import build_model, compile_model, training_model
+        from keras_rnnlm.multiworker import fit_across_workers
+
+        config = small_config([], train={{"clipnorm": 0.1}})  # clipping acts at every step
+        tokens = np.random.default_rng(0).integers(2, 40, 3000).astype(np.int32)
+        data = training_data(config.data, [tokens[:2700]], [tokens[2700:]], seed=0)
+
+        def trained(strategy):
+            keras.utils.set_random_seed(0)
+            with strategy.scope():
+                model = build_model(config.model, config.data.window_size, 40, unroll=True)
+                compile_model(model, config.train)
+                trainer = training_model(model, config.train, lanes=None, bptt_steps=0, tie_embeddings=False)
+            arguments = dict(epochs=2, steps_per_epoch=10, verbose=0)
+            if strategy.num_replicas_in_sync == 1:
+                history = trainer.fit(data.train(0), validation_data=data.valid, shuffle=False, **arguments).history
+            else:
+                history = fit_across_workers(trainer, strategy, data.train(0), data.valid, initial_epoch=0, callbacks=[], **arguments)
+            return model.get_weights(), history
+
+        one, one_history = trained(tf.distribute.OneDeviceStrategy("/cpu:0"))
+        two, two_history = trained(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+        print("weights differ by", max(float(np.max(np.abs(a - b))) for a, b in zip(one, two, strict=True)))
+        print("losses", one_history["loss"], two_history["loss"])
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(result.stdout.split("weights differ by")[1].split()[0]) < 1e-5, result.stdout
+
+
 def test_tf_config_names_the_cluster_or_is_a_one_line_error(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert cluster_workers() == [] and worker_index() == 0
@@ -66,20 +111,22 @@ def test_tf_config_names_the_cluster_or_is_a_one_line_error(monkeypatch):
 
 
 def test_settings_that_cannot_train_across_workers_are_refused(song_file):
-    with pytest.raises(RnnlmError, match="data.batch_size = 15 does not divide among 2 workers"):
-        _check_across_workers(small_config([song_file], data={"batch_size": 15}), 2)
-    with pytest.raises(RnnlmError, match='data.mode = "bptt" trains on one device'):
-        _check_across_workers(small_config([song_file], data={"mode": "bptt"}), 2)
-    _check_across_workers(small_config([song_file]), 2)
+    with pytest.raises(RnnlmError, match="data.batch_size = 15 does not divide among 2 replicas; set it to a multiple of 2"):
+        _check_across_workers(small_config([song_file], data={"batch_size": 15}), 2, 2)
+    with pytest.raises(RnnlmError, match=r"data.batch_size = 18 does not divide among 4 replicas \(2 workers, 2 devices each\)"):
+        _check_across_workers(small_config([song_file], data={"batch_size": 18}), 2, 4)
+    with pytest.raises(RnnlmError, match="train.backup_every_steps must be 0 across workers"):
+        _check_across_workers(small_config([song_file], train={"backup_every_steps": 5}), 2, 2)
+    _check_across_workers(small_config([song_file]), 2, 4)
 
 
 def test_launch_stops_every_worker_when_one_fails_and_names_it(tmp_path, capsys):
     (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
     argv = ["--workers", "2", "--", "--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"),
-            "--set", "data.batch_size=15"]  # found by the workers: 15 windows do not divide among 2
+            "--set", 'data.mode="bptt"', "--set", "data.batch_size=2", "--set", "data.bptt_steps=5"]  # refused by the workers, once they have joined
     assert cli.run(launch, argv) == 2
     err = capsys.readouterr().err
-    assert "does not divide among 2 workers" in err  # each worker's own one-line error, prefixed
+    assert 'data.mode = "bptt" trains on one device' in err and "train it on one machine, without TF_CONFIG" in err
     assert err.strip().splitlines()[-1].startswith("error: worker ") and "so the other workers were stopped" in err
     # A mistake in the train arguments is found before any worker starts: one line.
     assert cli.run(launch, ["--workers", "2", "--", "--corpus", str(tmp_path / "missing.txt")]) == 2
@@ -104,30 +151,37 @@ def _pids_of_worker(index: int, marker: str) -> list[int]:
     return pids
 
 
-def test_a_run_whose_non_chief_worker_was_killed_resumes_to_the_uninterrupted_result(tmp_path):
+def test_a_run_whose_workers_were_killed_resumes_to_the_uninterrupted_result(tmp_path):
+    """Worker 1 killed after epoch 1, then the chief after epoch 2: each time the same
+    command resumes, and the run ends as the uninterrupted one did."""
     (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
     common = ["--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"), *SETTINGS, "--epochs", "3"]
     environment = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    backup = tmp_path / "runs" / "resumed" / "backup" / "latest.npz"
 
     def launch_command(name):
         return [sys.executable, "-m", "keras_rnnlm.launch", "--workers", "2", "--", *common, "--run-name", name]
 
+    def kill_after_the_next_backup(worker):
+        before = backup.stat().st_mtime_ns if backup.exists() else None
+        launched = subprocess.Popen(launch_command("resumed"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True, env=environment)
+        deadline = time.monotonic() + 300
+        while (not backup.exists() or backup.stat().st_mtime_ns == before) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for pid in _pids_of_worker(worker, "--run-name resumed"):
+            os.kill(pid, signal.SIGKILL)
+        _, stderr = launched.communicate(timeout=120)
+        assert launched.returncode == 2 and f"error: worker {worker} failed" in stderr.strip().splitlines()[-1], stderr[-3000:]
+        return stderr
+
     whole = subprocess.run(launch_command("whole"), capture_output=True, text=True, env=environment, timeout=600, check=False)
     assert whole.returncode == 0, whole.stderr[-3000:]
-
-    killed = subprocess.Popen(launch_command("resumed"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment)
-    backup = tmp_path / "runs" / "resumed" / "backup" / "latest.npz"
-    deadline = time.monotonic() + 300
-    while not backup.exists() and time.monotonic() < deadline:  # epoch 1 done and backed up
-        time.sleep(0.05)
-    for pid in _pids_of_worker(1, "--run-name resumed"):
-        os.kill(pid, signal.SIGKILL)
-    _, stderr = killed.communicate(timeout=120)
-    assert killed.returncode == 2 and "error: worker 1 failed" in stderr.strip().splitlines()[-1]
-
+    kill_after_the_next_backup(1)
+    assert "[worker 0] resuming at epoch 2" in kill_after_the_next_backup(0)
     again = subprocess.run(launch_command("resumed"), capture_output=True, text=True, env=environment, timeout=600, check=False)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "[worker 0] resuming at epoch" in again.stderr and "[worker 1] resuming at epoch" in again.stderr
+    assert "[worker 0] resuming at epoch 3" in again.stderr and "[worker 1] resuming" not in again.stderr
     runs = tmp_path / "runs"
     assert (runs / "resumed" / "history.csv").read_text() == (runs / "whole" / "history.csv").read_text()
     for resumed, kept in zip(*(keras.saving.load_model(runs / name / "model.keras", compile=False).get_weights()
