@@ -105,8 +105,16 @@ def join_cluster(workers: list[str]) -> tf.distribute.Strategy:
         watchdog.wait()
 
 
-def lost_worker_message(error: Exception) -> str:
-    """One line for a collective operation that failed because a worker is gone."""
+def lost_worker_message(error: Exception, steps_done: int) -> str:
+    """One line for a collective operation that failed: a worker gone mid-training, or,
+    before the first step was done, workers that cannot reach each other (TensorFlow's
+    coordination joins tasks by index, so workers whose TF_CONFIG lists other addresses
+    join, and fail at the first all-reduce)."""
+    if not steps_done:
+        address = re.search(r"ipv[46]:(\S+?):? Failed to connect", str(error))
+        at = f", {address.group(1)} refused the connection" if address else ""
+        return (f"the workers could not reach each other at the first training step ({type(error).__name__}{at}); "
+                "give every worker the same TF_CONFIG cluster, and check that each can reach the others' addresses")
     tasks = sorted(set(re.findall(r"/job:worker/(?:replica:\d+/)?task:(\d+)", str(error))))
     who = f"worker {', '.join(tasks)}" if tasks else "a worker"
     return (f"{who} stopped answering during training ({type(error).__name__}); start every worker again with the same "
@@ -150,6 +158,9 @@ def fit_across_workers(
 
     Returns:
         The history: each logged value, one an epoch.
+
+    Raises:
+        RnnlmError: A worker stopped answering, or the workers could not reach each other.
     """
     # What fit does first: build the compiled metrics' and loss' variables, from the
     # batches' shapes, outside the step. Left to the step's first trace, under several
@@ -166,29 +177,33 @@ def fit_across_workers(
     trainer.stop_training = False
     batches = iter(_as_distributed(train, strategy))
     callback_list.on_train_begin()
-    logs = {}
-    for epoch in range(initial_epoch, epochs):
-        trainer.reset_metrics()
-        callback_list.on_epoch_begin(epoch)
-        for step in range(steps_per_epoch):
-            callback_list.on_train_batch_begin(step)
-            logs = _numbers(train_function(next(batches)))
-            callback_list.on_train_batch_end(step, logs)
+    logs, steps_done = {}, 0
+    try:
+        for epoch in range(initial_epoch, epochs):
+            trainer.reset_metrics()
+            callback_list.on_epoch_begin(epoch)
+            for step in range(steps_per_epoch):
+                callback_list.on_train_batch_begin(step)
+                logs = _numbers(train_function(next(batches)))
+                steps_done += 1
+                callback_list.on_train_batch_end(step, logs)
+                if trainer.stop_training:
+                    break
+            epoch_logs = dict(logs)
+            trainer.reset_metrics()
+            callback_list.on_test_begin()
+            test_logs = {}
+            for step, batch in enumerate(_as_distributed(valid, strategy)):
+                callback_list.on_test_batch_begin(step)
+                test_logs = _numbers(test_function(batch))
+                callback_list.on_test_batch_end(step, test_logs)
+            callback_list.on_test_end(test_logs)
+            epoch_logs.update({f"val_{name}": value for name, value in test_logs.items()})
+            callback_list.on_epoch_end(epoch, epoch_logs)
             if trainer.stop_training:
                 break
-        epoch_logs = dict(logs)
-        trainer.reset_metrics()
-        callback_list.on_test_begin()
-        test_logs = {}
-        for step, batch in enumerate(_as_distributed(valid, strategy)):
-            callback_list.on_test_batch_begin(step)
-            test_logs = _numbers(test_function(batch))
-            callback_list.on_test_batch_end(step, test_logs)
-        callback_list.on_test_end(test_logs)
-        epoch_logs.update({f"val_{name}": value for name, value in test_logs.items()})
-        callback_list.on_epoch_end(epoch, epoch_logs)
-        if trainer.stop_training:
-            break
+    except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError) as error:
+        raise RnnlmError(lost_worker_message(error, steps_done)) from None
     callback_list.on_train_end(logs)
     return history.history
 

@@ -44,7 +44,7 @@ from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model, training_model
-from keras_rnnlm.multiworker import cluster_workers, fit_across_workers, lost_worker_message, worker_index
+from keras_rnnlm.multiworker import cluster_workers, fit_across_workers, worker_index
 from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, read_history, tokenizer_for, write_summary
 from keras_rnnlm.shards import PreparedCorpus, prepared_corpus_path
 from keras_rnnlm.splits import corpus_segments
@@ -167,14 +167,11 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     def fit(first, steps_done=0, last=config.train.epochs):
         """Trains epochs first..last-1, the first from batch steps_done on; the loss per epoch."""
         if workers:  # Keras' fit does not run across workers (keras_rnnlm.multiworker)
-            try:
-                return fit_across_workers(
-                    trainer, strategy, data.train(first * steps_per_epoch + steps_done), data.valid, epochs=last,
-                    initial_epoch=first, steps_per_epoch=steps_per_epoch - steps_done, callbacks=callbacks,
-                    verbose=_progress(verbose) if chief else 0,
-                ).get("loss", [])
-            except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError) as error:
-                raise RnnlmError(lost_worker_message(error)) from None
+            return fit_across_workers(
+                trainer, strategy, data.train(first * steps_per_epoch + steps_done), data.valid, epochs=last,
+                initial_epoch=first, steps_per_epoch=steps_per_epoch - steps_done, callbacks=callbacks,
+                verbose=_progress(verbose) if chief else 0,
+            ).get("loss", [])
         return trainer.fit(
             data.train(first * steps_per_epoch + steps_done),  # every batch from there on, endlessly
             steps_per_epoch=steps_per_epoch - steps_done,

@@ -194,9 +194,18 @@ def test_a_lost_worker_is_named_in_one_line():
 
     error = RuntimeError("Collective ops is aborted by: Error reported from /job:worker/task:1: The following tasks are "
                          "unhealthy (stopped sending heartbeats):\n/job:worker/replica:0/task:1\nThe tasks have crashed.")
-    message = lost_worker_message(error)
+    message = lost_worker_message(error, steps_done=40)
     assert message.startswith("worker 1 stopped answering during training") and "\n" not in message
     assert "resumes from its last backup" in message
+    # Workers whose TF_CONFIG clusters list other addresses join (by index), then fail at
+    # the first all-reduce: TensorFlow 2.21's error then, read from such a run.
+    error = RuntimeError("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:36639: Failed to connect "
+                         "to remote host: Connection refused\nAdditional GRPC error information from remote target "
+                         "/job:worker/replica:0/task:1 while calling /tensorflow.WorkerService/RecvBuf")
+    assert lost_worker_message(error, steps_done=0) == (
+        "the workers could not reach each other at the first training step (RuntimeError, 127.0.0.1:36639 refused the "
+        "connection); give every worker the same TF_CONFIG cluster, and check that each can reach the others' addresses"
+    )
 
 
 def test_a_worker_whose_peers_never_come_ends_with_one_line(tmp_path):
