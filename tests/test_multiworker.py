@@ -223,6 +223,26 @@ def test_a_worker_whose_peers_never_come_ends_with_one_line(tmp_path):
     assert not (tmp_path / "runs" / "psalms").exists()  # nothing written
 
 
+def test_workers_given_different_clusters_end_at_the_first_step_with_one_line(tmp_path):
+    """Worker 0 is told the cluster is [A, B], worker 1 that it is [A, C] (and listens on
+    C): TensorFlow joins them by index, and the first all-reduce cannot reach B."""
+    from keras_rnnlm.launch import free_ports
+
+    (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
+    a, b, c = (f"localhost:{port}" for port in free_ports(3))
+    workers = []
+    for index, cluster in enumerate(([a, b], [a, c])):
+        environment = {"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "2", "KERAS_RNNLM_JOIN_TIMEOUT": "60",
+                       "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})}
+        workers.append(subprocess.Popen([sys.executable, "-m", "keras_rnnlm.train", "--corpus", str(tmp_path / "song.txt"),
+                                         "--output-dir", str(tmp_path / "runs"), *SETTINGS],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment))
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=120)
+        assert worker.returncode == 2, stderr[-3000:]
+        assert stderr.strip().splitlines()[-1].startswith("error: the workers could not reach each other at the first training step")
+
+
 def test_a_port_in_use_is_a_one_line_error_naming_the_worker(tmp_path):
     import socket
 
