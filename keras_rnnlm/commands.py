@@ -65,7 +65,7 @@ def config_from_args(args) -> Config:
     """The config file, then ``--set`` overrides, then the dedicated flags."""
     overrides = list(args.set)
     for flag, key in (("device", "train.device"), ("seed", "train.seed"), ("epochs", "train.epochs"), ("run_name", "name")):
-        value = getattr(args, flag)
+        value = getattr(args, flag, None)  # prepare has no --device, --epochs or --run-name
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # A JSON string or integer is valid TOML.
     config = load_config(args.config, overrides)
@@ -134,7 +134,6 @@ def prepare(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace a corpus prepared in --out from other text or settings")
     parser.add_argument("--shard-tokens", type=int, default=None, metavar="N", help="ids per shard file (default: 67,108,864)")
     args = parser.parse_args(argv)
-    args.device = args.epochs = args.run_name = None
     config = config_from_args(args)
     if args.shard_tokens is not None and args.shard_tokens < 1:
         raise RnnlmError(f"--shard-tokens must be at least 1, got {args.shard_tokens}")

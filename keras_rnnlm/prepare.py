@@ -51,7 +51,7 @@ from keras_rnnlm.corpus import Document, corpus_documents, find_documents
 from keras_rnnlm.splits import held_out_count, held_out_lines
 from keras_rnnlm.encoding import ProvisionalIds, encode_blocks, encoding_pool
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.runs import tokenizer_for
+from keras_rnnlm.runs import tokenizer_for, write_atomically
 from keras_rnnlm.shards import (
     FORMAT, MANIFEST, SPLITS, VERSION, PreparedCorpus, file_crc32, is_prepared, prepared_settings, segments_name, shard_name,
     token_dtype,
@@ -106,7 +106,7 @@ def prepare(config: Config, out: str | Path, overwrite: bool = False, shard_toke
     job_file = work / "job.json"
     if job_file.is_file() and json.loads(job_file.read_text(encoding="utf-8")) != job:
         raise RnnlmError(f"{out} holds an unfinished prepare of other text or settings; pass --overwrite to start afresh, or another --out")
-    _write_atomically(job_file, json.dumps(job).encode())
+    write_atomically(job_file, json.dumps(job).encode())
 
     started = time.perf_counter()
     every = [*documents, *valid_documents]
@@ -116,7 +116,7 @@ def prepare(config: Config, out: str | Path, overwrite: bool = False, shard_toke
     seconds = time.perf_counter() - started
     megabytes = sum(document.size for document in every) / 1e6
     manifest["seconds"] = round(seconds, 1)
-    _write_atomically(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    write_atomically(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     shutil.rmtree(work)
     train, valid = manifest["splits"]["train"], manifest["splits"]["valid"]
     logger.info(
@@ -194,7 +194,7 @@ def _tokenize_from_saved_state(documents, tokenizer, work: Path, pool) -> _Token
         os.fsync(types_file.fileno())
         written_types = len(types.order)
         state.types_bytes = types_file.tell()
-        _write_atomically(state_file, json.dumps(asdict(state)).encode())
+        write_atomically(state_file, json.dumps(asdict(state)).encode())
 
     with ids_file, types_file:
         since_save = 0
@@ -375,7 +375,7 @@ class _ShardWriter:
         assert not len(ends) or ends[-1] == self.tokens, "segments must cover the split's tokens"
         buffer = io.BytesIO()
         np.save(buffer, ends)
-        _write_atomically(self.out / segments_name(self.split), buffer.getvalue())
+        write_atomically(self.out / segments_name(self.split), buffer.getvalue())
         return {"tokens": self.tokens, "segments": len(ends), "shards": self.shards}
 
     def _end_shard(self) -> None:
@@ -445,12 +445,3 @@ def _open_at(path: Path, size: int):
     file.truncate(size)
     file.seek(size)
     return file
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    with open(temporary, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)

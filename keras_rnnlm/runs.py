@@ -114,7 +114,7 @@ class RunFolder:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         vocabulary.save(partial / self.vocabulary.name)
-        write_text_atomically(partial / self.config.name, config_to_toml(config))
+        write_atomically(partial / self.config.name, config_to_toml(config))
         if self.path.exists():
             shutil.rmtree(self.path)
         os.replace(partial, self.path)
@@ -169,7 +169,7 @@ class RunFolder:
         if epochs == 0:
             self.history.unlink()
         elif len(lines) > epochs + 1:  # the header and one row an epoch
-            write_text_atomically(self.history, "".join(lines[: epochs + 1]))
+            write_atomically(self.history, "".join(lines[: epochs + 1]))
 
     def best_validation_loss(self) -> float:
         """The lowest val_loss in history.csv (inf when there is none yet)."""
@@ -212,14 +212,19 @@ def read_history(path: Path) -> list[dict[str, float]]:
         ) from None
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, data: bytes | str) -> None:
+    """Writes ``data`` (text as UTF-8) to a temporary file beside ``path``, to the disk,
+    then renames it: ``path`` holds the old content or the new, never a part."""
     temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text, encoding="utf-8")
+    with open(temporary, "wb") as file:
+        file.write(data.encode("utf-8") if isinstance(data, str) else data)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(temporary, path)
 
 
 def write_summary(run: RunFolder, summary: dict) -> None:
-    write_text_atomically(run.summary, json.dumps(summary, indent=2) + "\n")
+    write_atomically(run.summary, json.dumps(summary, indent=2) + "\n")
 
 
 def save_model_atomically(model, path: Path) -> None:
