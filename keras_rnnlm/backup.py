@@ -115,8 +115,20 @@ class RunBackup(keras.callbacks.Callback):
 def state_variables(model: keras.Model) -> list:
     """The model's variables and, in bptt mode, the lanes' carried state (which Keras'
     stateful RNN layers keep outside their variables)."""
-    states = [state for layer in model.layers if getattr(layer, "stateful", False) for state in layer.states]
-    return model.variables + states
+    return model.variables + [state for layer in stateful_layers(model) for state in layer.states]
+
+
+def stateful_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of ``model`` that carry a state from batch to batch, those of the
+    models inside it included (a :class:`~keras_rnnlm.sampled_softmax.SampledSoftmaxTrainer`
+    holds its recurrent layers in a ``Sequential``)."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.extend(stateful_layers(layer))
+        elif getattr(layer, "stateful", False):
+            found.append(layer)
+    return found
 
 
 def _plain(value):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 
+from keras_rnnlm.backup import stateful_layers
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import copy_tied_kernel
 from keras_rnnlm.runs import read_history, save_model_atomically
@@ -74,9 +75,8 @@ class ResetStates(keras.callbacks.Callback):
         self._reset()
 
     def _reset(self):
-        for layer in self.model.layers:
-            if getattr(layer, "stateful", False):
-                layer.reset_states()
+        for layer in stateful_layers(self.model):
+            layer.reset_states()
 
 
 class TiedKernel(keras.callbacks.Callback):

@@ -103,6 +103,13 @@ class ModelConfig:
     # The output layer uses the embedding matrix (transposed) as its kernel (Press & Wolf
     # 2017): fewer parameters, usually better perplexity. Needs embedding_dim == units.
     tie_embeddings: bool = False
+    # "full": every training step computes the softmax over the whole vocabulary;
+    # "sampled": over the targets and `sampled_candidates` tokens drawn from a Zipf
+    # distribution (much faster for a large vocabulary). Validation, evaluation,
+    # generation and export always use the full softmax.
+    softmax: str = "full"
+    # Sampled softmax: tokens drawn each step, fewer than the vocabulary.
+    sampled_candidates: int = 1024
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,7 @@ CHOICES = {
     "corpus.sequences": ("stream", "lines"),
     "data.mode": ("windows", "bptt"),
     "model.cell": ("lstm", "gru", "simple_rnn"),
+    "model.softmax": ("full", "sampled"),
     "train.optimizer": ("adam", "sgd"),
     "train.device": ("auto", "cpu", "gpu"),
     "train.precision": ("auto", "float32", "mixed"),
@@ -282,6 +290,7 @@ def validate(config: Config) -> None:
         ("model.dropout", 0.0 <= config.model.dropout < 1.0, "in [0, 1)"),
         ("model.recurrent_dropout", 0.0 <= config.model.recurrent_dropout < 1.0, "in [0, 1)"),
         ("model.embedding_dropout", 0.0 <= config.model.embedding_dropout < 1.0, "in [0, 1)"),
+        ("model.sampled_candidates", 1 <= config.model.sampled_candidates <= 10_000_000, "between 1 and 10,000,000, and below the vocabulary's size"),
         ("train.epochs", 1 <= config.train.epochs <= 1_000_000, "between 1 and 1,000,000"),
         ("train.learning_rate", 0.0 < config.train.learning_rate < math.inf, "above 0 and finite"),
         ("train.clipnorm", 0.0 <= config.train.clipnorm < math.inf, "0 (off) or above, and finite"),

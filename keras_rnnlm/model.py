@@ -24,9 +24,10 @@ import keras
 from keras import layers
 
 from keras_rnnlm import speedups
-from keras_rnnlm.multiworker import clipping_the_summed_gradient
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.multiworker import clipping_the_summed_gradient
+from keras_rnnlm.sampled_softmax import SampledSoftmaxTrainer
 
 logger = logging.getLogger("keras_rnnlm")
 
@@ -143,8 +144,8 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
 
 def training_model(
     model: keras.Sequential, config: TrainConfig, lanes: int | None = None, bptt_steps: int | None = None,
-    tie_embeddings: bool = False,
-) -> keras.Sequential:
+    tie_embeddings: bool = False, sampled_candidates: int = 0, seed: int = 0,
+) -> keras.Model:
     """The model that trains ``model``'s weights, compiled for training.
 
     Args:
@@ -158,12 +159,18 @@ def training_model(
             instead of the Dense layer's kernel (:class:`TiedOutput`); the Dense layer's
             bias stays. :func:`copy_tied_kernel` copies the embeddings into the saved
             model's kernel.
+        sampled_candidates: Above 0, training steps compute the sampled softmax over the
+            targets and this many sampled tokens (:mod:`keras_rnnlm.sampled_softmax`);
+            every other call, the full one.
+        seed: The run's seed, which draws the sampled tokens.
 
     Returns:
-        A ``keras.Sequential`` of ``model``'s layers (the same variables: training it
-        trains ``model``) without the final softmax, outputting float32 logits, compiled.
-        This is where the speed paths of :mod:`keras_rnnlm.speedups` are chosen, each
-        beside the stock Keras piece it replaces.
+        A model of ``model``'s layers (the same variables: training it trains ``model``)
+        without the final softmax, outputting float32 logits, compiled: a
+        ``keras.Sequential``, or with ``sampled_candidates`` a
+        :class:`~keras_rnnlm.sampled_softmax.SampledSoftmaxTrainer`. This is where the
+        speed paths of :mod:`keras_rnnlm.speedups` are chosen, each beside the stock
+        Keras piece it replaces.
     """
     *body, dense, softmax = model.layers
     if not (isinstance(softmax, layers.Activation) and isinstance(dense, layers.Dense)):
@@ -177,14 +184,18 @@ def training_model(
         elif speedups.takes_window_path(layer):
             layer = speedups.WindowLSTM(layer)  # stock: the LSTM layer itself
         stack.append(layer)
-    stack.append(TiedOutput(embedding, dense) if tie_embeddings else dense)
+    output = TiedOutput(embedding, dense) if tie_embeddings else dense
     # The logits in float32, where the softmax runs: the loss and metrics read them.
-    stack.append(layers.Activation("linear", dtype="float32", name="logits"))  # (batch, [time,] vocabulary)
+    logits = layers.Activation("linear", dtype="float32", name="logits")  # (batch, [time,] vocabulary)
     if lanes is None:
         inputs = keras.Input(model.input_shape[1:], dtype="int32")
     else:
         inputs = keras.Input(batch_shape=(lanes, bptt_steps), dtype="int32")
-    trainer = keras.Sequential([inputs, *stack], name=f"{model.name}_training")
+    if sampled_candidates:
+        trainer = SampledSoftmaxTrainer(keras.Sequential([inputs, *stack], name="features"), output, logits,
+                                        sampled_candidates, seed, name=f"{model.name}_training")
+    else:
+        trainer = keras.Sequential([inputs, *stack, output, logits], name=f"{model.name}_training")
     trainer.compile(
         # stock: keras.optimizers.Adam; across replicas, the summed gradient is clipped
         optimizer=make_optimizer(config, adam=clipping_the_summed_gradient(speedups.FusedAdam),

@@ -209,37 +209,53 @@ def fit_across_workers(
 
 
 def clipping_the_summed_gradient(optimizer_class: type[keras.optimizers.Optimizer]) -> type[keras.optimizers.Optimizer]:
-    """``optimizer_class`` whose ``global_clipnorm`` clips the gradient summed over the
-    replicas, the one the update uses, as on one device.
+    """``optimizer_class`` whose ``global_clipnorm`` clips by the norm of the gradient the
+    update applies: summed over the replicas, and over the repeated rows of a sparse one.
 
-    Keras 3 clips each replica's own gradient and then sums them
-    (``BaseOptimizer._clip_gradients`` before ``_all_reduce_sum_gradients``, read in Keras
-    3.15), so two workers with clipping on trained other weights than one worker with
-    the same batch (a test holds them equal now). No public Keras API clips the sum, so
-    this overrides ``_clip_gradients``: under several replicas it sums the gradients
-    itself, clips the sum by its global norm and hands each replica its share, which
-    Keras' own all-reduce then sums back. That all-reduces the gradients twice; on one
-    device nothing changes.
+    Keras 3 measures something else in two ways (``BaseOptimizer._clip_gradients`` and
+    ``global_norm``, read in Keras 3.15). It clips each replica's own gradient before
+    their sum, so two workers with clipping on trained other weights than one worker with
+    the same batch. And it measures a sparse gradient (an ``IndexedSlices``: the
+    embedding's, the sampled softmax's) by its slices, so a row listed twice (a token
+    twice in a batch) counts as two rows of half the size: a norm of sqrt(2) where the
+    applied gradient's is 2, which also made one worker and two differ under sampled
+    softmax. No public Keras API serves this, so this overrides ``_clip_gradients``:
+    it sums the gradients over the replicas itself (an all-reduce; a second one follows
+    in Keras), measures the sum with repeated rows added up, scales it as Keras would
+    (``clip_norm / max(norm, clip_norm)``), and hands each replica its share.
     """
 
     class ClippingTheSum(optimizer_class):
         def _clip_gradients(self, grads):
-            context = tf.distribute.get_replica_context()
-            if not (self.global_clipnorm and context is not None and context.num_replicas_in_sync > 1):
+            if not self.global_clipnorm:
                 return super()._clip_gradients(grads)
-            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-            clipped, _ = tf.clip_by_global_norm(summed, self.global_clipnorm)
-            return [_divided(gradient, context.num_replicas_in_sync) for gradient in clipped]
+            context = tf.distribute.get_replica_context()
+            replicas = context.num_replicas_in_sync if context is not None else 1
+            summed = context.all_reduce(tf.distribute.ReduceOp.SUM, grads) if replicas > 1 else grads
+            norm = tf.sqrt(tf.add_n([_squared_norm(gradient) for gradient in summed if gradient is not None]))
+            clip = tf.cast(self.global_clipnorm, norm.dtype)
+            scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)  # as Keras: NaN stays NaN
+            return [None if gradient is None else _scaled(gradient, scale / replicas) for gradient in summed]
 
     ClippingTheSum.__name__ = ClippingTheSum.__qualname__ = optimizer_class.__name__
     return ClippingTheSum
 
 
-def _divided(gradient, divisor: int):
-    """A dense or sparse (an Embedding's ``IndexedSlices``) gradient divided by ``divisor``."""
+def _squared_norm(gradient) -> tf.Tensor:
+    """The squared norm of a dense gradient, or of a sparse one with its repeated rows added up."""
     if isinstance(gradient, tf.IndexedSlices):
-        return tf.IndexedSlices(gradient.values / divisor, gradient.indices, gradient.dense_shape)
-    return gradient / divisor
+        rows, position = tf.unique(gradient.indices)
+        merged = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
+        return tf.reduce_sum(tf.square(tf.cast(merged, tf.float32)))
+    return tf.reduce_sum(tf.square(tf.cast(gradient, tf.float32)))
+
+
+def _scaled(gradient, factor):
+    """A dense or sparse (``IndexedSlices``) gradient times ``factor``."""
+    factor = tf.cast(factor, gradient.dtype)
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values * factor, gradient.indices, gradient.dense_shape)
+    return gradient * factor
 
 
 def _distributed_function(step: Callable, strategy: tf.distribute.Strategy) -> Callable:

@@ -110,6 +110,11 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
 
     # Text -> ids: read from the text now, or from a prepared corpus' shards as batches need them.
     vocabulary, train_segments, valid_segments = _read_corpus(config, run, state)
+    if config.model.softmax == "sampled" and config.model.sampled_candidates >= len(vocabulary):
+        raise RnnlmError(
+            f"model.sampled_candidates = {config.model.sampled_candidates} is not below the vocabulary's {len(vocabulary):,} "
+            f'tokens; set it lower, or model.softmax = "full" (for a vocabulary this small the full softmax is cheap)'
+        )
     data = training_data(config.data, train_segments, valid_segments, config.train.seed,
                          shard=(worker_index(), workers) if workers else (0, 1))
     opening = tokenizer.text_from_tokens(vocabulary.tokens_from_ids(valid_segments.first_tokens(config.data.window_size)))
@@ -146,6 +151,8 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
             trainer = training_model(
                 model, config.train, lanes=config.data.batch_size if bptt else None,
                 bptt_steps=config.data.bptt_steps, tie_embeddings=config.model.tie_embeddings,
+                sampled_candidates=config.model.sampled_candidates if config.model.softmax == "sampled" else 0,
+                seed=config.train.seed,
             )
             # A resumed run goes on from its backup, exactly: what came after it is trained again.
             resumed = restore_training_state(trainer, run.backup_file) if state == RESUME else None

@@ -158,9 +158,13 @@ def uninterrupted(tmp_path_factory):
     (folder / "song.txt").write_text(SONG * 40, encoding="utf-8")
     configs = {}
     for mode, every_steps, epoch_steps in (("windows", 0, 0), ("windows, backups inside epochs", 4, 0), ("bptt", 4, 0),
-                                           ("windows, epochs of 10 steps", 4, 10)):  # a pass is 39 steps
-        data = {"mode": "bptt", "batch_size": 4, "bptt_steps": 5} if mode == "bptt" else {}
-        configs[mode] = small_config([folder / "song.txt"], data=data, model={"dropout": 0.3},
+                                           ("windows, epochs of 10 steps", 4, 10),  # a pass is 39 steps
+                                           ("bptt, sampled softmax, tied embeddings", 4, 0)):
+        data = {"mode": "bptt", "batch_size": 4, "bptt_steps": 5} if mode.startswith("bptt") else {}
+        model = {"dropout": 0.3}
+        if "sampled" in mode:  # the candidates drawn at a step follow from the seed and the step
+            model.update(softmax="sampled", sampled_candidates=6, tie_embeddings=True, embedding_dim=32)
+        configs[mode] = small_config([folder / "song.txt"], data=data, model=model,
                                      train={"epochs": 6, "early_stopping_patience": 2, "reduce_lr_patience": 1,
                                             "learning_rate": 0.05, "backup_every_steps": every_steps,
                                             "steps_per_epoch": epoch_steps})
@@ -174,9 +178,11 @@ def uninterrupted(tmp_path_factory):
      ("windows, backups inside epochs", {"at_epoch": 2, "training_batch": 10}),
      ("windows, backups inside epochs", {"at_epoch": 1, "validation_batch": 1}),
      ("bptt", {"at_epoch": 2, "training_batch": 6}),
-     ("windows, epochs of 10 steps", {"at_epoch": 3, "training_batch": 6})],
+     ("windows, epochs of 10 steps", {"at_epoch": 3, "training_batch": 6}),
+     ("bptt, sampled softmax, tied embeddings", {"at_epoch": 2, "training_batch": 6})],
     ids=["inside an epoch", "inside an epoch, from its step 8", "inside validation, from the epoch's last backup",
-         "bptt, inside an epoch, from its step 4", "epochs shorter than a pass, from step 34, across the pass' end at 39"],
+         "bptt, inside an epoch, from its step 4", "epochs shorter than a pass, from step 34, across the pass' end at 39",
+         "bptt with sampled softmax and tied embeddings, from step 4"],
 )
 def test_an_interrupted_run_ends_exactly_where_the_uninterrupted_one_ends(uninterrupted, tmp_path, mode, interruption):
     folder, configs = uninterrupted
@@ -253,6 +259,10 @@ def run_cli(capsys, *argv):
          r"only 54 training tokens, fewer than data.batch_size x data.bptt_steps = 64 x 35"),
         (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "data.mode=bptt", "--set", "model.tie_embeddings=true"],
          r"model.tie_embeddings needs model.embedding_dim \(16\) equal to model.units \(32\)"),
+        (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", "model.sampled_candidates=0"],
+         r"model.sampled_candidates = 0 is out of range"),
+        (lambda d: write(d / "ok.txt", b"fine text\n" * 20), ["--set", 'model.softmax="sampled"'],
+         r"model.sampled_candidates = 1024 is not below the vocabulary's 5 tokens; set it lower, or model.softmax = \"full\""),
     ],
 )
 def test_bad_input_is_one_line_error_and_nothing_written(capsys, tmp_path, make_input, extra, message):
