@@ -126,7 +126,8 @@ def quality(args) -> None:
     for softmax in args.softmax:
         overrides = [f"model.softmax={json.dumps(softmax)}", f"model.sampled_candidates={args.candidates}",
                      f"train.steps_per_epoch={args.check_steps}", "train.epochs=1000", "train.early_stopping_patience=0",
-                     "train.sample_length=0", "train.tensorboard=false"]
+                     "train.sample_length=0", "train.tensorboard=false",
+                     'train.precision="float32"']  # "auto" times a matmul per run, and two runs could choose differently
         config = load_config(ROOT / "configs" / "wikitext2.toml", overrides + args.set)
         config = config.__class__(**{**config.__dict__, "corpus": config.corpus.__class__(
             **{**config.corpus.__dict__, "paths": (str(data / "wiki.train.tokens"),), "valid_paths": (str(data / "wiki.valid.tokens"),)})})

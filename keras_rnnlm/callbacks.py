@@ -1,5 +1,5 @@
 """Keras callbacks that the stock set lacks: perplexity beside every loss, lanes reset at
-each epoch (bptt mode), the time to the first step, the tied output kernel kept in the saved model, an atomic
+each epoch (bptt mode), the time to the first step, the output kernel kept in the saved model, an atomic
 best-model checkpoint of the stock model, a text sample after every epoch, and the loss /
 perplexity plot at the end. The backup a killed run resumes from is
 :mod:`keras_rnnlm.backup`."""
@@ -16,7 +16,7 @@ import keras
 
 from keras_rnnlm.backup import stateful_layers
 from keras_rnnlm.generate import Generator
-from keras_rnnlm.model import copy_tied_kernel
+from keras_rnnlm.model import copy_output_rows
 from keras_rnnlm.runs import read_history, save_model_atomically
 from keras_rnnlm.sampling import Sampling
 from keras_rnnlm.speedups import copy_optimizer_state
@@ -79,21 +79,23 @@ class ResetStates(keras.callbacks.Callback):
             layer.reset_states()
 
 
-class TiedKernel(keras.callbacks.Callback):
-    """Keeps the saved model's output kernel equal to the embedding matrix, transposed,
-    after every epoch, when the embeddings are tied (:func:`keras_rnnlm.model.copy_tied_kernel`).
-    Put it before the callbacks that save or use the model.
+class OutputKernel(keras.callbacks.Callback):
+    """Keeps the saved model's output kernel equal to the rows the training model's output
+    reads (the embeddings when tied, its own rows under sampled softmax), transposed,
+    after every epoch (:func:`keras_rnnlm.model.copy_output_rows`). Put it before the
+    callbacks that save or use the model.
 
     Args:
-        model: The stock model that shares the training model's weights.
+        model: The stock model that shares the training model's other weights.
+        rows: The (vocabulary, units) matrix.
     """
 
-    def __init__(self, model: keras.Model):
+    def __init__(self, model: keras.Model, rows):
         super().__init__()
-        self.saved_model = model
+        self.saved_model, self.rows = model, rows
 
     def on_epoch_end(self, epoch, logs=None):
-        copy_tied_kernel(self.saved_model)
+        copy_output_rows(self.saved_model, self.rows)
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):

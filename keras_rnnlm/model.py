@@ -27,7 +27,7 @@ from keras_rnnlm import speedups
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.multiworker import clipping_the_summed_gradient
-from keras_rnnlm.sampled_softmax import SampledSoftmaxTrainer
+from keras_rnnlm.sampled_softmax import SampledSoftmaxTrainer, SparseRowsAdam
 
 logger = logging.getLogger("keras_rnnlm")
 
@@ -156,12 +156,15 @@ def training_model(
             exactly (lanes, bptt_steps); ``reset_states`` starts every lane afresh.
         bptt_steps: Bptt mode: tokens each lane reads per batch.
         tie_embeddings: The output layer multiplies by the embedding matrix, transposed,
-            instead of the Dense layer's kernel (:class:`TiedOutput`); the Dense layer's
-            bias stays. :func:`copy_tied_kernel` copies the embeddings into the saved
+            instead of the Dense layer's kernel (:class:`RowsOutput`); the Dense layer's
+            bias stays. :func:`copy_output_rows` copies the embeddings into the saved
             model's kernel.
         sampled_candidates: Above 0, training steps compute the sampled softmax over the
             targets and this many sampled tokens (:mod:`keras_rnnlm.sampled_softmax`);
-            every other call, the full one.
+            every other call, the full one. The output kernel then trains as a
+            (vocabulary, units) matrix of its own, one row a token (:class:`RowsOutput`,
+            copied into the saved model's kernel by :func:`copy_output_rows`), and Adam
+            updates the rows a step touched only (:class:`~keras_rnnlm.sampled_softmax.SparseRowsAdam`).
         seed: The run's seed, which draws the sampled tokens.
 
     Returns:
@@ -184,7 +187,12 @@ def training_model(
         elif speedups.takes_window_path(layer):
             layer = speedups.WindowLSTM(layer)  # stock: the LSTM layer itself
         stack.append(layer)
-    output = TiedOutput(embedding, dense) if tie_embeddings else dense
+    if tie_embeddings:
+        output = RowsOutput(dense, rows=embedding.embeddings)
+    elif sampled_candidates:  # a step reads and updates some rows, never the whole (units, vocabulary) kernel
+        output = RowsOutput(dense)
+    else:
+        output = dense
     # The logits in float32, where the softmax runs: the loss and metrics read them.
     logits = layers.Activation("linear", dtype="float32", name="logits")  # (batch, [time,] vocabulary)
     if lanes is None:
@@ -198,8 +206,10 @@ def training_model(
         trainer = keras.Sequential([inputs, *stack, output, logits], name=f"{model.name}_training")
     trainer.compile(
         # stock: keras.optimizers.Adam; across replicas, the summed gradient is clipped
-        optimizer=make_optimizer(config, adam=clipping_the_summed_gradient(speedups.FusedAdam),
-                                 sgd=clipping_the_summed_gradient(keras.optimizers.SGD)),
+        optimizer=make_optimizer(
+            config, adam=clipping_the_summed_gradient(SparseRowsAdam if sampled_candidates else speedups.FusedAdam),
+            sgd=clipping_the_summed_gradient(keras.optimizers.SGD),
+        ),
         # stock: SparseCategoricalCrossentropy(from_logits=True); averaged over the
         # targets' weights, so padding (weight 0) counts for nothing
         loss=speedups.NextTokenCrossEntropy(reduction="mean_with_sample_weight"),
@@ -208,36 +218,49 @@ def training_model(
     return trainer
 
 
-class TiedOutput(layers.Layer):
-    """The output layer of tied embeddings: ``features @ embeddings.T + bias``, the
-    embedding matrix used twice (Press & Wolf 2017).
+class RowsOutput(layers.Layer):
+    """The output layer with its kernel one row a token: ``features @ rows.T + bias``.
+
+    With tied embeddings the rows are the embedding matrix, used twice (Press & Wolf
+    2017). With sampled softmax they are a matrix of their own, started from the Dense
+    kernel, transposed: a sampled step then reads and updates the rows of its targets and
+    candidates (a sparse gradient), where the Dense kernel's layout would make its
+    gradient a whole dense matrix.
 
     Args:
-        embedding: The model's ``Embedding`` layer; its matrix is the kernel.
         dense: The model's output ``Dense`` layer; its bias is the bias. Its kernel is not
-            used (:func:`copy_tied_kernel` keeps it equal to the embeddings, transposed,
-            for the saved model).
+            used (:func:`copy_output_rows` sets it from the rows, for the saved model).
+        rows: The (vocabulary, units) matrix to use: the embedding matrix; None makes one.
     """
 
-    def __init__(self, embedding: layers.Embedding, dense: layers.Dense, **kwargs):
-        super().__init__(name="tied_output", dtype=dense.dtype_policy, **kwargs)
+    def __init__(self, dense: layers.Dense, rows=None, **kwargs):
+        super().__init__(name="output_rows", dtype=dense.dtype_policy, **kwargs)
         self.supports_masking = True  # as Dense: the mask passes through
-        self.embeddings = embedding.embeddings  # tracked variables: one each, shared
+        if rows is None:
+            rows = self.add_weight(shape=tuple(reversed(dense.kernel.shape)), initializer="zeros", name="rows")
+            rows.assign(keras.ops.transpose(dense.kernel))
+        self.rows = rows  # a tracked variable, shared when it is the embeddings'
         self.bias = dense.bias
 
     def call(self, features):
-        logits = keras.ops.matmul(features, keras.ops.transpose(keras.ops.cast(self.embeddings, self.compute_dtype)))
-        return logits + keras.ops.cast(self.bias, self.compute_dtype)
+        rows = keras.ops.cast(self.rows, self.compute_dtype)
+        return keras.ops.matmul(features, keras.ops.transpose(rows)) + keras.ops.cast(self.bias, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.embeddings.shape[0])
+        return (*input_shape[:-1], self.rows.shape[0])
 
 
-def copy_tied_kernel(model: keras.Sequential) -> None:
-    """Sets the saved model's output kernel to its embedding matrix, transposed: what a
-    model trained with :class:`TiedOutput` computes, in stock layers."""
-    embedding, dense = model.layers[0], model.layers[-2]
-    dense.kernel.assign(keras.ops.transpose(embedding.embeddings))
+def output_rows(trainer: keras.Model):
+    """The (vocabulary, units) matrix the training model's output reads, if it reads one
+    (tied embeddings, sampled softmax), else None."""
+    found = [layer.rows for layer in trainer.layers if isinstance(layer, RowsOutput)]
+    return found[0] if found else None
+
+
+def copy_output_rows(model: keras.Sequential, rows) -> None:
+    """Sets the saved model's output kernel to ``rows``, transposed: what a model trained
+    with :class:`RowsOutput` computes, in stock layers."""
+    model.layers[-2].kernel.assign(keras.ops.transpose(rows))
 
 
 def make_optimizer(

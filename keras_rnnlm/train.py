@@ -36,14 +36,14 @@ import keras
 import tensorflow as tf
 
 from keras_rnnlm.backup import RunBackup, restore_training_state
-from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, FirstStepLog, Perplexity, ResetStates, SampleText, TiedKernel
+from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, FirstStepLog, Perplexity, ResetStates, SampleText, OutputKernel
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import corpus_documents
 from keras_rnnlm.data import Segments, training_data
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
-from keras_rnnlm.model import build_model, compile_model, training_model
+from keras_rnnlm.model import build_model, compile_model, output_rows, training_model
 from keras_rnnlm.multiworker import cluster_workers, fit_across_workers, worker_index
 from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, read_history, tokenizer_for, write_summary
 from keras_rnnlm.shards import PreparedCorpus, prepared_corpus_path
@@ -166,7 +166,7 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
         logger.info("resuming at epoch %d, step %d, from %s", first_epoch + 1, step, run.backup_file)
 
     generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
-    callbacks = [FirstStepLog(started), *_callbacks(config, out, model, generator, opening)]
+    callbacks = [FirstStepLog(started), *_callbacks(config, out, model, output_rows(trainer), generator, opening)]
     # Last: it saves each epoch once the epoch's history row and checkpoint are written.
     callbacks.append(RunBackup(out.backup_file, callbacks, config.train.backup_every_steps, steps_per_epoch, resumed))
     callbacks.extend(extra_callbacks)
@@ -301,15 +301,17 @@ def _check_across_workers(config: Config, workers: int, replicas: int) -> None:
         raise RnnlmError("train.backup_every_steps must be 0 across workers: a run resumes from its last epoch's backup")
 
 
-def _callbacks(config: Config, run: RunFolder, model: keras.Model, generator: Generator, opening: str) -> list[keras.callbacks.Callback]:
+def _callbacks(
+    config: Config, run: RunFolder, model: keras.Model, rows, generator: Generator, opening: str
+) -> list[keras.callbacks.Callback]:
     """The run's callbacks, but for the backup. Perplexity and the schedule (which logs the
-    learning rate) come before everything that logs; the tied kernel is copied before the
-    model is saved or writes."""
+    learning rate) come before everything that logs; the output ``rows`` the training
+    model reads, if any, are copied into the model's kernel before it is saved or writes."""
     train = config.train
     callbacks = [
         Perplexity(),
         *([ResetStates()] if config.data.mode == "bptt" else []),
-        *([TiedKernel(model)] if config.model.tie_embeddings else []),
+        *([OutputKernel(model, rows)] if rows is not None else []),
         keras.callbacks.TerminateOnNaN(),
     ]
     if train.reduce_lr_patience:
