@@ -157,17 +157,18 @@ class CurvesPlot(keras.callbacks.Callback):
     Args:
         history: The CSVLogger file.
         path: The PNG to write.
+        train_label: The legend of the training curve.
     """
 
-    def __init__(self, history: Path, path: Path):
+    def __init__(self, history: Path, path: Path, train_label: str = "train"):
         super().__init__()
-        self.history, self.path = history, path
+        self.history, self.path, self.train_label = history, path, train_label
 
     def on_train_end(self, logs=None):
-        plot_curves(read_history(self.history), self.path)
+        plot_curves(read_history(self.history), self.path, self.train_label)
 
 
-def plot_curves(rows: list[dict[str, float]], path: Path) -> None:
+def plot_curves(rows: list[dict[str, float]], path: Path, train_label: str = "train") -> None:
     """Writes a two-panel PNG: cross-entropy and perplexity per epoch, train and validation."""
     if not rows:
         return
@@ -179,7 +180,7 @@ def plot_curves(rows: list[dict[str, float]], path: Path) -> None:
     epochs = [int(row["epoch"]) + 1 for row in rows]
     figure, (loss_axes, perplexity_axes) = pyplot.subplots(1, 2, figsize=(10, 4))
     for axes, metric, label in ((loss_axes, "loss", "cross-entropy (nats)"), (perplexity_axes, "perplexity", "perplexity")):
-        axes.plot(epochs, [row[metric] for row in rows], "o-", label="train")
+        axes.plot(epochs, [row[metric] for row in rows], "o-", label=train_label)
         axes.plot(epochs, [row[f"val_{metric}"] for row in rows], "o-", label="validation")
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)

@@ -128,12 +128,13 @@ class SampledSoftmaxTrainer(keras.Model):
     """A training model whose training steps compute the sampled softmax, and whose every
     other call (validation, prediction) the full one.
 
-    It holds the layers of the stock model (the same variables) in two parts:
-    ``features``, the model up to the output layer, and ``output`` (its kernel one row a
-    token), followed by ``logits``. Keras' own
-    ``train_step`` runs it: called in training it returns the features, which
-    :meth:`compute_loss` turns into the sampled loss; the accuracy metrics, which need
-    every logit, are left out of the training logs (they stay in validation's).
+    It holds the stock model's layers (the same variables, but for the output kernel,
+    which it trains as rows of its own) in two parts: ``features``, the model up to the
+    output layer, and ``output`` (its kernel one row a token), followed by ``logits``.
+    Keras' own ``train_step`` runs it: called in a training step it returns the
+    features, which :meth:`compute_loss` turns into the sampled loss; the accuracy
+    metrics, which need every logit, are left out of the training logs (they stay in
+    validation's).
 
     Args:
         features: A model from the token ids to the output layer's input.

@@ -322,7 +322,8 @@ def _callbacks(
     callbacks += [
         BestModelCheckpoint(model, run.model, best=run.best_validation_loss()),
         keras.callbacks.CSVLogger(str(run.history), append=True),
-        CurvesPlot(run.history, run.curves),
+        # Under sampled softmax the training loss is the sampled one: it reads lower.
+        CurvesPlot(run.history, run.curves, "train (sampled softmax)" if config.model.softmax == "sampled" else "train"),
     ]
     if train.tensorboard:
         # No model graph: Keras 3 writes it as the training model's JSON, which its speed paths do not serialize.
