@@ -7,8 +7,11 @@ both, so it is left out). ``quality``: WikiText-2 trained with each softmax for 
 wall time, validation perplexity (always the full softmax) every ``--check-steps`` steps.
 
 Usage (from the project root):
-    python benchmarks/sampled_softmax.py speed [--vocabulary 33279 200000] [--candidates 1024] [--repeats 3]
-    python benchmarks/sampled_softmax.py quality [--minutes 20] [--data ../shared/data/wikitext-2] [--output-dir /tmp/ss]
+    python benchmarks/sampled_softmax.py speed [--vocabulary 33279 200000] [--candidates 1024] [--repeats 3] [--adam dense]
+    python benchmarks/sampled_softmax.py quality [--minutes 20] [--data ../shared/data/wikitext-2] [--output-dir /tmp/ss] [--adam dense]
+
+``--adam dense`` runs the sampled softmax with Adam's dense update of every row instead of
+the lazy one: an experiment, for what lazy Adam costs per step and saves per second.
 """
 
 from __future__ import annotations
@@ -27,12 +30,24 @@ ROOT = Path(__file__).resolve().parent.parent
 WINDOW, BATCH = 5, 256
 
 
-def measure(vocabulary: int, softmax: str, candidates: int, steps: int) -> dict:
+def use_dense_adam() -> None:
+    """An experiment: sampled softmax with Adam's dense update of every row (FusedAdam)
+    in place of the lazy one (SparseRowsAdam), to see what lazy Adam costs and buys."""
+    import keras_rnnlm.model
+    import keras_rnnlm.speedups
+
+    keras_rnnlm.model.SparseRowsAdam = keras_rnnlm.speedups.FusedAdam
+
+
+def measure(vocabulary: int, softmax: str, candidates: int, steps: int, adam: str = "lazy") -> dict:
     """Trains ``steps`` steps of the default model in this process: windows a second
     (from the median step) and peak resident memory."""
     import keras
     import numpy as np
     import tensorflow as tf
+
+    if adam == "dense":
+        use_dense_adam()
 
     from keras_rnnlm.config import Config
     from keras_rnnlm.devices import select_strategy, set_precision
@@ -77,7 +92,7 @@ def speed(args) -> None:
         for _ in range(args.repeats):
             for softmax in ("full", "sampled"):
                 output = subprocess.run(
-                    [sys.executable, __file__, "_measure", str(vocabulary), softmax, str(args.candidates), str(args.steps)],
+                    [sys.executable, __file__, "_measure", str(vocabulary), softmax, str(args.candidates), str(args.steps), args.adam],
                     capture_output=True, text=True, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
                 )
                 runs[softmax].append(json.loads(output.stdout.strip().splitlines()[-1]))
@@ -122,6 +137,8 @@ def quality(args) -> None:
                                 "val_perplexity": logs["val_perplexity"], "loss": logs["loss"]})
             print(f"{self.checks[-1]}", flush=True)
 
+    if args.adam == "dense":
+        use_dense_adam()
     results = {}
     for softmax in args.softmax:
         overrides = [f"model.softmax={json.dumps(softmax)}", f"model.sampled_candidates={args.candidates}",
@@ -141,8 +158,8 @@ def quality(args) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_measure":
-        vocabulary, softmax, candidates, steps = sys.argv[2:6]
-        print(json.dumps(measure(int(vocabulary), softmax, int(candidates), int(steps))))
+        vocabulary, softmax, candidates, steps, adam = sys.argv[2:7]
+        print(json.dumps(measure(int(vocabulary), softmax, int(candidates), int(steps), adam)))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +168,7 @@ def main() -> None:
     timing.add_argument("--candidates", type=int, default=1024)
     timing.add_argument("--steps", type=int, default=30)
     timing.add_argument("--repeats", type=int, default=3)
+    timing.add_argument("--adam", choices=("lazy", "dense"), default="lazy", help="sampled runs' Adam (dense: an experiment)")
     judged = commands.add_parser("quality", help="WikiText-2 validation perplexity after the same wall time")
     judged.add_argument("--minutes", type=float, default=20)
     judged.add_argument("--check-steps", type=int, default=1000, help="validation every this many steps")
@@ -159,6 +177,7 @@ def main() -> None:
     judged.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "wikitext-2"))
     judged.add_argument("--output-dir", default="/tmp/keras_rnnlm_sampled")
     judged.add_argument("--set", action="append", default=[], help="more config overrides, section.key=value")
+    judged.add_argument("--adam", choices=("lazy", "dense"), default="lazy", help="sampled runs' Adam (dense: an experiment)")
     args = parser.parse_args()
     speed(args) if args.command == "speed" else quality(args)
 
