@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from keras_rnnlm.data import worker_share
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.speedups import summed_rows
 
 
 def cluster_workers() -> list[str]:
@@ -244,8 +245,7 @@ def clipping_the_summed_gradient(optimizer_class: type[keras.optimizers.Optimize
 def _squared_norm(gradient) -> tf.Tensor:
     """The squared norm of a dense gradient, or of a sparse one with its repeated rows added up."""
     if isinstance(gradient, tf.IndexedSlices):
-        rows, position = tf.unique(gradient.indices)
-        merged = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
+        _, merged = summed_rows(gradient)
         return tf.reduce_sum(tf.square(tf.cast(merged, tf.float32)))
     return tf.reduce_sum(tf.square(tf.cast(gradient, tf.float32)))
 

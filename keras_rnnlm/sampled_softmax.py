@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm.speedups import FusedAdam, adam_moments
+from keras_rnnlm.speedups import FusedAdam, adam_moments, summed_rows
 
 
 class LogUniformCandidates:
@@ -204,8 +204,8 @@ class SparseRowsAdam(FusedAdam):
         if self.amsgrad or not isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
-        rows, position = tf.unique(gradient.indices)  # each row once: its slices summed
-        summed = tf.cast(tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0]), dtype)
+        rows, summed = summed_rows(gradient)
+        summed = tf.cast(summed, dtype)
         step = keras.ops.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = keras.ops.cast(self.beta_1, dtype), keras.ops.cast(self.beta_2, dtype)
         momentum, velocity = adam_moments(self, variable)

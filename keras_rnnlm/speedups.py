@@ -176,6 +176,13 @@ class FusedAdam(keras.optimizers.Adam):
         )
 
 
+def summed_rows(gradient: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor]:
+    """A sparse gradient's rows, each once, and their slices summed: a row listed twice (a
+    token twice in a batch) is one row of the gradient the update applies."""
+    rows, position = tf.unique(gradient.indices)
+    return rows, tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
+
+
 def adam_moments(optimizer: keras.optimizers.Adam, variable) -> tuple[keras.Variable, keras.Variable] | None:
     """The first and second moment variables Keras' Adam keeps for ``variable``, or None
     if it keeps none (``variable`` is not among those it trains).
