@@ -11,7 +11,8 @@ Usage (from the project root):
     python benchmarks/sampled_softmax.py quality [--minutes 20] [--data ../shared/data/wikitext-2] [--output-dir /tmp/ss] [--adam dense]
 
 ``--adam dense`` runs the sampled softmax with Adam's dense update of every row instead of
-the lazy one: an experiment, for what lazy Adam costs per step and saves per second.
+SparseRowsAdam's update of the touched rows: an experiment, for what the sparse update
+saves per second and what it costs per step.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ WINDOW, BATCH = 5, 256
 
 def use_dense_adam() -> None:
     """An experiment: sampled softmax with Adam's dense update of every row (FusedAdam)
-    in place of the lazy one (SparseRowsAdam), to see what lazy Adam costs and buys."""
+    in place of the touched rows' (SparseRowsAdam), to see what the sparse update buys."""
     import keras_rnnlm.model
     import keras_rnnlm.speedups
 
     keras_rnnlm.model.SparseRowsAdam = keras_rnnlm.speedups.FusedAdam
 
 
-def measure(vocabulary: int, softmax: str, candidates: int, steps: int, adam: str = "lazy") -> dict:
+def measure(vocabulary: int, softmax: str, candidates: int, steps: int, adam: str = "rows") -> dict:
     """Trains ``steps`` steps of the default model in this process: windows a second
     (from the median step) and peak resident memory."""
     import keras
@@ -168,7 +169,7 @@ def main() -> None:
     timing.add_argument("--candidates", type=int, default=1024)
     timing.add_argument("--steps", type=int, default=30)
     timing.add_argument("--repeats", type=int, default=3)
-    timing.add_argument("--adam", choices=("lazy", "dense"), default="lazy", help="sampled runs' Adam (dense: an experiment)")
+    timing.add_argument("--adam", choices=("rows", "dense"), default="rows", help="sampled runs' Adam: the touched rows' update, or (an experiment) the dense one")
     judged = commands.add_parser("quality", help="WikiText-2 validation perplexity after the same wall time")
     judged.add_argument("--minutes", type=float, default=20)
     judged.add_argument("--check-steps", type=int, default=1000, help="validation every this many steps")
@@ -177,7 +178,7 @@ def main() -> None:
     judged.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "wikitext-2"))
     judged.add_argument("--output-dir", default="/tmp/keras_rnnlm_sampled")
     judged.add_argument("--set", action="append", default=[], help="more config overrides, section.key=value")
-    judged.add_argument("--adam", choices=("lazy", "dense"), default="lazy", help="sampled runs' Adam (dense: an experiment)")
+    judged.add_argument("--adam", choices=("rows", "dense"), default="rows", help="sampled runs' Adam: the touched rows' update, or (an experiment) the dense one")
     args = parser.parse_args()
     speed(args) if args.command == "speed" else quality(args)
 

@@ -18,6 +18,7 @@ from keras_rnnlm.backup import stateful_layers
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import copy_output_rows
 from keras_rnnlm.runs import read_history, save_model_atomically
+from keras_rnnlm.sampled_softmax import SparseRowsAdam
 from keras_rnnlm.sampling import Sampling
 from keras_rnnlm.speedups import copy_optimizer_state
 
@@ -85,6 +86,11 @@ class OutputKernel(keras.callbacks.Callback):
     after every epoch (:func:`keras_rnnlm.model.copy_output_rows`). Put it before the
     callbacks that save or use the model.
 
+    Under sampled softmax it first brings every row current
+    (:meth:`~keras_rnnlm.sampled_softmax.SparseRowsAdam.catch_up`), before validation
+    reads the rows and before the epoch's end: a training step updates only the rows it
+    touched.
+
     Args:
         model: The stock model that shares the training model's other weights.
         rows: The (vocabulary, units) matrix.
@@ -94,8 +100,17 @@ class OutputKernel(keras.callbacks.Callback):
         super().__init__()
         self.saved_model, self.rows = model, rows
 
+    def on_test_begin(self, logs=None):
+        self._catch_up()
+
     def on_epoch_end(self, epoch, logs=None):
+        self._catch_up()
         copy_output_rows(self.saved_model, self.rows)
+
+    def _catch_up(self):
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)  # loss scaling
+        if isinstance(optimizer, SparseRowsAdam) and optimizer.built:
+            optimizer.catch_up()
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):

@@ -164,7 +164,7 @@ def training_model(
             every other call, the full one. The output kernel then trains as a
             (vocabulary, units) matrix of its own, one row a token (:class:`RowsOutput`,
             copied into the saved model's kernel by :func:`copy_output_rows`), and Adam
-            updates the rows a step touched only (:class:`~keras_rnnlm.sampled_softmax.SparseRowsAdam`).
+            reads and writes only the rows a step touched (:class:`~keras_rnnlm.sampled_softmax.SparseRowsAdam`).
         seed: The run's seed, which draws the sampled tokens.
 
     Returns:
