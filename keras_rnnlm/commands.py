@@ -1,4 +1,4 @@
-"""The commands: ``python -m keras_rnnlm.prepare``, ``.train``, ``.launch``,
+"""The commands: ``python -m keras_rnnlm.prepare``, ``.train``, ``.launch``, ``.tune``,
 ``.generate``, ``.evaluate`` and ``.export``.
 
 Each parses its command line, checks what it can without TensorFlow (the arguments, the
@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import sys
@@ -168,6 +169,54 @@ def launch(argv: list[str] | None = None) -> int:
     from keras_rnnlm.launch import launch as launch_workers
 
     return launch_workers(args.workers, args.train_arguments)
+
+
+def tune(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(
+        prog="python -m keras_rnnlm.tune",
+        description="Search config values with KerasTuner: each trial trains as train does; the best config and model are kept.",
+    )
+    parser.add_argument("--search", required=True, metavar="SEARCH.toml",
+                        help="config keys and their ranges, e.g. configs/search/default.toml")
+    parser.add_argument("--config", help="TOML config the trials vary (default: the built-in defaults)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)")
+    parser.add_argument("--max-trials", type=int, default=20, help="trials in all, earlier runs of the search included (default: 20)")
+    parser.add_argument("--max-minutes", type=float, default=30.0, help="minutes in all, earlier runs included (default: 30)")
+    parser.add_argument("--strategy", choices=("bayesian", "random", "hyperband"), default="bayesian",
+                        help="KerasTuner's oracle (default: bayesian)")
+    parser.add_argument("--corpus", nargs="+", metavar="PATH", help="text files or folders of .txt files (default: built-in corpus)")
+    parser.add_argument("--valid", nargs="+", metavar="PATH", help="separate validation files (default: the end of each corpus file)")
+    parser.add_argument("--run-name", dest="tune_name", help="tuning folder name (default: the config's name and _tune)")
+    parser.add_argument("--output-dir", default="saved_models", help="where the tuning folder goes (default: saved_models)")
+    parser.add_argument("--overwrite", action="store_true", help="start the search again, deleting the folder's trials")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), help="where to train (default: auto)")
+    parser.add_argument("--seed", type=int, help="seeds the search and every trial (default: from the config)")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    args = parser.parse_args(argv)
+    needed = {"keras_tuner": "keras-tuner", **({"sklearn": "scikit-learn", "scipy": "scipy"} if args.strategy == "bayesian" else {})}
+    missing = [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        which = "which is not installed; install it" if len(missing) == 1 else "which are not installed; install them"
+        raise RnnlmError(f"tuning needs {' and '.join(missing)}, {which} with pip install \".[tune]\"")
+    if args.max_trials < 1:
+        raise RnnlmError(f"--max-trials must be at least 1, got {args.max_trials}")
+    if not 0 < args.max_minutes < 10**7:
+        raise RnnlmError(f"--max-minutes must be above 0, got {args.max_minutes:g}")
+    config = config_from_args(args)
+    if prepared_corpus_path(config):
+        raise RnnlmError("--corpus names a prepared corpus; give the text files (tune prepares them once for its trials)")
+    check_readable(corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else [])
+    check_readable(find_documents(config.corpus.valid_paths))
+    from keras_rnnlm.search_space import read_search
+
+    space = read_search(args.search, config)
+
+    load_tensorflow()
+    from keras_rnnlm.tune import tune as search
+
+    search(config, space, Path(args.output_dir) / (args.tune_name or f"{config.name}_tune"), args.strategy,
+           args.max_trials, args.max_minutes, args.overwrite)
+    return 0
 
 
 def generate_parser() -> ArgumentParser:

@@ -209,19 +209,23 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     return config_from_dict(values)
 
 
-def read_toml(path: str | Path) -> dict:
+def read_toml(path: str | Path, what: str = "config file", example: str = "configs/default.toml") -> dict:
     """The tables of a TOML file, as nested dictionaries.
+
+    Args:
+        path: The file.
+        what, example: What the file is and a path of one, for the error messages.
 
     Raises:
         RnnlmError: The file is missing or is not TOML.
     """
     path = Path(path)
     if not path.is_file():
-        raise RnnlmError(f"config file {path} does not exist; pass a path such as configs/default.toml")
+        raise RnnlmError(f"{what} {path} does not exist; pass a path such as {example}")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise RnnlmError(f"config file {path} is not valid TOML ({error}); fix the line it names") from None
+        raise RnnlmError(f"{what} {path} is not valid TOML ({error}); fix the line it names") from None
 
 
 def config_from_dict(values: dict) -> Config:
