@@ -90,7 +90,8 @@ def tune(
     folder = Path(folder)
     with RunFolder(folder).lock():
         search = Search(config, space, folder, strategy, overwrite)
-        tuner = _tuner(search, strategy, max_trials)
+        with contextlib.redirect_stdout(io.StringIO()):  # KerasTuner prints "Reloading Tuner from …"; the search logs its own line
+            tuner = _tuner(search, strategy, max_trials)
         search.start(max_trials, max_minutes)
         try:
             with _trials_quiet():
