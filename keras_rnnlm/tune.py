@@ -245,8 +245,9 @@ class Search:
         best = min(done, key=lambda row: row["val_loss"]) if done else None
         if best is not None:
             self._keep_best(best, trials[best["trial"]])
-        if len(done) >= 2:
-            plot_trials(done, self.space, self.folder / "trials.png")
+        whole = [row for row in done if not row["note"]]  # a trial cut at the deadline would mislead the plot
+        if len(whole) >= 2:
+            plot_trials(whole, self.space, self.folder / "trials.png")
         if final:
             logger.info("%s", _table(rows, ["trial", "status", *keys, "val_perplexity", "best_epoch", "epochs", "seconds"]))
             if best is None:
@@ -277,7 +278,10 @@ class Search:
         if self.state.get("best") == best["trial"] and (self.folder / "best").is_dir():
             return
         config = self.trial_config(trial.hyperparameters.values, best["trial"])
-        corpus = dataclasses.replace(config.corpus, paths=self.base.corpus.paths, valid_paths=self.base.corpus.valid_paths)
+        # The original text, by absolute paths: best.toml trains from wherever it is run.
+        paths, valid_paths = (tuple(str(Path(path).resolve()) for path in paths)
+                              for paths in (self.base.corpus.paths, self.base.corpus.valid_paths))
+        corpus = dataclasses.replace(config.corpus, paths=paths, valid_paths=valid_paths)
         config = dataclasses.replace(config, name=f"{self.folder.name}_best", corpus=corpus)
         header = (f"# The best trial (trial {best['trial']}) of the search in {self.folder}: validation perplexity "
                   f"{best['val_perplexity']:.2f}.\n# Train it again: python -m keras_rnnlm.train --config {self.folder / 'best.toml'}\n\n")
@@ -366,6 +370,7 @@ def plot_trials(rows: list[dict], space: tuple[Dimension, ...], path: Path, pane
     values explain most of the trials' spread in log perplexity (the correlation's square
     for an interval, the share of variance between choices for a list)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
@@ -385,10 +390,11 @@ def plot_trials(rows: list[dict], space: tuple[Dimension, ...], path: Path, pane
         axis.scatter(xs, [row["val_perplexity"] for row in rows], color="tab:blue")
         best_x = xs[rows.index(best)]
         axis.scatter([best_x], [best["val_perplexity"]], color="tab:red", label=f"best (trial {best['trial']})")
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # log axes: major ticks only
         axis.set_xlabel(f"{dimension.key} (explains {_influence(rows, dimension):.0%})")
         axis.set_ylabel("validation perplexity")
         axis.legend()
-    figure.suptitle(f"{len(rows)} trials")
+    figure.suptitle(f"{len(rows)} trials (those stopped at the deadline left out)")
     figure.tight_layout()
     partial = path.with_name(f".{path.stem}.partial.png")
     figure.savefig(partial, dpi=100)

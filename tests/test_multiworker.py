@@ -67,7 +67,8 @@ def test_a_worker_with_several_devices_gives_each_its_piece_of_the_batch(tmp_pat
         import numpy as np
         from conftest import small_config
         from keras_rnnlm.data import training_data
-        from keras_rnnlm.model import build_model, compile_model, training_model
+        from keras_rnnlm.callbacks import OutputKernel
+        from keras_rnnlm.model import build_model, compile_model, output_rows, training_model
         from keras_rnnlm.multiworker import fit_across_workers
 
         config = small_config([], train={{"clipnorm": 0.1}})  # clipping acts at every step
@@ -80,11 +81,13 @@ def test_a_worker_with_several_devices_gives_each_its_piece_of_the_batch(tmp_pat
                 model = build_model(config.model, config.data.window_size, 40, unroll=True)
                 compile_model(model, config.train)
                 trainer = training_model(model, config.train, sampled_candidates=sampled_candidates)
-            arguments = dict(epochs=2, steps_per_epoch=10, verbose=0)
+            # Sampled: the rows brought current (Adam's catch-up) before validation and copied into the kernel.
+            callbacks = [OutputKernel(model, output_rows(trainer))] if sampled_candidates else []
+            arguments = dict(epochs=2, steps_per_epoch=10, verbose=0, callbacks=callbacks)
             if strategy.num_replicas_in_sync == 1:
                 history = trainer.fit(data.train(0), validation_data=data.valid, shuffle=False, **arguments).history
             else:
-                history = fit_across_workers(trainer, strategy, data.train(0), data.valid, initial_epoch=0, callbacks=[], **arguments)
+                history = fit_across_workers(trainer, strategy, data.train(0), data.valid, initial_epoch=0, **arguments)
             return model.get_weights(), history
 
         # One strategy object for both runs: two over the same devices share collective keys.

@@ -98,11 +98,12 @@ def test_a_killed_search_continues_where_it_stopped_with_the_same_trials(search_
         assert float(mine["val_loss"]) == pytest.approx(float(theirs["val_loss"]), rel=1e-5)
 
 
-def test_the_seed_decides_the_sequence_of_trials(search_files, tmp_path):
+@pytest.mark.parametrize("strategy", ["random", "bayesian", "hyperband"])
+def test_the_seed_decides_the_sequence_of_trials(search_files, tmp_path, strategy):
     def first_trials(seed, name):
-        config = load_config(search_files / "tiny.toml", [f"train.seed={seed}"])
-        search = Search(config, read_search(search_files / "search.toml", config), tmp_path / name, "random", False)
-        tuner = _tuner(search, "random", 10)
+        config = load_config(search_files / "tiny.toml", [f"train.seed={seed}", "train.epochs=9"])
+        search = Search(config, read_search(search_files / "search.toml", config), tmp_path / name, strategy, False)
+        tuner = _tuner(search, strategy, 10)
         return [tuner.oracle.create_trial(f"tuner{number}").hyperparameters.values for number in range(4)]
 
     assert first_trials(1, "a") == first_trials(1, "b")
