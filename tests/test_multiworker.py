@@ -29,11 +29,13 @@ SETTINGS = ["--set", "data.batch_size=16", "--set", "model.units=32", "--set", "
             "--set", "train.clipnorm=0.1"]  # small enough that clipping acts at every step
 
 
-def test_two_workers_train_the_weights_one_worker_trains_and_only_the_chief_writes(tmp_path):
+@pytest.mark.parametrize("softmax", [[], ["--set", 'model.softmax="sampled"', "--set", "model.sampled_candidates=8"]],
+                         ids=["full softmax", "sampled softmax"])
+def test_two_workers_train_the_weights_one_worker_trains_and_only_the_chief_writes(tmp_path, softmax):
     (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
     scratch = tmp_path / "scratch"  # the workers' temporary folders
     scratch.mkdir()
-    common = ["--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"), *SETTINGS, "--epochs", "2"]
+    common = ["--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"), *SETTINGS, *softmax, "--epochs", "2"]
     environment = {"PATH": "/usr/bin:/bin", "TMPDIR": str(scratch), "TF_CPP_MIN_LOG_LEVEL": "2"}
     two = subprocess.run([sys.executable, "-m", "keras_rnnlm.launch", "--workers", "2", "--", *common, "--run-name", "two"],
                          capture_output=True, text=True, env=environment, timeout=600, check=False)
