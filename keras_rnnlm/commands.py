@@ -197,7 +197,8 @@ def tune(argv: list[str] | None = None) -> int:
     missing = [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
     if missing:
         which = "which is not installed; install it" if len(missing) == 1 else "which are not installed; install them"
-        raise RnnlmError(f"tuning needs {' and '.join(missing)}, {which} with pip install \".[tune]\"")
+        names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
+        raise RnnlmError(f"tuning needs {names}, {which} with pip install \".[tune]\"")
     if args.max_trials < 1:
         raise RnnlmError(f"--max-trials must be at least 1, got {args.max_trials}")
     if not 0 < args.max_minutes < 10**7:

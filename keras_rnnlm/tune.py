@@ -171,7 +171,7 @@ class Search:
         if ended >= self.max_trials:
             raise _Stop(f"the search ran its {self.max_trials} trials")
         if self.seconds_spent() >= self.budget:
-            raise _Stop(f"the search spent its {self.budget / 60:g} minutes ({ended} trials)")
+            raise _Stop(f"the search spent its {self.budget / 60:g} minutes ({ended} trial{'s' if ended != 1 else ''})")
 
     def trial_config(self, values: dict, trial_id: str) -> Config:
         """The config a trial trains: the base with the searched values (Hyperband's
