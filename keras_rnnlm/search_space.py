@@ -6,9 +6,10 @@ A search file is TOML whose keys are config keys (as in ``--set``), each given
   ratio) or ``{min = 0.0, max = 0.5, step = 0.1}`` (a grid); integer keys take integers.
 
 Every choice and both ends of every interval go through the config's own validation
-before anything runs, so a value out of range is the same one-line error ``--set`` gives.
-What only a combination can break (``model.tie_embeddings`` with other sizes) fails
-that trial alone, with the config's message.
+before anything runs, so a value out of range is the same one-line error ``--set`` gives;
+a value refused alone is accepted if some combination with the other keys' values makes
+it valid. What only a combination breaks (``model.tie_embeddings`` with other sizes)
+fails that trial alone, with the config's message.
 
 Example (``configs/search/default.toml``):
     model.units = [128, 256, 512]
@@ -17,6 +18,7 @@ Example (``configs/search/default.toml``):
 
 from __future__ import annotations
 
+import itertools
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,9 @@ from keras_rnnlm.config import Config, _unknown_key_message, config_from_dict, c
 from keras_rnnlm.errors import RnnlmError
 
 INTERVAL_KEYS = {"min", "max", "step", "log"}
+# Combinations of the other keys' extreme values tried before a value the config refuses
+# alone is refused: enough for any search a person writes, bounded for any other.
+COMBINATIONS_TRIED = 4096
 # Set by tune itself: the trials' folders, and what they read.
 NOT_SEARCHED = {"name", "corpus.paths", "corpus.valid_paths"}
 
@@ -83,12 +88,25 @@ def read_search(path: str | Path, config: Config) -> tuple[Dimension, ...]:
     if not dimensions:
         raise RnnlmError(f"search file {path} names no config key to search; add one, e.g. model.units = [128, 256]")
     for dimension in dimensions:
+        others = [other for other in dimensions if other is not dimension]
         for value in dimension.extremes:
-            try:
-                config_with(config, {dimension.key: value})
-            except RnnlmError as error:
-                raise RnnlmError(f"search file {path}: {error}") from None
+            refusal = _refusal(config, {dimension.key: value})
+            # A value the config refuses alone may be valid with other searched values
+            # (tie_embeddings = true, with units searched to equal embedding_dim).
+            combinations = itertools.islice(itertools.product(*(other.extremes for other in others)), COMBINATIONS_TRIED)
+            if refusal and all(_refusal(config, {dimension.key: value, **dict(zip((other.key for other in others), combination))})
+                               for combination in combinations):
+                raise RnnlmError(f"search file {path}: {refusal}")
     return dimensions
+
+
+def _refusal(config: Config, values: dict) -> str:
+    """The config's message refusing ``values``, or "" if it takes them."""
+    try:
+        config_with(config, values)
+    except RnnlmError as error:
+        return str(error)
+    return ""
 
 
 def config_with(config: Config, values: dict) -> Config:

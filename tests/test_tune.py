@@ -10,7 +10,6 @@ import sys
 import time
 
 import keras
-import keras_tuner
 import pytest
 from conftest import small_config
 
@@ -110,15 +109,18 @@ def test_the_seed_decides_the_sequence_of_trials(search_files, tmp_path, strateg
     assert first_trials(1, "c") != first_trials(2, "d")
 
 
-def test_a_trial_whose_values_do_not_go_together_fails_alone(search_files, tmp_path):
-    config = load_config(search_files / "tiny.toml")  # embedding_dim 16
-    search = Search(config, read_search(search_files / "search.toml", config), tmp_path / "search", "random", False)
-    search.start(max_trials=3, max_minutes=10)
-    space = keras_tuner.HyperParameters()
-    space.values = {"model.units": 32, "model.tie_embeddings": True}
-    with pytest.raises(keras_tuner.errors.FailedTrialError, match="model.tie_embeddings needs model.embedding_dim"):
-        search.run_trial(keras_tuner.engine.trial.Trial(space, trial_id="0"))
-    assert "embedding_dim" in search.state["trials"]["0"]["failed"]
+def test_a_trial_whose_values_do_not_go_together_fails_alone_in_one_line(search_files, tmp_path, capsys):
+    """Searched through the CLI: tied embeddings with units 32 fail (embedding_dim is 16 in
+    the tiny config), with 16 they train; KerasTuner's choice of booleans comes back as 0
+    or 1, and a failed trial prints the config's message, not a traceback."""
+    (tmp_path / "tie.toml").write_text("model.tie_embeddings = [true]\nmodel.units = [16, 32]\n", encoding="utf-8")
+    arguments = tune_arguments(search_files, tmp_path)
+    arguments[arguments.index("--search") + 1] = str(tmp_path / "tie.toml")
+    assert cli.run(commands.tune, arguments) == 0
+    table = {row["model.units"]: row for row in csv.DictReader(open(tmp_path / "search" / "trials.csv", encoding="utf-8"))}
+    assert table["16"]["status"] == "completed" and table["16"]["model.tie_embeddings"] == "True"
+    assert table["32"]["status"] == "failed" and "model.tie_embeddings needs model.embedding_dim" in table["32"]["note"]
+    assert "Traceback" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("search, message", [
@@ -138,6 +140,18 @@ def test_a_bad_search_file_is_one_line_naming_the_key(search_files, tmp_path, se
     path.write_text(search, encoding="utf-8")
     with pytest.raises(RnnlmError, match="search file .*" + message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
         read_search(path, load_config(search_files / "tiny.toml"))
+
+
+def test_a_value_refused_alone_is_searched_if_other_searched_values_make_it_valid(search_files, tmp_path):
+    """tie_embeddings = true needs units equal to embedding_dim (16 in the tiny config,
+    units 32): searched with units 16 it can be valid, with units 64 only it never is."""
+    config = load_config(search_files / "tiny.toml")
+    path = tmp_path / "search.toml"
+    path.write_text("model.tie_embeddings = [true, false]\nmodel.units = [16, 64]\n", encoding="utf-8")
+    assert [dimension.key for dimension in read_search(path, config)] == ["model.tie_embeddings", "model.units"]
+    path.write_text("model.tie_embeddings = [true, false]\nmodel.units = [32, 64]\n", encoding="utf-8")
+    with pytest.raises(RnnlmError, match="model.tie_embeddings needs model.embedding_dim"):
+        read_search(path, config)
 
 
 def test_tuning_without_keras_tuner_names_the_install_command(search_files, tmp_path, monkeypatch, capsys):
