@@ -113,8 +113,7 @@ def checked_train_arguments(argv: list[str] | None) -> tuple:
         corpus.check_settings(config)
         corpus.check_files(checksums=False)  # training compares the checksums too
     else:
-        check_readable(corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else [])
-        check_readable(find_documents(config.corpus.valid_paths))
+        _check_corpus_text(config)
     RunFolder(run_dir).state(config, args.overwrite)  # refuses a folder that holds something else
     if args.export:
         _check_export_folder(Path(args.export))
@@ -140,8 +139,7 @@ def prepare(argv: list[str] | None = None) -> int:
         raise RnnlmError(f"--shard-tokens must be at least 1, got {args.shard_tokens}")
     if prepared_corpus_path(config):
         raise RnnlmError("--corpus names a prepared corpus; give the text files it was prepared from")
-    check_readable(corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else [])
-    check_readable(find_documents(config.corpus.valid_paths))
+    _check_corpus_text(config)
 
     from keras_rnnlm.prepare import SHARD_TOKENS, check_out_folder
     from keras_rnnlm.prepare import prepare as prepare_corpus
@@ -206,8 +204,7 @@ def tune(argv: list[str] | None = None) -> int:
     config = config_from_args(args)
     if prepared_corpus_path(config):
         raise RnnlmError("--corpus names a prepared corpus; give the text files (tune prepares them once for its trials)")
-    check_readable(corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else [])
-    check_readable(find_documents(config.corpus.valid_paths))
+    _check_corpus_text(config)
     from keras_rnnlm.search_space import read_search
 
     space = read_search(args.search, config)
@@ -325,6 +322,12 @@ def _check_text(text: str, what: str) -> None:
         text.encode("utf-8")
     except UnicodeEncodeError as error:
         raise RnnlmError(f"{what} is not valid UTF-8 (at character {error.start + 1}); give UTF-8 text") from None
+
+
+def _check_corpus_text(config: Config) -> None:
+    """Refuses a corpus or validation file that is missing, empty or not text, from its first bytes."""
+    check_readable(corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else [])
+    check_readable(find_documents(config.corpus.valid_paths))
 
 
 def _check_trained(run: RunFolder) -> None:

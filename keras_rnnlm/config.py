@@ -331,7 +331,7 @@ def _build(cls, values: dict, prefix: str):
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise RnnlmError(_unknown_key_message(prefix + key, [prefix + name for name in fields]))
+            raise RnnlmError(unknown_key_message(prefix + key, [prefix + name for name in fields]))
         kind = hints[key]
         if dataclasses.is_dataclass(kind):
             kwargs[key] = _build(kind, value, prefix=f"{prefix}{key}.")
@@ -358,7 +358,9 @@ def _type_name(kind) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, kind.__name__)
 
 
-def _unknown_key_message(key: str, valid: list[str]) -> str:
+def unknown_key_message(key: str, valid: list[str]) -> str:
+    """"unknown config key KEY", with the nearest key of the whole config (or else of
+    ``valid``, the keys where it was found) as a "did you mean" hint."""
     every_key = config_keys()
     nearest = difflib.get_close_matches(key, every_key, n=1, cutoff=0.5) or difflib.get_close_matches(
         key, valid, n=1, cutoff=0.0

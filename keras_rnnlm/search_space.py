@@ -23,7 +23,7 @@ import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from keras_rnnlm.config import Config, _unknown_key_message, config_from_dict, config_keys, config_to_dict, read_toml
+from keras_rnnlm.config import Config, unknown_key_message, config_from_dict, config_keys, config_to_dict, read_toml
 from keras_rnnlm.errors import RnnlmError
 
 INTERVAL_KEYS = {"min", "max", "step", "log"}
@@ -141,7 +141,7 @@ def _leaves(values: dict, path) -> list[tuple[str, object]]:
             leaves.append((f"{name}.{key}", item))
     for key, _ in leaves:
         if key not in known:
-            raise RnnlmError(f"search file {path}: {_unknown_key_message(key, sorted(known))}")
+            raise RnnlmError(f"search file {path}: {unknown_key_message(key, sorted(known))}")
         if key in NOT_SEARCHED:
             raise RnnlmError(f"search file {path}: {key} cannot be searched (tune sets it); remove it")
     return leaves

@@ -125,7 +125,7 @@ class Search:
     """
 
     def __init__(self, config: Config, space: tuple[Dimension, ...], folder: Path, strategy: str, overwrite: bool):
-        self.config, self.space, self.folder = config, space, folder
+        self.space, self.folder = space, folder
         self.state_path = folder / "tune.json"
         identity = {"config": config_to_dict(config), "search": [dimension.describe() for dimension in space],
                     "strategy": strategy}
@@ -146,19 +146,18 @@ class Search:
             self.state = {**identity, "precision": _pinned_precision(config), "seconds": 0.0, "trials": {}}
         folder.mkdir(parents=True, exist_ok=True)
         self.base = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=self.state["precision"]))
+        self.session_started, self.seconds_before = time.time(), self.state["seconds"]
         self.save_state()
         self.last_failure = ""
 
     def start(self, max_trials: int, max_minutes: float) -> None:
         self.max_trials, self.budget = max_trials, max_minutes * 60
-        self.session_started, self.seconds_before = time.time(), self.state["seconds"]
 
     def seconds_spent(self) -> float:
         return self.seconds_before + time.time() - self.session_started
 
     def save_state(self) -> None:
-        if hasattr(self, "session_started"):
-            self.state["seconds"] = round(self.seconds_spent(), 1)
+        self.state["seconds"] = round(self.seconds_spent(), 1)
         write_atomically(self.state_path, json.dumps(self.state, indent=1) + "\n")
 
     def before_trial(self, trials: dict) -> None:
