@@ -136,8 +136,9 @@ class Search:
             if {key: self.state.get(key) for key in identity} != identity:
                 raise RnnlmError(f"{folder} holds a search of another config, search file or strategy; pass --overwrite to "
                                  "start again, or --run-name NAME for another folder")
-            logger.info("continuing the search in %s (%d trials, %.1f minutes so far)",
-                        folder, len(self.state["trials"]), self.state["seconds"] / 60)
+            started = len(self.state["trials"])
+            logger.info("continuing the search in %s (%d trial%s, %.1f minutes so far)",
+                        folder, started, "" if started == 1 else "s", self.state["seconds"] / 60)
         elif folder.exists() and any(folder.iterdir()):
             raise RnnlmError(f"{folder} exists and holds no search; choose another --run-name, or pass --overwrite")
         else:
