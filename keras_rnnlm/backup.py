@@ -11,7 +11,6 @@ disagreeing), and keeps no callback counters.
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import keras
 import numpy as np
 
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.files import written_atomically
 
 
 @dataclass(frozen=True)
@@ -139,14 +139,12 @@ def save_training_state(model: keras.Model, path: Path, state: TrainingState) ->
     """Writes ``state`` and the model's optimizer variables to ``path`` (one ``.npz``
     file), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
     arrays = {f"variable_{number}": value for number, value in enumerate(state.variables)}
     arrays.update({f"optimizer_{number}": variable.numpy() for number, variable in enumerate(model.optimizer.variables)})
     arrays.update({f"metric_{number}": value for number, value in enumerate(state.metrics)})
     metadata = {"epoch": state.epoch, "step": state.step, "counters": state.counters}
-    with open(temporary, "wb") as file:
+    with written_atomically(path) as temporary, open(temporary, "wb") as file:
         np.savez(file, metadata=json.dumps(metadata), **arrays)
-    os.replace(temporary, path)
 
 
 def restore_training_state(model: keras.Model, path: Path) -> TrainingState | None:

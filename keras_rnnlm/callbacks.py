@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
 import keras
 
 from keras_rnnlm.backup import stateful_layers
+from keras_rnnlm.files import written_atomically
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import copy_output_rows
 from keras_rnnlm.runs import read_history, save_model_atomically
@@ -203,7 +203,6 @@ def plot_curves(rows: list[dict[str, float]], path: Path, train_label: str = "tr
         axes.legend()
     perplexity_axes.set_yscale("log")
     figure.tight_layout()
-    temporary = path.with_name(f".{path.stem}.partial.png")
-    figure.savefig(temporary, format="png", dpi=100)
+    with written_atomically(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
     pyplot.close(figure)
-    os.replace(temporary, path)

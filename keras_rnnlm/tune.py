@@ -402,10 +402,9 @@ def plot_trials(rows: list[dict], space: tuple[Dimension, ...], path: Path, pane
         axis.legend()
     figure.suptitle(f"{len(rows)} trials (those stopped at the deadline left out)")
     figure.tight_layout()
-    partial = path.with_name(f".{path.stem}.partial.png")
-    figure.savefig(partial, dpi=100)
+    with written_atomically(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=100)
     pyplot.close(figure)
-    os.replace(partial, path)
 
 
 def _influence(rows: list[dict], dimension: Dimension) -> float:

@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 from keras_rnnlm.corpus import Document
 from keras_rnnlm.encoding import ProvisionalIds, encode
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.files import write_atomically
 from keras_rnnlm.tokenizer import LINE_BREAK, PAD, RESERVED_TOKENS, UNK, Tokenizer
 
 PAD_ID, UNK_ID, LINE_BREAK_ID = (RESERVED_TOKENS.index(token) for token in (PAD, UNK, LINE_BREAK))
@@ -65,14 +65,10 @@ class Vocabulary:
 
     def save(self, path: str | Path) -> None:
         """Writes one token per line, in id order, atomically (temporary file, then rename)."""
-        path = Path(path)
-        temporary = path.with_name(path.name + ".tmp")
-        with open(temporary, "w", encoding="utf-8", newline="\n") as file:
-            for token in self.tokens:
-                if "\n" in token:
-                    raise RnnlmError(f"token {token!r} holds a newline and cannot be saved")
-                file.write(token + "\n")
-        os.replace(temporary, path)
+        for token in self.tokens:
+            if "\n" in token:
+                raise RnnlmError(f"token {token!r} holds a newline and cannot be saved")
+        write_atomically(Path(path), "".join(token + "\n" for token in self.tokens))
 
     @classmethod
     def load(cls, path: str | Path) -> Vocabulary:
