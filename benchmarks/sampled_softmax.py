@@ -34,10 +34,9 @@ WINDOW, BATCH = 5, 256
 def use_dense_adam() -> None:
     """An experiment: sampled softmax with Adam's dense update of every row (FusedAdam)
     in place of the touched rows' (SparseRowsAdam), to see what the sparse update buys."""
-    import keras_rnnlm.model
-    import keras_rnnlm.speedups
+    import keras_rnnlm.optimizers
 
-    keras_rnnlm.model.SparseRowsAdam = keras_rnnlm.speedups.FusedAdam
+    keras_rnnlm.optimizers.SparseRowsAdam = keras_rnnlm.optimizers.FusedAdam
 
 
 def measure(vocabulary: int, softmax: str, candidates: int, steps: int, adam: str = "rows") -> dict:

@@ -30,7 +30,8 @@ from keras_rnnlm import speedups
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.model import build_model, compile_model, training_model
-from keras_rnnlm.speedups import FusedAdam, NextTokenCrossEntropy, WindowLSTM
+from keras_rnnlm.optimizers import FusedAdam
+from keras_rnnlm.speedups import NextTokenCrossEntropy, WindowLSTM
 
 VOCABULARY_SIZE, WINDOW_SIZE, BATCH_SIZE = 10_000, 5, 256
 

@@ -18,9 +18,8 @@ from keras_rnnlm.files import written_atomically
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import copy_output_rows
 from keras_rnnlm.runs import read_history, save_model_atomically
-from keras_rnnlm.sampled_softmax import SparseRowsAdam
+from keras_rnnlm.optimizers import SparseRowsAdam, copy_optimizer_state
 from keras_rnnlm.sampling import Sampling
-from keras_rnnlm.speedups import copy_optimizer_state
 
 logger = logging.getLogger("keras_rnnlm")
 

@@ -1,51 +1,45 @@
-"""What every command-line entry point shares: one-line errors, logging to stderr, and a
-terminal free of TensorFlow's start-up notices.
+"""Running a command: ``python -m keras_rnnlm.<command>`` calls :func:`main`.
 
-TensorFlow's C++ runtime prints notices to file descriptor 2 before its logging is set
-up, so ``TF_CPP_MIN_LOG_LEVEL`` does not reach them: that oneDNN is on, that no CUDA
-driver or GPU was found ("failed call to cuInit", which reads like a failure on every
-CPU-only run), which CPU instructions the binary could use. :func:`run` passes
-everything written to descriptor 2 through a filter that drops exactly those lines and
-forwards every other one as it comes, so a real error or warning still shows.
-Once TensorFlow's logging is up, its C++ log level is errors only (``TF_CPP_MIN_LOG_LEVEL=2``:
-what it warns about at level 1, such as tf.data declining to optimize an input, needs no
-action here). ``--verbose`` or ``KERAS_RNNLM_VERBOSE=1`` turns the filter off and the level
-to everything; a ``TF_CPP_MIN_LOG_LEVEL`` the user set is kept.
+:func:`main` checks the command's arguments first (:mod:`keras_rnnlm.arguments`, which
+needs no TensorFlow), and only then imports the command's module and calls its ``main``:
+a mistake is one line in a fraction of a second. :func:`run` turns a
+:class:`~keras_rnnlm.errors.RnnlmError` into that line and exit status 2, logs to stderr,
+and keeps TensorFlow's start-up notices off the terminal (:mod:`keras_rnnlm.notices`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import importlib
 import logging
 import os
-import re
-import select
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
+from keras_rnnlm import arguments
 from keras_rnnlm.errors import RnnlmError
-
-# TensorFlow's start-up and device notices that say nothing a user can act on.
-NOTICES = re.compile(
-    rb"WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    rb"|oneDNN custom operations are on"
-    rb"|Could not find cuda drivers on your machine"
-    rb"|failed call to cuInit"
-    rb"|This TensorFlow binary is optimized to use available CPU instructions"
-    rb"|^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler flags"
-    rb"|oneDNN supports DT_\w+ only on platforms with AVX-512"
-    rb"|Unable to register cu(DNN|FFT|BLAS) factory"
-    rb"|TF-TRT Warning: Could not find TensorRT"
-)
+from keras_rnnlm.notices import tensorflow_notices_dropped
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, whose mistakes are one line (argparse prints the usage first)."""
+def main(command: str, argv: list[str] | None = None) -> int:
+    """Runs ``python -m keras_rnnlm.<command>`` under :func:`run`: checks the arguments
+    with ``keras_rnnlm.arguments.<command>``, then imports ``keras_rnnlm.<command>`` and
+    calls its ``main`` with what was checked.
 
-    def error(self, message):
-        raise RnnlmError(f"{message}; see {self.prog} --help")
+    Args:
+        command: "train", "generate", "evaluate", "export", "prepare", "launch" or "tune".
+        argv: The arguments; None reads ``sys.argv``.
+
+    Returns:
+        The exit status: 0, 2 for a mistake, 130 for Ctrl-C.
+    """
+    check = getattr(arguments, command)
+
+    def checked_then_run(argv):
+        checked = check(argv)
+        return importlib.import_module(f"keras_rnnlm.{command}").main(checked)
+
+    return run(checked_then_run, argv)
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
@@ -76,75 +70,3 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         root.handlers[:] = handlers
         root.setLevel(level)
         tensorflow_logger.setLevel(tensorflow_level)
-
-
-def load_tensorflow() -> None:
-    """Imports TensorFlow: the moment the command's checks are done and its work starts.
-    What it prints before its log level takes effect goes through :func:`run`'s filter."""
-    import tensorflow  # noqa: F401
-
-
-@contextlib.contextmanager
-def tensorflow_notices_dropped() -> Iterator[None]:
-    """Passes file descriptor 2 through a thread that drops the lines :data:`NOTICES`
-    matches and forwards every other line at once. Does nothing where descriptor 2 cannot
-    be replaced (an embedding program that closed it)."""
-    try:
-        original = os.dup(2)
-    except OSError:
-        yield
-        return
-    read_end, write_end = os.pipe()
-    sys.stderr.flush()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-    global _original_stderr
-    _original_stderr = original
-    stop = threading.Event()
-    forwarder = threading.Thread(target=_forward_lines, args=(read_end, original, stop), daemon=True)
-    forwarder.start()
-    try:
-        yield
-    finally:
-        sys.stderr.flush()
-        os.dup2(original, 2)  # closes this process' write end of the pipe
-        # Processes started meanwhile (multiprocessing's resource tracker, which outlives
-        # the encoding workers) may still hold a write end, so the end of the pipe never
-        # comes: the forwarder stops once the pipe has nothing more to read.
-        stop.set()
-        forwarder.join(timeout=5)
-        _original_stderr = None
-        os.close(original)
-
-
-_original_stderr: int | None = None  # descriptor 2 as it was before the filter, while it runs
-
-
-def unfiltered_stderr() -> int:
-    """The descriptor of the terminal's (or log's) standard error: past the filter, for
-    a process that may have to write while this one cannot run Python (see
-    :func:`keras_rnnlm.multiworker.join_cluster`)."""
-    return _original_stderr if _original_stderr is not None else 2
-
-
-def _forward_lines(read_end: int, destination: int, stop: threading.Event) -> None:
-    with os.fdopen(read_end, "rb", buffering=0) as pipe:
-        pending = b""
-        while True:
-            readable, _, _ = select.select([pipe], [], [], 0.05)
-            if not readable:
-                if stop.is_set():
-                    break
-                continue
-            chunk = pipe.read(65536)
-            if not chunk:
-                break
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                if not NOTICES.search(line):
-                    os.write(destination, line + b"\n")
-            if pending and not NOTICES.search(pending) and len(pending) > 65536:
-                os.write(destination, pending)  # a very long unterminated write: pass it on
-                pending = b""
-        if pending and not NOTICES.search(pending):
-            os.write(destination, pending)

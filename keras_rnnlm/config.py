@@ -165,6 +165,45 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def check_vocabulary(self, vocabulary_size: int) -> None:
+        """Refuses settings that the vocabulary, once built, makes impossible.
+
+        Raises:
+            RnnlmError: Sampled softmax with no fewer candidates than tokens.
+        """
+        if self.model.softmax == "sampled" and self.model.sampled_candidates >= vocabulary_size:
+            raise RnnlmError(
+                f"model.sampled_candidates = {self.model.sampled_candidates} is not below the vocabulary's "
+                f'{vocabulary_size:,} tokens; set it lower, or model.softmax = "full" (for a vocabulary this small the '
+                "full softmax is cheap)"
+            )
+
+    def check_replicas(self, replicas: int, workers: int = 0) -> None:
+        """Refuses settings that cannot train on ``replicas`` devices, spread over
+        ``workers`` machines (0: one machine).
+
+        Raises:
+            RnnlmError: Bptt mode on several devices; across workers, a batch that does
+                not divide among the replicas, or backups inside epochs.
+        """
+        if self.data.mode == "bptt" and replicas > 1:
+            fix = ("train it on one machine, without TF_CONFIG" if workers else
+                   "pass --device cpu, or make one GPU visible with CUDA_VISIBLE_DEVICES=0")
+            raise RnnlmError(
+                f'data.mode = "bptt" trains on one device (its lanes carry their state from step to step), and '
+                f"{replicas} were found; {fix}"
+            )
+        if not workers:
+            return
+        if self.data.batch_size % replicas:
+            devices = "" if replicas == workers else f" ({workers} workers, {replicas // workers} devices each)"
+            raise RnnlmError(
+                f"data.batch_size = {self.data.batch_size} does not divide among {replicas} replicas{devices}; set it "
+                f"to a multiple of {replicas} (each device reads batch_size / {replicas} windows a step)"
+            )
+        if self.train.backup_every_steps:
+            raise RnnlmError("train.backup_every_steps must be 0 across workers: a run resumes from its last epoch's backup")
+
 
 CHOICES = {
     "corpus.builtin": ("kjv-poetry", "kjv"),

@@ -14,27 +14,29 @@ import keras
 import tensorflow as tf
 
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.multiworker import cluster_workers, join_cluster, worker_index
+from keras_rnnlm.multiworker import Cluster, join_cluster
 
 logger = logging.getLogger("keras_rnnlm")
 
 
-def select_strategy(device: str) -> tf.distribute.Strategy:
+def select_strategy(device: str, cluster: Cluster = Cluster()) -> tf.distribute.Strategy:
     """Picks the distribution strategy for ``device`` and logs the placement.
 
     Args:
         device: "auto" (every GPU if any, else the CPU), "gpu" or "cpu".
+        cluster: The workers this process trains with; on one machine (the default), none.
 
     Raises:
-        RnnlmError: "gpu" was asked for on a machine where TensorFlow sees none.
+        RnnlmError: "gpu" was asked for on a machine where TensorFlow sees none, or this
+            worker could not join its cluster.
     """
     gpus = tf.config.list_physical_devices("GPU") if device != "cpu" else []
-    if workers := cluster_workers():
+    if cluster.workers:
         # Every GPU of each worker's machine (or its CPU) is a replica; gradients are summed
         # over all of them by collective all-reduce.
-        strategy = join_cluster(workers)
+        strategy = join_cluster(cluster)
         logger.info("placement: MultiWorkerMirroredStrategy: %d workers, %d replicas (this is worker %d)",
-                    len(workers), strategy.num_replicas_in_sync, worker_index())
+                    len(cluster.workers), strategy.num_replicas_in_sync, cluster.index)
         return strategy
     if device == "gpu" and not gpus:
         raise RnnlmError(

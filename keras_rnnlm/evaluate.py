@@ -14,15 +14,15 @@ Example:
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # python -m keras_rnnlm.evaluate: checked before TensorFlow loads (keras_rnnlm.commands)
+if __name__ == "__main__":  # python -m keras_rnnlm.evaluate: the arguments are checked before TensorFlow loads
     import sys
 
-    from keras_rnnlm import cli, commands
+    from keras_rnnlm import cli
 
-    sys.exit(cli.run(commands.evaluate))
+    sys.exit(cli.main("evaluate"))
 
+import argparse
 import math
-import sys
 from pathlib import Path
 
 import keras
@@ -32,7 +32,7 @@ from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import find_documents
 from keras_rnnlm.data import Lanes, lanes, lanes_dataset, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.model import compile_model, training_model
+from keras_rnnlm.model import carried_state_model, make_metrics
 from keras_rnnlm.runs import RunFolder
 from keras_rnnlm.splits import segments_for_evaluation
 from keras_rnnlm.vocab import encode_documents
@@ -97,7 +97,7 @@ def score(model: keras.Model, config: Config, segments, batch_size: int = 256) -
 
 
 def _score_windows(model: keras.Model, config: Config, segments, batch_size: int) -> tuple[int, float, float]:
-    compile_model(model, config.train)  # Keras' own loss and metrics; the optimizer is never used
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(), weighted_metrics=make_metrics())  # Keras' own
     stream = windowed_stream(segments, config.data.window_size)
     # Keras weights each batch's mean loss by its size, so this is the mean over all tokens.
     scores = model.evaluate(windows_dataset(stream, batch_size), return_dict=True, verbose=0)
@@ -115,7 +115,7 @@ def score_lanes(model: keras.Model, text: Lanes) -> tuple[int, float, float]:
         (tokens scored, mean cross-entropy in nats, accuracy), summed over every target
         exactly, not averaged per step.
     """
-    reader = training_model(model, config=Config().train, lanes=text.num_lanes, bptt_steps=text.bptt_steps)
+    reader = carried_state_model(model, text.num_lanes, text.bptt_steps)
 
     @tf.function
     def sums(inputs, targets, weights):  # (lanes, steps) each
@@ -130,3 +130,14 @@ def score_lanes(model: keras.Model, text: Lanes) -> tuple[int, float, float]:
         total_cross_entropy += float(cross_entropy)
         total_correct += float(correct)
     return text.num_targets, total_cross_entropy / text.num_targets, total_correct / text.num_targets
+
+
+def main(args: argparse.Namespace) -> int:
+    """``python -m keras_rnnlm.evaluate``, its arguments checked (:func:`keras_rnnlm.arguments.evaluate`)."""
+    scores = evaluate(args.model, args.text, args.batch_size)
+    unit = "character" if scores["level"] == "char" else "token"
+    print(f"{unit}s evaluated: {scores['tokens']:,} ({scores['scoring']})")
+    print(f"cross-entropy:    {scores['cross_entropy']:.4f} nats/{unit} ({scores['bits_per_token']:.4f} bits/{unit})")
+    print(f"perplexity:       {scores['perplexity']:.2f}")
+    print(f"accuracy:         {scores['accuracy']:.4f}")
+    return 0

@@ -32,18 +32,15 @@ Example:
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # python -m keras_rnnlm.export: checked before TensorFlow loads (keras_rnnlm.commands)
+if __name__ == "__main__":  # python -m keras_rnnlm.export: the arguments are checked before TensorFlow loads
     import sys
 
-    from keras_rnnlm import cli, commands
+    from keras_rnnlm import cli
 
-    sys.exit(cli.run(commands.export))
+    sys.exit(cli.main("export"))
 
+import argparse
 import logging
-import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import keras
@@ -51,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.files import written_folder
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.sampling import MAX_TOKENS
 from keras_rnnlm.tokenizer import LINE_BREAK
@@ -82,21 +80,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     if out_dir.exists() and not (out_dir / "saved_model.pb").is_file():
         raise RnnlmError(f"{out_dir} exists and is not a SavedModel; choose another --out or remove it")
     generator = Generator.from_run(run_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    try:
-        tf.get_logger().setLevel(logging.WARNING)  # not "Assets written to <the temporary folder>"
+    tf.get_logger().setLevel(logging.WARNING)  # not "Assets written to <the temporary folder>"
+    with written_folder(out_dir) as temporary:
         build_archive(generator).write_out(str(temporary), verbose=False)
         (temporary / "README.txt").write_text(describe(generator, Path(run_dir)), encoding="utf-8")
-        if out_dir.exists():
-            old = temporary.with_suffix(".old")
-            os.replace(out_dir, old)
-            os.replace(temporary, out_dir)
-            shutil.rmtree(old)
-        else:
-            os.replace(temporary, out_dir)
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     logger.info("exported %s to %s (signatures: %s)", run_dir, out_dir, ", ".join(SIGNATURES))
     return out_dir
 
@@ -232,3 +219,9 @@ TensorFlow Serving REST (POST /v1/models/<name>:predict):
     "temperature": 0.8, "top_k": 40, "top_p": 1.0, "seed": 1, "max_lines": 0}}}}
   {{"inputs": {{"windows": [[0, 0, 0, 5, 9]]}}}}
 """
+
+
+def main(args: argparse.Namespace) -> int:
+    """``python -m keras_rnnlm.export``, its arguments checked (:func:`keras_rnnlm.arguments.export`)."""
+    export_run(args.model, args.out)
+    return 0

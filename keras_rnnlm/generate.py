@@ -21,13 +21,14 @@ Example:
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # python -m keras_rnnlm.generate: checked before TensorFlow loads (keras_rnnlm.commands)
+if __name__ == "__main__":  # python -m keras_rnnlm.generate: the arguments are checked before TensorFlow loads
     import sys
 
-    from keras_rnnlm import cli, commands
+    from keras_rnnlm import cli
 
-    sys.exit(cli.run(commands.generate))
+    sys.exit(cli.main("generate"))
 
+import argparse
 import logging
 import sys
 from pathlib import Path
@@ -36,10 +37,10 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.arguments import check_text
 from keras_rnnlm.inference import NextTokenLogits
 from keras_rnnlm.runs import RunFolder
-from keras_rnnlm.sampling import MAX_TOKENS, Sampling, next_ids
+from keras_rnnlm.sampling import Sampling, check_generation, next_ids
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID, UNK_ID, Vocabulary
 
@@ -153,14 +154,9 @@ class Generator:
         Raises:
             RnnlmError: The token or line count is out of range.
         """
-        if not 1 <= num_tokens <= MAX_TOKENS:
-            raise RnnlmError(f"the number of words must be between 1 and {MAX_TOKENS:,}, got {num_tokens:,}")
+        check_generation(num_tokens, max_lines, seed)
         if max_lines is None:
             max_lines = 1 if self.line_mode else 0
-        if not 0 <= max_lines < 2**31:
-            raise RnnlmError(f"max-lines must be 0 (no limit) or more, and below 2,147,483,648, got {max_lines}")
-        if not 0 <= seed < 2**31:
-            raise RnnlmError(f"the seed must be between 0 and 2,147,483,647, got {seed}")
         new_ids = self.generate_ids(
             tf.constant(self.windows_from_prompts(prompts)),
             tf.constant(num_tokens, tf.int32),
@@ -246,3 +242,25 @@ def generate_ids(next_token: NextTokenLogits, windows, num_tokens, temperature, 
         lambda: tf.zeros([batch_size, 0], tf.int32),
     )
 
+
+def main(args: argparse.Namespace) -> int:
+    """``python -m keras_rnnlm.generate``, its arguments checked (:func:`keras_rnnlm.arguments.generate`):
+    writes each sample to stdout, for one prompt or, with ``--interactive``, one a line
+    of standard input."""
+    if getattr(args, "latest", False):
+        logger.info("using %s (the most recent run; pass --model to choose another)", args.model)
+    generator = Generator.from_run(args.model)
+    if args.interactive and hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8 get a one-line error, not a traceback
+    prompts = (line.rstrip("\n") for line in sys.stdin) if args.interactive else [args.prompt]
+    if args.interactive:
+        print("type a prompt and press Enter (Ctrl-D to stop)", file=sys.stderr)
+    for number, prompt in enumerate(prompts):
+        if args.interactive:
+            check_text(prompt, f"prompt {number + 1}")
+        if unknown := generator.unknown_words(prompt):
+            logger.warning("warning: not in the vocabulary, read as <unk>: %s", ", ".join(dict.fromkeys(unknown)))
+        texts = generator.generate([prompt] * args.num_samples, args.words, args.sampling, seed=args.seed + number,
+                                   max_lines=args.max_lines)
+        print(("\n\n" if generator.tokenizer.level == "word" else "\n").join(text.rstrip("\n") for text in texts), flush=True)
+    return 0

@@ -12,12 +12,12 @@ Example:
 
 from __future__ import annotations
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m keras_rnnlm.launch: no TensorFlow needed
     import sys
 
-    from keras_rnnlm import cli, commands
+    from keras_rnnlm import cli
 
-    sys.exit(cli.run(commands.launch))
+    sys.exit(cli.main("launch"))
 
 import json
 import os
@@ -117,3 +117,8 @@ def _forward(process: subprocess.Popen, index: int) -> None:
     for line in iter(process.stdout.readline, b""):
         sys.stderr.write(f"[worker {index}] {line.decode('utf-8', errors='replace')}")
         sys.stderr.flush()
+
+
+def main(args) -> int:
+    """``python -m keras_rnnlm.launch``, its arguments checked (:func:`keras_rnnlm.arguments.launch`)."""
+    return launch(args.workers, args.train_arguments)

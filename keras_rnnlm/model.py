@@ -26,8 +26,9 @@ from keras import layers
 from keras_rnnlm import speedups
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.multiworker import clipping_the_summed_gradient
-from keras_rnnlm.sampled_softmax import SampledSoftmaxTrainer, SparseRowsAdam
+from keras_rnnlm.keras_private import FitAcrossWorkers
+from keras_rnnlm.optimizers import stock_optimizer, training_optimizer
+from keras_rnnlm.sampled_softmax import SampledSoftmaxTrainer
 
 logger = logging.getLogger("keras_rnnlm")
 
@@ -138,7 +139,7 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
     clipping by global norm, accuracy and top-5 accuracy. The optimizer is built, so its
     state can be saved with the model.
     """
-    model.compile(optimizer=make_optimizer(config), loss=keras.losses.SparseCategoricalCrossentropy(), weighted_metrics=make_metrics())
+    model.compile(optimizer=stock_optimizer(config), loss=keras.losses.SparseCategoricalCrossentropy(), weighted_metrics=make_metrics())
     model.optimizer.build(model.trainable_variables)
 
 
@@ -152,8 +153,8 @@ def training_model(
         model: Built by :func:`build_model`.
         config: Optimizer, learning rate and clipping.
         lanes: Bptt mode: the batch's lanes. The recurrent layers then carry their state
-            from one batch to the next (``stateful``), so the model takes batches of
-            exactly (lanes, bptt_steps); ``reset_states`` starts every lane afresh.
+            from one batch to the next (:func:`carried_state_model`), so the model takes
+            batches of exactly (lanes, bptt_steps); ``reset_states`` starts every lane afresh.
         bptt_steps: Bptt mode: tokens each lane reads per batch.
         tie_embeddings: The output layer multiplies by the embedding matrix, transposed,
             instead of the Dense layer's kernel (:class:`RowsOutput`); the Dense layer's
@@ -164,21 +165,61 @@ def training_model(
             every other call, the full one. The output kernel then trains as a
             (vocabulary, units) matrix of its own, one row a token (:class:`RowsOutput`,
             copied into the saved model's kernel by :func:`copy_output_rows`), and Adam
-            reads and writes only the rows a step touched (:class:`~keras_rnnlm.sampled_softmax.SparseRowsAdam`).
+            reads and writes only the rows a step touched (:class:`~keras_rnnlm.optimizers.SparseRowsAdam`).
         seed: The run's seed, which draws the sampled tokens.
 
     Returns:
         A model of ``model``'s layers (the same variables: training it trains ``model``)
         without the final softmax, outputting float32 logits, compiled: a
-        ``keras.Sequential``, or with ``sampled_candidates`` a
+        :class:`TrainingModel`, or with ``sampled_candidates`` a
         :class:`~keras_rnnlm.sampled_softmax.SampledSoftmaxTrainer`. This is where the
         speed paths of :mod:`keras_rnnlm.speedups` are chosen, each beside the stock
         Keras piece it replaces.
     """
+    inputs, body, dense = _parts(model, lanes, bptt_steps)
+    if tie_embeddings:
+        output = RowsOutput(dense, rows=body[0].embeddings)
+    elif sampled_candidates:  # a step reads and updates some rows, never the whole (units, vocabulary) kernel
+        output = RowsOutput(dense)
+    else:
+        output = dense
+    if sampled_candidates:
+        trainer = SampledSoftmaxTrainer(keras.Sequential([inputs, *body], name="features"), output, _logits(),
+                                        sampled_candidates, seed, name=f"{model.name}_training")
+    else:
+        trainer = TrainingModel([inputs, *body, output, _logits()], name=f"{model.name}_training")
+    trainer.compile(
+        # stock: keras.optimizers.Adam or SGD (stock_optimizer)
+        optimizer=training_optimizer(config, sparse_rows=bool(sampled_candidates)),
+        # stock: SparseCategoricalCrossentropy(from_logits=True); averaged over the
+        # targets' weights, so padding (weight 0) counts for nothing
+        loss=speedups.NextTokenCrossEntropy(reduction="mean_with_sample_weight"),
+        weighted_metrics=make_metrics(),
+    )
+    return trainer
+
+
+def carried_state_model(model: keras.Sequential, lanes: int, bptt_steps: int) -> keras.Sequential:
+    """``model``'s layers (the same variables) reading ``lanes`` lanes of ``bptt_steps``
+    tokens a call, each recurrent layer carrying its state from one call to the next
+    (``stateful``), to float32 logits: how a bptt-mode model reads a text in order.
+    Uncompiled; ``reset_states`` starts every lane afresh."""
+    inputs, body, dense = _parts(model, lanes, bptt_steps)
+    return keras.Sequential([inputs, *body, dense, _logits()], name=f"{model.name}_lanes")
+
+
+class TrainingModel(FitAcrossWorkers, keras.Sequential):
+    """A ``keras.Sequential`` whose ``fit`` also runs across workers
+    (:class:`~keras_rnnlm.keras_private.FitAcrossWorkers`)."""
+
+
+def _parts(model: keras.Sequential, lanes: int | None, bptt_steps: int | None):
+    """The input, the body (every layer up to the output ``Dense``) and the output
+    ``Dense`` of a training model of ``model``: in lanes, the recurrent layers' cells in
+    layers that keep their state; else, the speed paths swapped in."""
     *body, dense, softmax = model.layers
     if not (isinstance(softmax, layers.Activation) and isinstance(dense, layers.Dense)):
         raise ValueError(f"{model.name} does not end in a Dense layer and a softmax; build it with build_model")
-    embedding = body[0]
     stack = []
     for layer in body:
         if lanes is not None and isinstance(layer, keras.layers.RNN):
@@ -187,35 +228,16 @@ def training_model(
         elif speedups.takes_window_path(layer):
             layer = speedups.WindowLSTM(layer)  # stock: the LSTM layer itself
         stack.append(layer)
-    if tie_embeddings:
-        output = RowsOutput(dense, rows=embedding.embeddings)
-    elif sampled_candidates:  # a step reads and updates some rows, never the whole (units, vocabulary) kernel
-        output = RowsOutput(dense)
-    else:
-        output = dense
-    # The logits in float32, where the softmax runs: the loss and metrics read them.
-    logits = layers.Activation("linear", dtype="float32", name="logits")  # (batch, [time,] vocabulary)
     if lanes is None:
         inputs = keras.Input(model.input_shape[1:], dtype="int32")
     else:
         inputs = keras.Input(batch_shape=(lanes, bptt_steps), dtype="int32")
-    if sampled_candidates:
-        trainer = SampledSoftmaxTrainer(keras.Sequential([inputs, *stack], name="features"), output, logits,
-                                        sampled_candidates, seed, name=f"{model.name}_training")
-    else:
-        trainer = keras.Sequential([inputs, *stack, output, logits], name=f"{model.name}_training")
-    trainer.compile(
-        # stock: keras.optimizers.Adam; across replicas, the summed gradient is clipped
-        optimizer=make_optimizer(
-            config, adam=clipping_the_summed_gradient(SparseRowsAdam if sampled_candidates else speedups.FusedAdam),
-            sgd=clipping_the_summed_gradient(keras.optimizers.SGD),
-        ),
-        # stock: SparseCategoricalCrossentropy(from_logits=True); averaged over the
-        # targets' weights, so padding (weight 0) counts for nothing
-        loss=speedups.NextTokenCrossEntropy(reduction="mean_with_sample_weight"),
-        weighted_metrics=make_metrics(),
-    )
-    return trainer
+    return inputs, stack, dense
+
+
+def _logits() -> layers.Layer:
+    """The logits in float32, where the softmax runs: the loss and metrics read them."""
+    return layers.Activation("linear", dtype="float32", name="logits")  # (batch, [time,] vocabulary)
 
 
 class RowsOutput(layers.Layer):
@@ -261,18 +283,6 @@ def copy_output_rows(model: keras.Sequential, rows) -> None:
     """Sets the saved model's output kernel to ``rows``, transposed: what a model trained
     with :class:`RowsOutput` computes, in stock layers."""
     model.layers[-2].kernel.assign(keras.ops.transpose(rows))
-
-
-def make_optimizer(
-    config: TrainConfig, adam: type[keras.optimizers.Adam] = keras.optimizers.Adam,
-    sgd: type[keras.optimizers.SGD] = keras.optimizers.SGD,
-) -> keras.optimizers.Optimizer:
-    """The configured optimizer, clipping gradients by their global norm unless
-    ``clipnorm`` is 0; ``adam`` and ``sgd`` are the classes to use."""
-    clipping = {"global_clipnorm": config.clipnorm} if config.clipnorm > 0 else {}
-    if config.optimizer == "adam":
-        return adam(config.learning_rate, **clipping)
-    return sgd(config.learning_rate, **clipping)
 
 
 def make_metrics() -> list[keras.metrics.Metric]:

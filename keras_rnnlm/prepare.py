@@ -24,13 +24,14 @@ Example:
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # python -m keras_rnnlm.prepare: no TensorFlow needed at all
+if __name__ == "__main__":  # python -m keras_rnnlm.prepare: no TensorFlow needed
     import sys
 
-    from keras_rnnlm import cli, commands
+    from keras_rnnlm import cli
 
-    sys.exit(cli.run(commands.prepare))
+    sys.exit(cli.main("prepare"))
 
+import contextlib
 import io
 import json
 import logging
@@ -51,12 +52,12 @@ from keras_rnnlm.corpus import Document, corpus_documents, find_documents
 from keras_rnnlm.splits import held_out_count, held_out_lines
 from keras_rnnlm.encoding import ProvisionalIds, encode_blocks, encoding_pool
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.runs import tokenizer_for, write_atomically
+from keras_rnnlm.files import PARTIAL_NAME, write_atomically, written_atomically
 from keras_rnnlm.shards import (
     FORMAT, MANIFEST, SPLITS, VERSION, PreparedCorpus, file_crc32, is_prepared, prepared_settings, segments_name, shard_name,
     token_dtype,
 )
-from keras_rnnlm.tokenizer import RESERVED_TOKENS
+from keras_rnnlm.tokenizer import RESERVED_TOKENS, Tokenizer
 from keras_rnnlm.vocab import LINE_BREAK_ID, vocabulary_from_counts
 
 logger = logging.getLogger("keras_rnnlm")
@@ -65,7 +66,7 @@ SHARD_TOKENS = 1 << 26  # ids per shard: 128 MB of uint16
 CHECKPOINT_BYTES = 64 << 20  # text read between saves of the first pass' state
 WORK = "work"  # the first pass' files, removed once the corpus is prepared
 # The files a prepared folder may hold; --overwrite removes a folder only if it holds nothing else.
-_OURS = re.compile(r"manifest\.json|vocabulary\.txt|(train|valid)-(\d{5}\.bin|segments\.npy)|work|\..*\.partial")
+_OURS = re.compile(r"manifest\.json|vocabulary\.txt|(train|valid)-(\d{5}\.bin|segments\.npy)|work")
 
 
 def prepare(config: Config, out: str | Path, overwrite: bool = False, shard_tokens: int = SHARD_TOKENS) -> dict:
@@ -110,7 +111,7 @@ def prepare(config: Config, out: str | Path, overwrite: bool = False, shard_toke
 
     started = time.perf_counter()
     every = [*documents, *valid_documents]
-    state = _tokenize(every, tokenizer_for(config), work)
+    state = _tokenize(every, Tokenizer.from_config(config.corpus), work)
     tokenize_seconds = time.perf_counter() - started
     manifest = _write_shards(config, out, job, state, len(documents), shard_tokens)
     seconds = time.perf_counter() - started
@@ -136,7 +137,7 @@ def check_out_folder(out: Path) -> None:
     Raises:
         RnnlmError: ``out`` is a file, or a folder holding other files.
     """
-    if out.exists() and (not out.is_dir() or any(not _OURS.fullmatch(entry.name) for entry in out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(not (_OURS.fullmatch(entry.name) or PARTIAL_NAME.fullmatch(entry.name)) for entry in out.iterdir())):
         raise RnnlmError(f"{out} exists and is not a prepared corpus; choose another --out")
 
 
@@ -350,13 +351,15 @@ class _ShardWriter:
         self.shards: list[str] = []
         self.tokens = 0
         self.segment_lengths: list[np.ndarray] = []
+        self._shard = contextlib.ExitStack()  # the shard being written: renamed into place when it closes
         self._file, self._in_shard = None, 0
 
     def add(self, ids: np.ndarray) -> None:
         ids = ids.astype(self.dtype, copy=False)
         while len(ids):
             if self._file is None:
-                self._file = open(self._temporary(len(self.shards)), "wb")  # noqa: SIM115 - closed by _end_shard
+                temporary = self._shard.enter_context(written_atomically(self.out / shard_name(self.split, len(self.shards))))
+                self._file = self._shard.enter_context(open(temporary, "wb"))
             count = min(len(ids), self.shard_tokens - self._in_shard)
             self._file.write(ids[:count].tobytes())
             self._in_shard += count
@@ -379,16 +382,9 @@ class _ShardWriter:
         return {"tokens": self.tokens, "segments": len(ends), "shards": self.shards}
 
     def _end_shard(self) -> None:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        name = shard_name(self.split, len(self.shards))
-        os.replace(self._temporary(len(self.shards)), self.out / name)
-        self.shards.append(name)
+        self._shard.close()  # the file closed, flushed to the disk and renamed into place
+        self.shards.append(shard_name(self.split, len(self.shards)))
         self._file, self._in_shard = None, 0
-
-    def _temporary(self, number: int) -> Path:
-        return self.out / f".{shard_name(self.split, number)}.partial"
 
 
 class _ProgressMeter:
@@ -445,3 +441,13 @@ def _open_at(path: Path, size: int):
     file.truncate(size)
     file.seek(size)
     return file
+
+
+def main(args) -> int:
+    """``python -m keras_rnnlm.prepare``, its arguments checked (:func:`keras_rnnlm.arguments.prepare`):
+    prepares the corpus and says how to train from it."""
+    prepare(args.config, args.out, overwrite=args.overwrite, shard_tokens=args.shard_tokens or SHARD_TOKENS)
+    same_settings = "".join(f" {flag} {value}" for flag, value in [("--config", args.config_file), *(("--set", item) for item in args.set)]
+                            if value)
+    logger.info("train from it: python -m keras_rnnlm.train --data %s%s", args.out, same_settings)
+    return 0

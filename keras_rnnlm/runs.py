@@ -15,13 +15,13 @@ import fcntl
 import json
 import math
 import os
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from keras_rnnlm.config import Config, config_from_dict, config_to_dict, config_to_toml, read_toml
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.files import write_atomically, written_atomically, written_folder
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import Vocabulary
 
@@ -110,14 +110,9 @@ class RunFolder:
     def create(self, config: Config, vocabulary: Vocabulary) -> None:
         """Starts a new run: the folder with its config and vocabulary, in place at once
         (built under a temporary name and renamed), replacing what an earlier run left."""
-        partial = self.path.with_name(f".{self.path.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        vocabulary.save(partial / self.vocabulary.name)
-        write_atomically(partial / self.config.name, config_to_toml(config))
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        os.replace(partial, self.path)
+        with written_folder(self.path) as partial:
+            vocabulary.save(partial / self.vocabulary.name)
+            write_atomically(partial / self.config.name, config_to_toml(config))
 
     def load_config(self) -> Config:
         """The run's ``config.toml``; one written by an earlier version is read as it meant.
@@ -158,7 +153,7 @@ class RunFolder:
                 f"{self.vocabulary} lists {len(vocabulary):,} tokens but the model scores {model.output_shape[-1]:,}: "
                 "one of the two was changed; train the run again with --overwrite, or restore the files"
             )
-        return config, vocabulary, tokenizer_for(config), model
+        return config, vocabulary, Tokenizer.from_config(config.corpus), model
 
     def keep_history(self, epochs: int) -> None:
         """Keeps the first ``epochs`` rows of ``history.csv``: a run resumed from the
@@ -189,11 +184,6 @@ def latest_run(output_dir: str | Path = "saved_models") -> Path:
     return models[-1].parent
 
 
-def tokenizer_for(config: Config) -> Tokenizer:
-    """The tokenizer a config describes."""
-    return Tokenizer(level=config.corpus.level, split=config.corpus.split, lowercase=config.corpus.lowercase)
-
-
 def read_history(path: Path) -> list[dict[str, float]]:
     """Rows of a CSVLogger file as numbers; an absent file has none.
 
@@ -212,17 +202,6 @@ def read_history(path: Path) -> list[dict[str, float]]:
         ) from None
 
 
-def write_atomically(path: Path, data: bytes | str) -> None:
-    """Writes ``data`` (text as UTF-8) to a temporary file beside ``path``, to the disk,
-    then renames it: ``path`` holds the old content or the new, never a part."""
-    temporary = path.with_name(f".{path.name}.partial")
-    with open(temporary, "wb") as file:
-        file.write(data.encode("utf-8") if isinstance(data, str) else data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
 def write_summary(run: RunFolder, summary: dict) -> None:
     write_atomically(run.summary, json.dumps(summary, indent=2) + "\n")
 
@@ -233,9 +212,8 @@ def save_model_atomically(model, path: Path) -> None:
     ``keras.callbacks.ModelCheckpoint`` writes straight to its target, so a run killed
     mid-save would leave a broken ``model.keras``; this is why the run saves its own.
     """
-    temporary = path.with_name(f".{path.stem}.partial.keras")
-    model.save(temporary)
-    os.replace(temporary, path)
+    with written_atomically(path) as temporary:
+        model.save(temporary)
 
 
 def _upgraded(values: dict) -> dict:

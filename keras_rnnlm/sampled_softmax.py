@@ -14,7 +14,7 @@ real one. Its training loss is the sampled loss: an estimate whose gradient appr
 the full softmax's as the sample grows, not the full cross-entropy (it reads lower).
 
 Adam reads and writes only the rows of the output and embedding matrices that a step
-touched (:class:`SparseRowsAdam`): at a large vocabulary a dense update of every row was
+touched (:class:`~keras_rnnlm.optimizers.SparseRowsAdam`): at a large vocabulary a dense update of every row was
 most of a sampled step. A row takes the steps it sat out when it is next touched, so the
 weights follow dense Adam's.
 
@@ -33,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm.speedups import FusedAdam, adam_moments, summed_rows
+from keras_rnnlm.keras_private import FitAcrossWorkers
 
 
 class LogUniformCandidates:
@@ -125,7 +125,7 @@ def sampled_cross_entropy(
 _training_step = contextvars.ContextVar("training_step", default=False)
 
 
-class SampledSoftmaxTrainer(keras.Model):
+class SampledSoftmaxTrainer(FitAcrossWorkers, keras.Model):
     """A training model whose training steps compute the sampled softmax, and whose every
     other call (validation, prediction) the full one.
 
@@ -185,104 +185,3 @@ class SampledSoftmaxTrainer(keras.Model):
         if not _training_step.get():
             return super().compute_metrics(x, y, y_pred, sample_weight)
         return {metric.name: metric.result() for metric in self.metrics if metric.name == "loss"}  # Keras' loss tracker
-
-
-class SparseRowsAdam(FusedAdam):
-    """:class:`FusedAdam` that, for a sparse gradient (an ``IndexedSlices``: an
-    embedding's, the sampled softmax's output rows), reads and writes only the rows it
-    names, yet moves every row as dense Adam does (up to the approximation below).
-
-    Under sampled softmax a step touches a few thousand rows of the output and embedding
-    matrices; Keras' Adam would make the gradient a dense (vocabulary x units) matrix and
-    pass over every row and both moments: at 200,000 tokens that was most of the step.
-
-    Dense Adam still moves a row in the steps that do not touch it: its momentum decays
-    and keeps stepping, ``b1^j m / sqrt(b2^j v)`` at the j-th step after (ten times the
-    first step, summed). "Lazy" Adam (PyTorch's ``SparseAdam``, TensorFlow Addons'
-    ``LazyAdam``) drops those steps, which cost WikiText-2 13% of perplexity after the
-    same steps (benchmarks/RESULTS.md). Here each row remembers the step through which it
-    is current (``current_through``); when a step touches it again, it first takes the
-    steps it sat out, in closed form: a geometric sum ``r (1 - r^k) / (1 - r)``,
-    ``r = b1 / sqrt(b2)``, of its momentum's step, and its moments decayed by ``b1^k``
-    and ``b2^k``. The closed form takes Adam's epsilon outside the square root's decay
-    and Adam's bias-corrected rate at the sat-out steps' weighted centre for all of them; a test holds
-    the result to Keras' Adam. :meth:`catch_up` brings every row current, as the
-    validation and the saved model need (:class:`~keras_rnnlm.callbacks.OutputKernel`
-    calls it). Dense gradients update as :class:`FusedAdam` does.
-    """
-
-    def build(self, var_list):
-        if self.built:
-            return
-        super().build(var_list)
-        self._current_through = [
-            self.add_variable((variable.shape[0],), dtype="int64", name=f"{variable.path.replace('/', '_')}_current_through")
-            for variable in var_list
-        ]  # (rows,): the step through which each row's weights and moments are current
-
-    def update_step(self, gradient, variable, learning_rate):
-        current_through = self._current_through[self._get_variable_index(variable)]
-        step = self.iterations + 1
-        if self.amsgrad or not isinstance(gradient, tf.IndexedSlices):
-            current_through.assign(tf.fill(tf.shape(current_through), tf.cast(step, tf.int64)))
-            return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        rows, summed = summed_rows(gradient)  # (touched,), (touched, units)
-        momentum, velocity = adam_moments(self, variable)
-        last = tf.raw_ops.ResourceGather(resource=current_through.handle, indices=rows, dtype=tf.int64)
-        first, second, sat_out = self._caught_up(
-            tf.raw_ops.ResourceGather(resource=momentum.handle, indices=rows, dtype=dtype),
-            tf.raw_ops.ResourceGather(resource=velocity.handle, indices=rows, dtype=dtype),
-            last, tf.cast(step, tf.int64) - 1, learning_rate, dtype,
-        )
-        # This step, as ResourceApplyAdam computes it, on the named rows only.
-        beta_1, beta_2 = keras.ops.cast(self.beta_1, dtype), keras.ops.cast(self.beta_2, dtype)
-        rate = self._rate(tf.cast(step, dtype), learning_rate, dtype)
-        summed = tf.cast(summed, dtype)
-        first = beta_1 * first + (1 - beta_1) * summed
-        second = beta_2 * second + (1 - beta_2) * tf.square(summed)
-        tf.raw_ops.ResourceScatterUpdate(resource=momentum.handle, indices=rows, updates=first)
-        tf.raw_ops.ResourceScatterUpdate(resource=velocity.handle, indices=rows, updates=second)
-        tf.raw_ops.ResourceScatterUpdate(resource=current_through.handle, indices=rows, updates=tf.fill(tf.shape(rows), tf.cast(step, tf.int64)))
-        step_size = sat_out + rate * first / (tf.sqrt(second) + keras.ops.cast(self.epsilon, dtype))
-        tf.raw_ops.ResourceScatterSub(resource=variable.handle, indices=rows, updates=step_size)
-
-    def catch_up(self) -> None:
-        """Brings every row of every weight current to the last step taken: each takes the
-        steps it sat out (a pass over every row, which a training step avoids)."""
-        done = tf.cast(self.iterations, tf.int64)
-        for variable, current_through in zip(self._trainable_variables, self._current_through):
-            momentum, velocity = adam_moments(self, variable)
-            first, second, sat_out = self._caught_up(
-                momentum.value, velocity.value, current_through.value, done, self.learning_rate, variable.dtype)
-            momentum.assign(first)
-            velocity.assign(second)
-            variable.assign(variable.value - sat_out)
-            current_through.assign(tf.fill(tf.shape(current_through), done))
-
-    def _caught_up(self, first, second, last, done, learning_rate, dtype):
-        """Rows' moments after the steps ``last + 1 .. done`` that did not touch them, and
-        the weights' change in those steps (to subtract): dense Adam's, with a zero gradient.
-
-        Args:
-            first, second: (rows, ...) the rows' moments, current through ``last``.
-            last: (rows,) int64.
-            done: The last step taken, int64.
-        """
-        beta_1, beta_2 = keras.ops.cast(self.beta_1, dtype), keras.ops.cast(self.beta_2, dtype)
-        shape = tf.concat([tf.shape(last), tf.ones([tf.rank(first) - 1], tf.int32)], axis=0)
-        missed = tf.reshape(tf.cast(done - last, dtype), shape)  # (rows, 1...): steps sat out
-        ratio = beta_1 / tf.sqrt(beta_2)  # each sat-out step is this times the one before
-        steps = ratio * (1 - ratio**missed) / (1 - ratio)  # the sat-out steps' sum, in units of the first
-        # Adam's rate changes (its bias correction) over the steps sat out: it is taken at
-        # their centre, weighted as they are (about 1 / (1 - ratio) = 10 steps on).
-        centre = tf.maximum(1.0, tf.math.divide_no_nan(  # 1 where none were sat out
-            1 - (missed + 1) * ratio**missed + missed * ratio ** (missed + 1), (1 - ratio) * (1 - ratio**missed)))
-        rate = self._rate(tf.reshape(tf.cast(last, dtype), shape) + centre, learning_rate, dtype)
-        sat_out = rate * steps * first / (tf.sqrt(second) + keras.ops.cast(self.epsilon, dtype))
-        return beta_1**missed * first, beta_2**missed * second, sat_out
-
-    def _rate(self, step, learning_rate, dtype):
-        """Adam's bias-corrected step size at ``step`` (1 the first)."""
-        beta_1, beta_2 = keras.ops.cast(self.beta_1, dtype), keras.ops.cast(self.beta_2, dtype)
-        return keras.ops.cast(learning_rate, dtype) * tf.sqrt(1 - beta_2**step) / (1 - beta_1**step)

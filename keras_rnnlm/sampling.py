@@ -92,6 +92,28 @@ class Sampling:
         return cls(float(temperature), int(top_k), float(top_p))
 
 
+def check_generation(num_tokens: int, max_lines: int | None = None, seed: int = 0) -> None:
+    """Refuses a generation request out of range: what :meth:`Generator.generate
+    <keras_rnnlm.generate.Generator.generate>` checks, and the command line before
+    TensorFlow loads.
+
+    Args:
+        num_tokens: Tokens to write, 1 to :data:`MAX_TOKENS`.
+        max_lines: Line breaks after which a sample stops: 0 (no limit) or more, or None
+            (the model's default).
+        seed: 0 to 2**31 - 1.
+
+    Raises:
+        RnnlmError: Naming the first setting out of range.
+    """
+    if not 1 <= num_tokens <= MAX_TOKENS:
+        raise RnnlmError(f"the number of words must be between 1 and {MAX_TOKENS:,}, got {num_tokens:,}")
+    if max_lines is not None and not 0 <= max_lines < 2**31:
+        raise RnnlmError(f"max-lines must be 0 (no limit) or more, and below 2,147,483,648, got {max_lines}")
+    if not 0 <= seed < 2**31:
+        raise RnnlmError(f"the seed must be between 0 and 2,147,483,647, got {seed:,}")
+
+
 def next_ids(logits, temperature, top_k, top_p, uniform):
     """One token id per row, chosen as :class:`Sampling` describes.
 

@@ -17,15 +17,16 @@ CPU)                                         weights                    first po
                                              Entropy`                   one-hot), instead of TensorFlow's
                                                                         slow CPU kernel for sparse softmax
                                                                         cross-entropy
-``keras.optimizers.Adam``                    :class:`FusedAdam`         TensorFlow's one-kernel Adam update
-                                                                        instead of about ten element-wise
+``keras.optimizers.Adam``                    :class:`~keras_rnnlm.      TensorFlow's one-kernel Adam update
+                                             optimizers.FusedAdam`      instead of about ten element-wise
                                                                         ops per weight
 ===========================================  =========================  ==================================
 
 Each is held equal to its stock piece by ``tests/test_speedups.py``, and
 ``benchmarks/train_breakdown.py`` times each against it (figures: benchmarks/RESULTS.md).
 What is saved (``model.keras``) is the stock model, compiled with the stock pieces;
-:func:`copy_optimizer_state` carries the trained optimizer's state over to it.
+:func:`keras_rnnlm.optimizers.copy_optimizer_state` carries the trained optimizer's
+state over to it.
 """
 
 from __future__ import annotations
@@ -138,77 +139,3 @@ def _cross_entropy_from_logits(targets, logits):
         return None, tf.cast(to_logits, logits.dtype)
 
     return losses, gradient
-
-
-class FusedAdam(keras.optimizers.Adam):
-    """Keras' Adam, each weight updated by TensorFlow's fused Adam kernel.
-
-    Keras 3's Adam updates a weight with about ten element-wise ops, each a pass over the
-    weight or its moments; ``ResourceApplyAdam`` (which tf.keras used) makes one. The
-    arithmetic is Keras' own (a test holds the two equal), its variables are Adam's, the
-    kernel exists for CPU and GPU, and under a ``tf.distribute`` strategy it runs on each
-    replica's copy as Keras' update does.
-
-    One difference: where an Embedding's sparse gradient lists a row twice (a token twice
-    in a batch), the second moment takes the square of the row's summed gradient, as
-    Adam defines it (and tf.keras' and PyTorch's Adam compute it); Keras 3's Adam sums
-    the squares of the two slices.
-    """
-
-    def update_step(self, gradient, variable, learning_rate):
-        if self.amsgrad:
-            return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        step = keras.ops.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = keras.ops.cast(self.beta_1, dtype), keras.ops.cast(self.beta_2, dtype)
-        momentum, velocity = adam_moments(self, variable)
-        tf.raw_ops.ResourceApplyAdam(
-            var=variable.handle,
-            m=momentum.handle,
-            v=velocity.handle,
-            beta1_power=keras.ops.power(beta_1, step),
-            beta2_power=keras.ops.power(beta_2, step),
-            lr=keras.ops.cast(learning_rate, dtype),
-            beta1=beta_1,
-            beta2=beta_2,
-            epsilon=keras.ops.cast(self.epsilon, dtype),
-            grad=tf.cast(tf.convert_to_tensor(gradient), dtype),  # an Embedding's sparse gradient made dense, as Keras' Adam does
-        )
-
-
-def summed_rows(gradient: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor]:
-    """A sparse gradient's rows, each once, and their slices summed: a row listed twice (a
-    token twice in a batch) is one row of the gradient the update applies."""
-    rows, position = tf.unique(gradient.indices)
-    return rows, tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
-
-
-def adam_moments(optimizer: keras.optimizers.Adam, variable) -> tuple[keras.Variable, keras.Variable] | None:
-    """The first and second moment variables Keras' Adam keeps for ``variable``, or None
-    if it keeps none (``variable`` is not among those it trains).
-
-    Keras has no public way to them: this is the one place keras_rnnlm reads Keras'
-    private attributes, and ``tests/test_speedups.py`` fails if Keras changes them.
-    """
-    try:
-        index = optimizer._get_variable_index(variable)
-    except KeyError:
-        return None
-    return optimizer._momentums[index], optimizer._velocities[index]
-
-
-def copy_optimizer_state(source: keras.optimizers.Optimizer, target: keras.optimizers.Optimizer, variables) -> None:
-    """Copies the training optimizer's state into the stock one that ``model.keras`` keeps:
-    the step count, the learning rate and, between two Adams (:class:`FusedAdam` is one),
-    the moments of each of ``variables`` that both train. A variable only the target
-    trains (the output kernel, when the embeddings are tied) keeps zero moments.
-    """
-    source, target = (getattr(optimizer, "inner_optimizer", optimizer) for optimizer in (source, target))  # loss scaling
-    target.iterations.assign(source.iterations)
-    target.learning_rate = float(keras.ops.convert_to_numpy(source.learning_rate))
-    if isinstance(source, keras.optimizers.Adam) and isinstance(target, keras.optimizers.Adam):
-        for variable in variables:
-            moments, copies = adam_moments(source, variable), adam_moments(target, variable)
-            if moments is not None and copies is not None:
-                for moment, copy in zip(moments, copies):
-                    copy.assign(moment)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from keras_rnnlm.corpus import Document, find_documents
-from keras_rnnlm.runs import tokenizer_for
+from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import (
     LINE_BREAK_ID,
     Vocabulary,
@@ -127,7 +127,7 @@ def corpus_segments(
         vocabulary: The vocabulary to encode with (a resumed run's); None builds it from
             the documents.
     """
-    tokenizer = tokenizer_for(config)
+    tokenizer = Tokenizer.from_config(config.corpus)
     if vocabulary is None:
         vocabulary, encoded = build_vocabulary(documents, tokenizer, config.vocab.max_size, config.vocab.min_count)
     else:

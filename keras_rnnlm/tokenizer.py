@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import tensorflow as tf
 
+    from keras_rnnlm.config import CorpusConfig
+
 PAD = "<pad>"
 UNK = "<unk>"
 LINE_BREAK = "<eol>"
@@ -61,6 +63,11 @@ class Tokenizer:
     level: str = "word"
     split: str = "punctuation"
     lowercase: bool = True
+
+    @classmethod
+    def from_config(cls, corpus: CorpusConfig) -> Tokenizer:
+        """The tokenizer a corpus config describes (its ``level``, ``split`` and ``lowercase``)."""
+        return cls(level=corpus.level, split=corpus.split, lowercase=corpus.lowercase)
 
     def tokens_from_line(self, line: str) -> list[str]:
         """Returns the tokens of one line, without its line break."""

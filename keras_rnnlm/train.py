@@ -13,13 +13,14 @@ Example:
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # python -m keras_rnnlm.train: checked before TensorFlow loads (keras_rnnlm.commands)
+if __name__ == "__main__":  # python -m keras_rnnlm.train: the arguments are checked before TensorFlow loads
     import sys
 
-    from keras_rnnlm import cli, commands
+    from keras_rnnlm import cli
 
-    sys.exit(cli.run(commands.train))
+    sys.exit(cli.main("train"))
 
+import argparse
 import atexit
 import contextlib
 import json
@@ -35,25 +36,36 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_rnnlm.backup import RunBackup, restore_training_state
-from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, FirstStepLog, Perplexity, ResetStates, SampleText, OutputKernel
+from keras_rnnlm.backup import RunBackup, TrainingState, restore_training_state
+from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, FirstStepLog, OutputKernel, Perplexity, ResetStates, SampleText
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import corpus_documents
-from keras_rnnlm.data import Segments, training_data
+from keras_rnnlm.data import Segments, TrainingData, training_data
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.export import export_run
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model, output_rows, training_model
-from keras_rnnlm.multiworker import cluster_workers, fit_across_workers, worker_index
-from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, read_history, tokenizer_for, write_summary
+from keras_rnnlm.multiworker import Cluster, lost_workers_named, worker_batches
+from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, read_history, write_summary
 from keras_rnnlm.shards import PreparedCorpus, prepared_corpus_path
 from keras_rnnlm.splits import corpus_segments
+from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import Vocabulary
 
 logger = logging.getLogger("keras_rnnlm")
 
 # A corpus of this many bytes read as text gets a hint that prepare would make starts fast.
 PREPARE_HINT_BYTES = 100 << 20
+
+
+def main(args: argparse.Namespace) -> int:
+    """``python -m keras_rnnlm.train``, its arguments checked (:func:`keras_rnnlm.arguments.train`):
+    trains, then exports if ``--export`` was given."""
+    train(args.config, args.run_dir, overwrite=args.overwrite, cluster=args.cluster)
+    if args.export is not None and args.cluster.chief:
+        export_run(args.run_dir, args.export or args.run_dir / "saved_model")
+    return 0
 
 
 def train(
@@ -63,6 +75,7 @@ def train(
     strategy: tf.distribute.Strategy | None = None,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int | str = "auto",
+    cluster: Cluster | None = None,
 ) -> dict:
     """Trains a model as ``config`` says and writes the run folder.
 
@@ -70,144 +83,185 @@ def train(
         config: The run's settings.
         run_dir: The run folder; an unfinished run there with the same config resumes.
         overwrite: Replace whatever the folder holds.
-        strategy: Where to train; None picks from ``config.train.device``.
+        strategy: Where to train; None picks from ``config.train.device`` and ``cluster``.
         extra_callbacks: More Keras callbacks, run after the run's own.
         verbose: Keras' progress display: "auto" draws a bar on a terminal and prints
             one line an epoch otherwise.
+        cluster: The workers training together; None reads ``TF_CONFIG`` (one machine
+            when it is unset).
 
     Returns:
-        The run summary also written to ``summary.json``.
+        The run summary also written to ``summary.json``; on a worker other than the
+        chief, which writes no run folder, ``{"worker", "epochs_trained"}``.
 
     Raises:
         RnnlmError: Bad corpus, config or run folder, another process training into the
-            folder, or a loss that became NaN.
+            folder, a worker lost, or a loss that became NaN.
     """
+    cluster = cluster or Cluster.from_environment()
     run = RunFolder(run_dir)
-    if worker_index():  # a worker other than the chief writes nothing in the folder, no lock either
+    if not cluster.chief:  # a worker other than the chief writes nothing in the folder, no lock either
         with _package_log_level_kept():
-            return _train(config, run, overwrite, strategy, extra_callbacks, verbose)
+            return _train(config, run, cluster, overwrite, strategy, extra_callbacks, verbose)
     with run.lock():  # one process trains into a folder at a time
-        return _train(config, run, overwrite, strategy, extra_callbacks, verbose)
+        return _train(config, run, cluster, overwrite, strategy, extra_callbacks, verbose)
 
 
-def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
+def _train(config: Config, run: RunFolder, cluster: Cluster, overwrite: bool, strategy, extra_callbacks, verbose) -> dict:
     started = time.time()
     state = run.state(config, overwrite)  # Refuses a conflicting folder before any work.
     if state == FINISHED:
         logger.info("%s is already trained; pass --overwrite to train it again", run.path)
-        return _read_summary(run)
+        return json.loads(run.summary.read_text(encoding="utf-8"))
     keras.utils.set_random_seed(config.train.seed)
-    tokenizer = tokenizer_for(config)
-    # Across workers: the strategy first (TensorFlow sets up its collective ops before any
-    # other op runs, and joining the cluster waits for every worker, so all have read the
-    # run folder's state by then), and each worker reads its share of every batch.
-    workers, chief = len(cluster_workers()), worker_index() == 0
-    if workers:
-        strategy = strategy or select_strategy(config.train.device)
-        _check_across_workers(config, workers, strategy.num_replicas_in_sync)
-        if not chief:  # from here on the chief's log tells the run; the others' would repeat it
-            logging.getLogger("keras_rnnlm").setLevel(logging.WARNING)
+    # Across workers the strategy comes first: TensorFlow sets up its collective ops before
+    # any other op runs, and joining waits for every worker, so all have read the run
+    # folder's state by then.
+    joined = placement(config, cluster, strategy) if cluster.workers else None
 
-    # Text -> ids: read from the text now, or from a prepared corpus' shards as batches need them.
-    vocabulary, train_segments, valid_segments = _read_corpus(config, run, state)
-    if config.model.softmax == "sampled" and config.model.sampled_candidates >= len(vocabulary):
-        raise RnnlmError(
-            f"model.sampled_candidates = {config.model.sampled_candidates} is not below the vocabulary's {len(vocabulary):,} "
-            f'tokens; set it lower, or model.softmax = "full" (for a vocabulary this small the full softmax is cheap)'
-        )
-    data = training_data(config.data, train_segments, valid_segments, config.train.seed,
-                         shard=(worker_index(), workers) if workers else (0, 1))
+    vocabulary, train_segments, valid_segments = read_corpus(config, run, state)
+    config.check_vocabulary(len(vocabulary))
+    data = training_data(config.data, train_segments, valid_segments, config.train.seed, shard=cluster.shard)
+    tokenizer = Tokenizer.from_config(config.corpus)
     opening = tokenizer.text_from_tokens(vocabulary.tokens_from_ids(valid_segments.first_tokens(config.data.window_size)))
     del train_segments, valid_segments  # the datasets hold what they need
     logger.info("%s (%s sequences)", data.description, config.corpus.sequences)
-    steps_per_epoch = config.train.steps_per_epoch or data.steps_per_pass
-
-    bptt = config.data.mode == "bptt"
-    window_size = None if bptt else config.data.window_size
-    strategy = strategy or select_strategy(config.train.device)
-    if bptt and strategy.num_replicas_in_sync > 1:
-        fix = ("train it on one machine, without TF_CONFIG" if workers else
-               "pass --device cpu, or make one GPU visible with CUDA_VISIBLE_DEVICES=0")
-        raise RnnlmError(
-            f'data.mode = "bptt" trains on one device (its lanes carry their state from step to step), and '
-            f"{strategy.num_replicas_in_sync} were found; {fix}"
-        )
-    caller_policy = keras.mixed_precision.global_policy()
+    strategy = joined or placement(config, cluster, strategy)
 
     # Only now, with the input known good, does anything get written. A worker other than
     # the chief runs every callback as the chief does (saving reads variables that all
     # workers must read together) but writes into a scratch folder of its own.
-    out = run if chief else _scratch_run_folder(run)
-    if state == NEW or not chief:
+    out = run if cluster.chief else _scratch_run_folder(run)
+    if state == NEW or not cluster.chief:
         out.create(config, vocabulary)
+    model, trainer, resumed = build_models(config, len(vocabulary), strategy, run.backup_file if state == RESUME else None)
+    out.keep_history(resumed.epoch if resumed else 0)  # a resumed run writes the later epochs' rows again
+    window_size = None if config.data.mode == "bptt" else config.data.window_size
+    generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
+    steps_per_epoch = config.train.steps_per_epoch or data.steps_per_pass
+    callbacks = [FirstStepLog(started), *run_callbacks(config, out, model, trainer, generator, opening)]
+    # Last of the run's own: it saves each epoch once the epoch's history row and checkpoint are written.
+    callbacks += [RunBackup(out.backup_file, callbacks, config.train.backup_every_steps, steps_per_epoch, resumed),
+                  *extra_callbacks]
+    losses = fit(trainer, data, strategy, cluster, callbacks, config.train.epochs, steps_per_epoch, resumed,
+                 verbose=_progress(verbose) if cluster.chief else 0)
+    if not cluster.chief:
+        return {"worker": cluster.index, "epochs_trained": len(losses)}
+    if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
+        _stop_after_nan(run)
+    return summarize(run, config, len(vocabulary), data, steps_per_epoch, started)
+
+
+def placement(config: Config, cluster: Cluster, strategy: tf.distribute.Strategy | None = None) -> tf.distribute.Strategy:
+    """Where training runs: ``strategy``, or the one ``config.train.device`` and the
+    cluster choose, checked against the config. On a worker other than the chief, this
+    package's log is warnings only from here on: the chief's log tells the run.
+
+    Raises:
+        RnnlmError: A placement the config cannot train on (bptt on several devices, a
+            batch that does not divide among the replicas), or no GPU where one was asked for.
+    """
+    strategy = strategy or select_strategy(config.train.device, cluster)
+    config.check_replicas(strategy.num_replicas_in_sync, len(cluster.workers))
+    if not cluster.chief:
+        logging.getLogger("keras_rnnlm").setLevel(logging.WARNING)
+    return strategy
+
+
+def build_models(
+    config: Config, vocabulary_size: int, strategy: tf.distribute.Strategy, backup: Path | None = None
+) -> tuple[keras.Sequential, keras.Model, TrainingState | None]:
+    """The model ``model.keras`` keeps (stock Keras layers, loss, optimizer and metrics)
+    and the model that trains its weights (the same layers, in lanes that carry their
+    state in bptt mode, the output tied to the embeddings if asked, speed paths swapped
+    in), under ``strategy`` and the configured precision; with a ``backup``, the training
+    model goes on from it, exactly (:func:`~keras_rnnlm.backup.restore_training_state`).
+
+    Returns:
+        The model, the training model and the state restored from the backup (None without one).
+    """
+    bptt = config.data.mode == "bptt"
+    caller_policy = keras.mixed_precision.global_policy()
     try:
         set_precision(config.train.precision, strategy)
         with strategy.scope():
-            # What model.keras keeps: stock Keras layers, loss, optimizer and metrics.
-            model = build_model(config.model, window_size, len(vocabulary), unroll=not on_gpu(strategy))
+            model = build_model(config.model, None if bptt else config.data.window_size, vocabulary_size,
+                                unroll=not on_gpu(strategy))
             compile_model(model, config.train)
-            # What trains model's weights: the same layers, in lanes that carry their state
-            # (bptt), the output tied to the embeddings if asked, speed paths swapped in.
             trainer = training_model(
                 model, config.train, lanes=config.data.batch_size if bptt else None,
                 bptt_steps=config.data.bptt_steps, tie_embeddings=config.model.tie_embeddings,
                 sampled_candidates=config.model.sampled_candidates if config.model.softmax == "sampled" else 0,
                 seed=config.train.seed,
             )
-            # A resumed run goes on from its backup, exactly: what came after it is trained again.
-            resumed = restore_training_state(trainer, run.backup_file) if state == RESUME else None
+            resumed = restore_training_state(trainer, backup) if backup else None
     finally:  # the models keep their policy; the caller's next model gets theirs
         keras.mixed_precision.set_global_policy(caller_policy)
     model.summary(print_fn=lambda line, **_: logger.info(line))
-
-    first_epoch, step = (resumed.epoch, resumed.step) if resumed else (0, 0)
-    out.keep_history(first_epoch)
     if resumed:
-        logger.info("resuming at epoch %d, step %d, from %s", first_epoch + 1, step, run.backup_file)
+        logger.info("resuming at epoch %d, step %d, from %s", resumed.epoch + 1, resumed.step, backup)
+    return model, trainer, resumed
 
-    generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
-    callbacks = [FirstStepLog(started), *_callbacks(config, out, model, output_rows(trainer), generator, opening)]
-    # Last: it saves each epoch once the epoch's history row and checkpoint are written.
-    callbacks.append(RunBackup(out.backup_file, callbacks, config.train.backup_every_steps, steps_per_epoch, resumed))
-    callbacks.extend(extra_callbacks)
 
-    def fit(first, steps_done=0, last=config.train.epochs):
-        """Trains epochs first..last-1, the first from batch steps_done on; the loss per epoch."""
-        if workers:  # Keras' fit does not run across workers (keras_rnnlm.multiworker)
-            return fit_across_workers(
-                trainer, strategy, data.train(first * steps_per_epoch + steps_done), data.valid, epochs=last,
-                initial_epoch=first, steps_per_epoch=steps_per_epoch - steps_done, callbacks=callbacks,
-                verbose=_progress(verbose) if chief else 0,
-            ).get("loss", [])
+def fit(
+    trainer: keras.Model, data: TrainingData, strategy: tf.distribute.Strategy, cluster: Cluster,
+    callbacks: list[keras.callbacks.Callback], epochs: int, steps_per_epoch: int, resumed: TrainingState | None,
+    verbose: int,
+) -> list[float]:
+    """Trains with Keras' ``fit`` up to ``epochs``, from the start or from where
+    ``resumed`` left off: the rest of the epoch a killed run was inside, then the others.
+    Across workers, each worker reads its share of every batch.
+
+    Returns:
+        The training loss of each epoch trained.
+
+    Raises:
+        RnnlmError: A worker stopped answering, or the workers could not reach each other.
+    """
+    first_epoch, step = (resumed.epoch, resumed.step) if resumed else (0, 0)
+
+    def batches(dataset):
+        return worker_batches(dataset, strategy) if cluster.workers else dataset
+
+    def fit_epochs(first, steps_done=0, last=epochs):
+        """Epochs first..last-1, the first from batch steps_done on."""
         return trainer.fit(
-            data.train(first * steps_per_epoch + steps_done),  # every batch from there on, endlessly
+            batches(data.train(first * steps_per_epoch + steps_done)),  # every batch from there on, endlessly
             steps_per_epoch=steps_per_epoch - steps_done,
             initial_epoch=first,
-            validation_data=data.valid,
+            validation_data=batches(data.valid),
             epochs=last,
             callbacks=callbacks,
             shuffle=False,  # The dataset orders itself: windows shuffled with the run's seed, lanes in order.
-            verbose=_progress(verbose),
+            verbose=verbose,
         ).history.get("loss", [])
 
+    started_at = int(trainer.optimizer.iterations.numpy())
     losses = []
-    if step:  # the rest of the epoch a killed run was inside, then the others
-        trainer.test_on_batch(*next(iter(data.train(0))))  # builds the metrics the backup restores
-        losses = fit(first_epoch, step, first_epoch + 1)
-        first_epoch += 1
-    if not getattr(trainer, "stop_training", False) and first_epoch < config.train.epochs:  # early stopping may have ended it
-        losses += fit(first_epoch)
-    if not chief:
-        return {"worker": worker_index(), "epochs_trained": len(losses)}
-    if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
-        _stop_after_nan(run)
+    with lost_workers_named(lambda: int(trainer.optimizer.iterations.numpy()) - started_at):
+        if step:  # the rest of the epoch a killed run was inside
+            trainer.test_on_batch(*next(iter(data.train(0))))  # builds the metrics the backup restores
+            losses = fit_epochs(first_epoch, step, first_epoch + 1)
+            first_epoch += 1
+        if not getattr(trainer, "stop_training", False) and first_epoch < epochs:  # early stopping may have ended it
+            losses += fit_epochs(first_epoch)
+    return losses
 
+
+def summarize(run: RunFolder, config: Config, vocabulary_size: int, data: TrainingData, steps_per_epoch: int,
+              started: float) -> dict:
+    """Writes ``summary.json`` from the history (the best epoch's validation figures),
+    removes the backup (nothing is left to resume) and logs the result.
+
+    Raises:
+        RnnlmError: No epoch reached a finite validation loss.
+    """
     rows = [row for row in read_history(run.history) if math.isfinite(row["val_loss"])]
     if not rows:
         raise RnnlmError(f"training wrote no finite validation loss to {run.history}; lower train.learning_rate")
     best = min(rows, key=lambda row: row["val_loss"])
     summary = {
-        "vocabulary_size": len(vocabulary),
+        "vocabulary_size": vocabulary_size,
         "mode": config.data.mode,
         "train_targets": data.train_targets,
         "steps_per_epoch": steps_per_epoch,
@@ -228,7 +282,7 @@ def _train(config, run, overwrite, strategy, extra_callbacks, verbose) -> dict:
     return summary
 
 
-def _read_corpus(config: Config, run: RunFolder, state: str) -> tuple[Vocabulary, Segments, Segments]:
+def read_corpus(config: Config, run: RunFolder, state: str) -> tuple[Vocabulary, Segments, Segments]:
     """The vocabulary and the training and validation text, from a prepared corpus when
     ``corpus.paths`` names one, else read and tokenized now. A resumed run keeps the
     vocabulary it started with.
@@ -284,30 +338,14 @@ def _package_log_level_kept():
         package.setLevel(level)
 
 
-def _check_across_workers(config: Config, workers: int, replicas: int) -> None:
-    """Refuses settings that training across workers does not support.
-
-    Raises:
-        RnnlmError: A batch that does not divide among the replicas (every worker's
-            devices), or backups inside epochs.
-    """
-    if config.data.batch_size % replicas:
-        devices = "" if replicas == workers else f" ({workers} workers, {replicas // workers} devices each)"
-        raise RnnlmError(
-            f"data.batch_size = {config.data.batch_size} does not divide among {replicas} replicas{devices}; set it to a "
-            f"multiple of {replicas} (each device reads batch_size / {replicas} windows a step)"
-        )
-    if config.train.backup_every_steps:
-        raise RnnlmError("train.backup_every_steps must be 0 across workers: a run resumes from its last epoch's backup")
-
-
-def _callbacks(
-    config: Config, run: RunFolder, model: keras.Model, rows, generator: Generator, opening: str
+def run_callbacks(
+    config: Config, run: RunFolder, model: keras.Model, trainer: keras.Model, generator: Generator, opening: str
 ) -> list[keras.callbacks.Callback]:
-    """The run's callbacks, but for the backup. Perplexity and the schedule (which logs the
-    learning rate) come before everything that logs; the output ``rows`` the training
-    model reads, if any, are copied into the model's kernel before it is saved or writes."""
-    train = config.train
+    """The run's callbacks, but for the first-step log and the backup. Perplexity and the
+    schedule (which logs the learning rate) come before everything that logs; the output
+    rows the training model reads, if it reads any, are copied into the model's kernel
+    before it is saved or writes."""
+    train, rows = config.train, output_rows(trainer)
     callbacks = [
         Perplexity(),
         *([ResetStates()] if config.data.mode == "bptt" else []),
@@ -349,10 +387,6 @@ def _stop_after_nan(run: RunFolder) -> None:
         f"the training loss became NaN (or infinite) in epoch {epoch}, so training stopped; {kept}; "
         "lower train.learning_rate or set train.clipnorm, then train again with --overwrite"
     )
-
-
-def _read_summary(run: RunFolder) -> dict:
-    return json.loads(run.summary.read_text(encoding="utf-8"))
 
 
 def _names(documents) -> str:

@@ -23,12 +23,12 @@ Example:
 
 from __future__ import annotations
 
-if __name__ == "__main__":  # python -m keras_rnnlm.tune: checked before TensorFlow loads (keras_rnnlm.commands)
+if __name__ == "__main__":  # python -m keras_rnnlm.tune: the arguments are checked before TensorFlow loads
     import sys
 
-    from keras_rnnlm import cli, commands
+    from keras_rnnlm import cli
 
-    sys.exit(cli.run(commands.tune))
+    sys.exit(cli.main("tune"))
 
 import contextlib
 import csv
@@ -38,7 +38,6 @@ import io
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -50,8 +49,10 @@ from keras_rnnlm.config import Config, config_to_dict, config_to_toml
 from keras_rnnlm.corpus import find_documents
 from keras_rnnlm.devices import select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.keras_private import keras_tuner_tracebacks_off
 from keras_rnnlm.prepare import prepare
-from keras_rnnlm.runs import RunFolder, write_atomically
+from keras_rnnlm.files import write_atomically, written_atomically, written_folder
+from keras_rnnlm.runs import RunFolder
 from keras_rnnlm.search_space import Dimension, config_with
 from keras_rnnlm.shards import prepared_settings
 from keras_rnnlm.train import train
@@ -292,11 +293,8 @@ class Search:
         header = (f"# The best trial (trial {best['trial']}) of the search in {self.folder}: validation perplexity "
                   f"{best['val_perplexity']:.2f}.\n# Train it again: python -m keras_rnnlm.train --config {self.folder / 'best.toml'}\n\n")
         write_atomically(self.folder / "best.toml", header + config_to_toml(config))
-        partial = self.folder / ".best.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(self.folder / "trials" / best["trial"], partial)
-        shutil.rmtree(self.folder / "best", ignore_errors=True)
-        os.replace(partial, self.folder / "best")
+        with written_folder(self.folder / "best") as partial:
+            shutil.copytree(self.folder / "trials" / best["trial"], partial, dirs_exist_ok=True)
         self.state["best"] = best["trial"]
         self.save_state()
 
@@ -447,20 +445,19 @@ def _shown(value) -> str:
 def _trials_quiet():
     """keras_rnnlm's log at warnings, the search's at INFO, and KerasTuner's tracebacks of
     failed trials off, for a while."""
-    # KerasTuner prints the traceback of every failed trial while its DEBUG flag is on (the
-    # default; it has no public setter). A failed trial here is a combination of values
-    # the config refuses, which the search logs in one line, so the flag is turned off;
-    # tests/test_tune.py fails if KerasTuner moves it.
-    from keras_tuner.src import config as keras_tuner_config
-
     package = logging.getLogger("keras_rnnlm")
-    kept = package.level, logger.level, keras_tuner_config.DEBUG
+    kept = package.level, logger.level
     package.setLevel(logging.WARNING)
     logger.setLevel(logging.INFO)
-    keras_tuner_config.DEBUG = False
     try:
-        yield
+        with keras_tuner_tracebacks_off():
+            yield
     finally:
         package.setLevel(kept[0])
         logger.setLevel(kept[1])
-        keras_tuner_config.DEBUG = kept[2]
+
+
+def main(args) -> int:
+    """``python -m keras_rnnlm.tune``, its arguments checked (:func:`keras_rnnlm.arguments.tune`)."""
+    tune(args.config, args.space, args.folder, args.strategy, args.max_trials, args.max_minutes, args.overwrite)
+    return 0

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from keras_rnnlm.cli import tensorflow_notices_dropped
+from keras_rnnlm.notices import tensorflow_notices_dropped
 
 # Runs a command as `python -m` does, then records whether TensorFlow was imported and the
 # exit status in the file named by its first argument (stdout and stderr stay the command's).
@@ -56,7 +56,7 @@ def write(path, data):
         ("keras_rnnlm.export", ["--model", "nowhere"], "error: nowhere is not a keras_rnnlm run"),
         ("keras_rnnlm.generate", ["--model", "untrained", "--prompt", "caf\udce9"], "error: the prompt is not valid UTF-8 (at character 4)"),
         ("keras_rnnlm.generate", ["--model", "untrained", "--num-samples", "1000000"], "error: --num-samples must be between 1 and 1,000"),
-        ("keras_rnnlm.generate", ["--model", "untrained", "--seed", "99999999999"], "error: --seed must be between 0 and 2,147,483,647"),
+        ("keras_rnnlm.generate", ["--model", "untrained", "--seed", "99999999999"], "error: the seed must be between 0 and 2,147,483,647"),
         ("keras_rnnlm.train", ["--set", "data.window_size=100000000"], "error: data.window_size = 100000000 is out of range"),
     ],
 )

@@ -5,7 +5,6 @@ import numpy as np
 from keras_rnnlm import cli
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.data import lanes
-from keras_rnnlm.commands import evaluate as main
 from keras_rnnlm.evaluate import evaluate, score_lanes
 from keras_rnnlm.model import build_model, compile_model
 
@@ -31,7 +30,7 @@ def test_evaluate_says_how_a_bptt_run_scored_its_text(bptt_run, corpora, capsys)
     scores = evaluate(bptt_run, [corpora / "alternating.txt"])
     assert scores["tokens"] == 14 * 60 and "10 lanes side by side, the state carried" in scores["scoring"]
     assert scores["perplexity"] < 1.5  # it has learned the text
-    assert cli.run(main, ["--model", str(bptt_run), "--text", str(corpora / "alternating.txt")]) == 0
+    assert cli.main("evaluate", ["--model", str(bptt_run), "--text", str(corpora / "alternating.txt")]) == 0
     out = capsys.readouterr().out
     assert "tokens evaluated: 840 (in order, 10 lanes side by side" in out
     assert f"perplexity:       {scores['perplexity']:.2f}" in out

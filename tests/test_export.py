@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from keras_rnnlm import cli
-from keras_rnnlm.commands import export as main
 from keras_rnnlm.export import SIGNATURES, export_run
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.sampling import Sampling
@@ -176,17 +175,17 @@ def test_the_export_folder_describes_its_signatures(runs):
 
 def test_cli_replaces_an_earlier_export_and_refuses_other_folders(runs, tmp_path, capsys):
     out = tmp_path / "exported"
-    assert cli.run(main, ["--model", str(runs / "song" / "run"), "--out", str(out)]) == 0
+    assert cli.main("export", ["--model", str(runs / "song" / "run"), "--out", str(out)]) == 0
     (out / "stale").write_text("from the first export")
-    assert cli.run(main, ["--model", str(runs / "song" / "run"), "--out", str(out)]) == 0
+    assert cli.main("export", ["--model", str(runs / "song" / "run"), "--out", str(out)]) == 0
     assert (out / "saved_model.pb").is_file() and not (out / "stale").exists()
     assert [path.name for path in tmp_path.iterdir()] == ["exported"]  # no temporary folders left
 
     (tmp_path / "notes").mkdir()
     capsys.readouterr()
-    assert cli.run(main, ["--model", str(runs / "song" / "run"), "--out", str(tmp_path / "notes")]) == 2
+    assert cli.main("export", ["--model", str(runs / "song" / "run"), "--out", str(tmp_path / "notes")]) == 2
     assert "is not a SavedModel; choose another --out" in capsys.readouterr().err
-    assert cli.run(main, ["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert cli.main("export", ["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "is not a keras_rnnlm run" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 

@@ -9,7 +9,6 @@ import tensorflow as tf
 from conftest import NAMES
 from keras_rnnlm import cli
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.commands import generate as main
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.runs import latest_run
 from keras_rnnlm.sampling import Sampling
@@ -89,7 +88,7 @@ def test_the_batch_parts_do_not_change_the_text(song, parts):
 
 
 def generate_cli(capsys, *argv):
-    status = cli.run(main, list(argv))
+    status = cli.main("generate", list(argv))
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 

@@ -14,14 +14,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 from conftest import SONG, small_config
 
 from keras_rnnlm import cli
-from keras_rnnlm.commands import launch
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.multiworker import cluster_workers, worker_index
-from keras_rnnlm.train import _check_across_workers
+from keras_rnnlm.multiworker import Cluster
 
 SETTINGS = ["--set", "data.batch_size=16", "--set", "model.units=32", "--set", "model.embedding_dim=16",
             "--set", "model.dropout=0.0", "--set", 'train.precision="float32"', "--set", "train.tensorboard=false",
@@ -56,9 +53,10 @@ def test_two_workers_train_the_weights_one_worker_trains_and_only_the_chief_writ
 
 
 def test_a_worker_with_several_devices_gives_each_its_piece_of_the_batch(tmp_path):
-    """A GPU box per worker: ``fit_across_workers`` over two local devices (logical CPUs,
-    in a fresh process, under MirroredStrategy: MultiWorkerMirroredStrategy takes only
-    GPUs as local devices) trains the weights ``fit`` trains on one, clipping included."""
+    """A GPU box per worker: ``fit`` on its batches cut into one piece per local device
+    (``worker_batches``; two logical CPUs, in a fresh process, under MirroredStrategy:
+    MultiWorkerMirroredStrategy takes only GPUs as local devices) trains the weights
+    ``fit`` trains on one device, clipping included."""
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
@@ -71,7 +69,7 @@ def test_a_worker_with_several_devices_gives_each_its_piece_of_the_batch(tmp_pat
         from keras_rnnlm.data import training_data
         from keras_rnnlm.callbacks import OutputKernel
         from keras_rnnlm.model import build_model, compile_model, output_rows, training_model
-        from keras_rnnlm.multiworker import fit_across_workers
+        from keras_rnnlm.multiworker import worker_batches
 
         config = small_config([], train={{"clipnorm": 0.1}})  # clipping acts at every step
         tokens = np.random.default_rng(0).integers(2, 40, 3000).astype(np.int32)
@@ -85,11 +83,11 @@ def test_a_worker_with_several_devices_gives_each_its_piece_of_the_batch(tmp_pat
                 trainer = training_model(model, config.train, sampled_candidates=sampled_candidates)
             # Sampled: the rows brought current (Adam's catch-up) before validation and copied into the kernel.
             callbacks = [OutputKernel(model, output_rows(trainer))] if sampled_candidates else []
-            arguments = dict(epochs=2, steps_per_epoch=10, verbose=0, callbacks=callbacks)
-            if strategy.num_replicas_in_sync == 1:
-                history = trainer.fit(data.train(0), validation_data=data.valid, shuffle=False, **arguments).history
-            else:
-                history = fit_across_workers(trainer, strategy, data.train(0), data.valid, initial_epoch=0, **arguments)
+            def batches(dataset):
+                return dataset if strategy.num_replicas_in_sync == 1 else worker_batches(dataset, strategy)
+
+            history = trainer.fit(batches(data.train(0)), validation_data=batches(data.valid), shuffle=False, epochs=2,
+                                  steps_per_epoch=10, verbose=0, callbacks=callbacks).history
             return model.get_weights(), history
 
         # One strategy object for both runs: two over the same devices share collective keys.
@@ -105,58 +103,55 @@ def test_a_worker_with_several_devices_gives_each_its_piece_of_the_batch(tmp_pat
     assert len(differences) == 2 and max(differences) < 1e-5, result.stdout
 
 
-def test_clipping_measures_a_sparse_gradient_with_its_repeated_rows_added_up():
-    """A token twice in a batch: two slices of 1 for row 0, an applied gradient of norm 2.
-    Keras' own clipping measures sqrt(2) and would step -1.41; the norm of what is applied
-    clips it to -1."""
-    from keras_rnnlm.multiworker import clipping_the_summed_gradient
-
-    variable = keras.Variable(np.zeros((3, 1), np.float32))
-    optimizer = clipping_the_summed_gradient(keras.optimizers.SGD)(learning_rate=1.0, global_clipnorm=1.0)
-    gradient = tf.IndexedSlices(tf.ones((2, 1)), tf.constant([0, 0]), tf.constant([3, 1]))
-    optimizer.apply_gradients([(gradient, variable)])
-    np.testing.assert_allclose(variable.numpy()[:, 0], [-1.0, 0.0, 0.0], rtol=1e-6)
-
-
 def test_tf_config_names_the_cluster_or_is_a_one_line_error(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    assert cluster_workers() == [] and worker_index() == 0
+    assert Cluster.from_environment() == Cluster() and Cluster().chief and Cluster().shard == (0, 1)
     cluster = {"worker": ["localhost:1", "localhost:2"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
-    assert cluster_workers() == cluster["worker"] and worker_index() == 1
+    assert Cluster.from_environment() == Cluster(("localhost:1", "localhost:2"), 1)
+    assert not Cluster.from_environment().chief and Cluster.from_environment().shard == (1, 2)
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 2}}))
     with pytest.raises(RnnlmError, match="index 2, but the cluster has workers 0 to 1 only"):
-        cluster_workers()
+        Cluster.from_environment()
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(RnnlmError, match="TF_CONFIG is not a cluster description"):
-        cluster_workers()
+        Cluster.from_environment()
 
 
 def test_settings_that_cannot_train_across_workers_are_refused(song_file):
     with pytest.raises(RnnlmError, match="data.batch_size = 15 does not divide among 2 replicas; set it to a multiple of 2"):
-        _check_across_workers(small_config([song_file], data={"batch_size": 15}), 2, 2)
+        small_config([song_file], data={"batch_size": 15}).check_replicas(2, 2)
     with pytest.raises(RnnlmError, match=r"data.batch_size = 18 does not divide among 4 replicas \(2 workers, 2 devices each\)"):
-        _check_across_workers(small_config([song_file], data={"batch_size": 18}), 2, 4)
+        small_config([song_file], data={"batch_size": 18}).check_replicas(4, 2)
     with pytest.raises(RnnlmError, match="train.backup_every_steps must be 0 across workers"):
-        _check_across_workers(small_config([song_file], train={"backup_every_steps": 5}), 2, 2)
-    _check_across_workers(small_config([song_file]), 2, 4)
+        small_config([song_file], train={"backup_every_steps": 5}).check_replicas(2, 2)
+    bptt = small_config([song_file], data={"mode": "bptt"})
+    with pytest.raises(RnnlmError, match="trains on one device .* 2 were found; train it on one machine, without TF_CONFIG"):
+        bptt.check_replicas(2, 2)
+    with pytest.raises(RnnlmError, match="2 were found; pass --device cpu, or make one GPU visible"):
+        bptt.check_replicas(2)
+    small_config([song_file]).check_replicas(4, 2)
+    small_config([song_file], data={"batch_size": 15}).check_replicas(2)  # one machine: Keras splits any batch
 
 
 def test_launch_stops_every_worker_when_one_fails_and_names_it(tmp_path, capsys):
     (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
     argv = ["--workers", "2", "--", "--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"),
-            "--set", 'data.mode="bptt"', "--set", "data.batch_size=2", "--set", "data.bptt_steps=5"]  # refused by the workers, once they have joined
-    assert cli.run(launch, argv) == 2
+            "--set", 'model.softmax="sampled"', "--set", "model.sampled_candidates=500"]  # refused by the workers, once they know the vocabulary
+    assert cli.main("launch", argv) == 2
     err = capsys.readouterr().err
-    assert 'data.mode = "bptt" trains on one device' in err and "train it on one machine, without TF_CONFIG" in err
+    assert "model.sampled_candidates = 500 is not below the vocabulary's" in err
     assert err.strip().splitlines()[-1].startswith("error: worker ") and "so the other workers were stopped" in err
     # A mistake in the train arguments is found before any worker starts: one line.
-    assert cli.run(launch, ["--workers", "2", "--", "--corpus", str(tmp_path / "missing.txt")]) == 2
+    assert cli.main("launch", ["--workers", "2", "--", "--corpus", str(tmp_path / "missing.txt")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: corpus path {tmp_path / 'missing.txt'} does not exist; check the path or pass --corpus FILE"
     ]
-    assert cli.run(launch, ["--workers", "1", "--"]) == 2
+    assert cli.main("launch", ["--workers", "1", "--"]) == 2
     assert "--workers must be at least 2" in capsys.readouterr().err
+    bptt = ["--set", 'data.mode="bptt"', "--set", "data.batch_size=2", "--set", "data.bptt_steps=5"]
+    assert cli.main("launch", ["--workers", "2", "--", "--corpus", str(tmp_path / "song.txt"), *bptt]) == 2
+    assert "train it on one machine, without TF_CONFIG" in capsys.readouterr().err  # before any worker starts
 
 
 def _pids_of_worker(index: int, marker: str) -> list[int]:

@@ -9,8 +9,6 @@ import pytest
 from conftest import small_config
 
 from keras_rnnlm import cli, corpus, prepare
-from keras_rnnlm.commands import prepare as prepare_command
-from keras_rnnlm.commands import train as train_command
 from keras_rnnlm.corpus import corpus_documents
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.shards import PreparedCorpus
@@ -123,26 +121,26 @@ def test_prepare_and_train_from_the_command_line(corpora, tmp_path, capsys, monk
 
 
     out = tmp_path / "prepared"
-    assert cli.run(prepare_command, ["--corpus", str(corpora / "song.txt"), "--out", str(out), "--set", "vocab.max_size=50"]) == 0
+    assert cli.main("prepare", ["--corpus", str(corpora / "song.txt"), "--out", str(out), "--set", "vocab.max_size=50"]) == 0
     assert f"train from it: python -m keras_rnnlm.train --data {out} --set vocab.max_size=50" in capsys.readouterr().err
-    assert cli.run(prepare_command, ["--corpus", str(corpora / "song.txt"), "--out", str(out), "--set", "vocab.max_size=50"]) == 0
+    assert cli.main("prepare", ["--corpus", str(corpora / "song.txt"), "--out", str(out), "--set", "vocab.max_size=50"]) == 0
     assert "already prepared" in capsys.readouterr().err
 
     # Training from the shards reads what training from the text reads: the same history.
     common = ["--output-dir", str(tmp_path / "runs"), "--set", "vocab.max_size=50", "--set", "data.batch_size=16",
               "--set", "model.units=16", "--set", "model.embedding_dim=8", "--set", "train.sample_length=0",
               "--set", "train.tensorboard=false", "--set", "train.precision='float32'", "--epochs", "2"]
-    assert cli.run(train_command, ["--data", str(out), "--run-name", "shards", *common]) == 0
+    assert cli.main("train", ["--data", str(out), "--run-name", "shards", *common]) == 0
     assert f"corpus: prepared corpus {out}: 680 tokens from 1 document(s)" in capsys.readouterr().err
     monkeypatch.setattr(keras_rnnlm.train, "PREPARE_HINT_BYTES", 2000)  # the song is 2,560 bytes
-    assert cli.run(train_command, ["--corpus", str(corpora / "song.txt"), "--run-name", "text", *common]) == 0
+    assert cli.main("train", ["--corpus", str(corpora / "song.txt"), "--run-name", "text", *common]) == 0
     assert "python -m keras_rnnlm.prepare (the same --corpus" in capsys.readouterr().err
     shards, text = ((tmp_path / "runs" / name / "history.csv").read_text() for name in ("shards", "text"))
     assert shards == text and len(shards.splitlines()) == 3
 
 
 def refusal(capsys, command, argv):
-    assert cli.run(command, argv) == 2
+    assert cli.main(command, argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     return lines[0]
@@ -154,7 +152,7 @@ def test_a_truncated_or_altered_shard_is_named(corpora, tmp_path, capsys):
     shard = out / "train-00001.bin"
     original = shard.read_bytes()
     shard.write_bytes(original[:-2])
-    message = refusal(capsys, train_command, ["--data", str(out), "--output-dir", str(tmp_path / "runs")])
+    message = refusal(capsys, "train", ["--data", str(out), "--output-dir", str(tmp_path / "runs")])
     assert f"{shard} has 198 bytes where the manifest says 200 (truncated" in message
 
     shard.write_bytes(bytes([original[0] ^ 1]) + original[1:])  # same size, one bit flipped
@@ -162,27 +160,27 @@ def test_a_truncated_or_altered_shard_is_named(corpora, tmp_path, capsys):
     with pytest.raises(RnnlmError, match=f"{shard} is altered"):
         PreparedCorpus(out).check_files()
     (out / "manifest.json").write_text("{", encoding="utf-8")
-    assert "manifest.json is damaged" in refusal(capsys, train_command, ["--data", str(out)])
+    assert "manifest.json is damaged" in refusal(capsys, "train", ["--data", str(out)])
 
 
 def test_settings_that_differ_from_the_prepared_ones_are_refused(corpora, tmp_path, capsys):
     out = tmp_path / "prepared"
     prepare.prepare(small_config([corpora / "song.txt"], vocab={"max_size": 50}), out)
-    message = refusal(capsys, train_command, ["--data", str(out), "--output-dir", str(tmp_path / "runs")])
+    message = refusal(capsys, "train", ["--data", str(out), "--output-dir", str(tmp_path / "runs")])
     assert message == (f"error: vocab.max_size = 10000 differs from the 50 that {out} was prepared with; "
                        "pass --set vocab.max_size=50, or prepare the corpus again with these settings")
-    message = refusal(capsys, train_command, ["--data", str(out), "--set", "vocab.max_size=50", "--set", "corpus.level=char"])
+    message = refusal(capsys, "train", ["--data", str(out), "--set", "vocab.max_size=50", "--set", "corpus.level=char"])
     assert message.startswith('error: corpus.level = "char" differs from the "word"')
-    assert "either --data" in refusal(capsys, train_command, ["--data", str(out), "--corpus", str(corpora / "song.txt")])
-    assert "is not a prepared corpus" in refusal(capsys, train_command, ["--data", str(corpora)])
+    assert "either --data" in refusal(capsys, "train", ["--data", str(out), "--corpus", str(corpora / "song.txt")])
+    assert "is not a prepared corpus" in refusal(capsys, "train", ["--data", str(corpora)])
 
 
 def test_a_prepared_corpus_shorter_than_a_window_is_refused_as_text_is(tmp_path, capsys):
     (tmp_path / "short.txt").write_text("bad\n", encoding="utf-8")
     out = tmp_path / "prepared"
-    assert cli.run(prepare_command, ["--corpus", str(tmp_path / "short.txt"), "--out", str(out)]) == 0
+    assert cli.main("prepare", ["--corpus", str(tmp_path / "short.txt"), "--out", str(out)]) == 0
     capsys.readouterr()
-    assert cli.run(train_command, ["--data", str(out), "--output-dir", str(tmp_path / "runs")]) == 2
+    assert cli.main("train", ["--data", str(out), "--output-dir", str(tmp_path / "runs")]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: the corpus has only 2 training tokens, fewer than window_size + 1 = 6; give more text or a smaller data.window_size"
     )
@@ -194,15 +192,15 @@ def test_prepare_never_overwrites_a_folder_of_the_users(corpora, tmp_path, capsy
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me", encoding="utf-8")
     argv = ["--corpus", str(corpora / "song.txt"), "--out", str(folder), "--overwrite"]
-    assert "is not a prepared corpus; choose another --out" in refusal(capsys, prepare_command, argv)
+    assert "is not a prepared corpus; choose another --out" in refusal(capsys, "prepare", argv)
     assert (folder / "notes.txt").read_text(encoding="utf-8") == "keep me"
 
     out = tmp_path / "prepared"
-    assert cli.run(prepare_command, ["--corpus", str(corpora / "song.txt"), "--out", str(out)]) == 0
+    assert cli.main("prepare", ["--corpus", str(corpora / "song.txt"), "--out", str(out)]) == 0
     capsys.readouterr()
     argv = ["--corpus", str(corpora / "names.txt"), "--out", str(out)]
-    assert "holds a corpus prepared from other text or settings" in refusal(capsys, prepare_command, argv)
-    assert cli.run(prepare_command, [*argv, "--overwrite"]) == 0
+    assert "holds a corpus prepared from other text or settings" in refusal(capsys, "prepare", argv)
+    assert cli.main("prepare", [*argv, "--overwrite"]) == 0
     assert json.loads((out / "manifest.json").read_text())["sources"][0]["name"].endswith("names.txt")
 
 
@@ -238,8 +236,8 @@ def test_a_prepare_killed_with_sigkill_resumes_to_the_same_files(tmp_path):
     rng = np.random.default_rng(1)
     words = np.array([f"w{number}" for number in range(3000)])
     (tmp_path / "big.txt").write_text("\n".join(" ".join(rng.choice(words, 12)) for _ in range(60_000)) + "\n", encoding="utf-8")
-    run = ("import sys; from keras_rnnlm import cli, commands, corpus, prepare; corpus.BLOCK_BYTES = 20_000; "
-           "prepare.CHECKPOINT_BYTES = 100_000; sys.exit(cli.run(commands.prepare, sys.argv[1:]))")
+    run = ("import sys; from keras_rnnlm import cli, corpus, prepare; corpus.BLOCK_BYTES = 20_000; "
+           "prepare.CHECKPOINT_BYTES = 100_000; sys.exit(cli.main('prepare', sys.argv[1:]))")
 
     def prepare_into(out):
         return [sys.executable, "-c", run, "--corpus", str(tmp_path / "big.txt"), "--out", str(out), "--shard-tokens", "100000"]

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 from keras_rnnlm.config import config_keys
-from keras_rnnlm.commands import train_parser as build_parser
+from keras_rnnlm.arguments import train_parser as build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from keras_rnnlm import cli, commands
+from keras_rnnlm import cli
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.runs import RunFolder, _upgraded
@@ -95,9 +95,9 @@ def damaged_copy(tmp_path, run, name, damage):
 )
 def test_a_damaged_file_is_named_in_one_line_by_every_command(tmp_path, song_run, song_file, capsys, name, damage, message):
     run = damaged_copy(tmp_path, song_run, name, damage)
-    for command, argv in ((commands.generate, ["--model", str(run)]), (commands.evaluate, ["--model", str(run), "--text", str(song_file)]),
-                          (commands.export, ["--model", str(run), "--out", str(tmp_path / "exported")])):
-        assert cli.run(command, argv) == 2
+    for command, argv in (("generate", ["--model", str(run)]), ("evaluate", ["--model", str(run), "--text", str(song_file)]),
+                          ("export", ["--model", str(run), "--out", str(tmp_path / "exported")])):
+        assert cli.main(command, argv) == 2
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and re.search(message, err), err
     assert not (tmp_path / "exported").exists()

@@ -9,8 +9,7 @@ from conftest import small_config
 
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model, copy_output_rows, output_rows, training_model
-from keras_rnnlm.sampled_softmax import LogUniformCandidates, SampledSoftmaxTrainer, SparseRowsAdam, sampled_cross_entropy
-from keras_rnnlm.speedups import FusedAdam
+from keras_rnnlm.sampled_softmax import LogUniformCandidates, SampledSoftmaxTrainer, sampled_cross_entropy
 from keras_rnnlm.train import train
 
 RNG = np.random.default_rng(0)
@@ -51,39 +50,6 @@ def test_candidates_are_distinct_follow_zipf_and_depend_on_the_seed_only():
     assert np.isclose(sampler.expected_counts.numpy().sum(), 10)
     again = sampler(IDS[:3] % 100, tf.constant([1, 7], tf.int64))[0].numpy()
     np.testing.assert_array_equal(again, drawn[7])
-
-
-def adam_on_sparse_gradients(optimizer, steps, touched, rows=200, units=4):
-    """The weights after ``steps`` sparse gradients, each naming ``touched`` rows drawn
-    at random (with repeats), from the same start and gradients whatever ``optimizer``."""
-    rng = np.random.default_rng(1)
-    start = rng.normal(size=(rows, units)).astype(np.float32)
-    weight = keras.Variable(start)
-    step = tf.function(lambda values, indices: optimizer.apply(
-        [tf.IndexedSlices(values, indices, tf.constant([rows, units]))], [weight]))
-    for _ in range(steps):
-        step(tf.constant(rng.normal(size=(touched, units)) * 0.1, tf.float32), tf.constant(rng.integers(0, rows, touched)))
-    if isinstance(optimizer, SparseRowsAdam):
-        optimizer.catch_up()
-    return start, weight.numpy()
-
-
-def test_sparse_rows_adam_touching_every_row_is_adam():
-    _, dense = adam_on_sparse_gradients(FusedAdam(0.01), steps=50, touched=2000)
-    _, sparse = adam_on_sparse_gradients(SparseRowsAdam(0.01), steps=50, touched=2000)
-    np.testing.assert_allclose(sparse, dense, rtol=1e-5, atol=1e-6)
-
-
-def test_sparse_rows_adam_moves_the_rows_a_step_did_not_touch_as_dense_adam_does():
-    """Each step touches 8 of 200 rows, so a row sits out about 25 steps between touches.
-    Dense Adam keeps moving it by its momentum; skipping those steps ("lazy" Adam) left
-    the weights 21% of their movement away from dense Adam's, taking them when the row is
-    next touched leaves them 0.4% away (after 2,000 steps; the rest is Adam's rate, which
-    changes while a row sits out and is taken at one step)."""
-    start, dense = adam_on_sparse_gradients(FusedAdam(0.01), steps=2000, touched=8)
-    _, sparse = adam_on_sparse_gradients(SparseRowsAdam(0.01), steps=2000, touched=8)
-    movement = np.abs(dense - start).max()
-    assert np.abs(sparse - dense).max() < 0.01 * movement
 
 
 def test_a_model_trained_with_sampling_validates_with_the_full_softmax(song_file):

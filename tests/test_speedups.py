@@ -9,11 +9,8 @@ from keras_rnnlm import speedups
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.model import build_model, compile_model, training_model
 from keras_rnnlm.speedups import (
-    FusedAdam,
     NextTokenCrossEntropy,
     WindowLSTM,
-    adam_moments,
-    copy_optimizer_state,
     takes_window_path,
 )
 
@@ -114,79 +111,3 @@ def test_next_token_loss_stays_finite_when_the_target_probability_underflows():
     np.testing.assert_allclose(tape.gradient(loss, logits), [[-1.0, 1.0, 0.0]], atol=1e-6)  # softmax - one-hot
 
 
-def adam_steps(optimizer, start, gradients):
-    weights = [keras.Variable(value) for value in start]
-    for step in gradients:
-        optimizer.apply(step, weights)
-    return weights
-
-
-def sparse_and_dense_gradients(steps=5):
-    rng = np.random.default_rng(0)
-    start = [rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(8,)).astype(np.float32)]
-    gradients = [
-        [tf.IndexedSlices(tf.constant(rng.normal(size=(3, 8)), tf.float32), tf.constant([4, 9, 7]), tf.constant([50, 8])),
-         tf.constant(rng.normal(size=(8,)), tf.float32)]
-        for _ in range(steps)
-    ]  # an Embedding's sparse gradient and a dense one
-    return start, gradients
-
-
-def test_fused_adam_updates_weights_as_keras_adam_does():
-    start, gradients = sparse_and_dense_gradients()
-    keras_weights = adam_steps(keras.optimizers.Adam(0.01, global_clipnorm=1.0), start, gradients)
-    fused_weights = adam_steps(FusedAdam(0.01, global_clipnorm=1.0), start, gradients)
-    for keras_weight, fused_weight, start_weight in zip(keras_weights, fused_weights, start, strict=True):
-        assert not np.allclose(fused_weight, start_weight)
-        np.testing.assert_allclose(fused_weight, keras_weight, rtol=1e-5, atol=1e-6)
-
-
-def test_fused_adam_squares_a_repeated_rows_summed_gradient_as_adam_defines():
-    """An Embedding's gradient lists a row once per occurrence of its token. Adam's second
-    moment is of the row's gradient, (g1 + g2)^2, which is what FusedAdam (like tf.keras'
-    and PyTorch's Adam) computes; Keras 3's Adam squares the slices before summing them."""
-    gradient = tf.IndexedSlices(tf.constant([[1.0], [2.0]]), tf.constant([0, 0]), tf.constant([2, 1]))
-    optimizer = FusedAdam(0.1, beta_2=0.99)
-    weight = keras.Variable(np.zeros((2, 1), np.float32))
-    optimizer.apply([gradient], [weight])
-    _, velocity = adam_moments(optimizer, weight)
-    np.testing.assert_allclose(velocity.numpy(), [[0.01 * 3.0**2], [0.0]], rtol=1e-6)
-
-
-def test_adam_moments_are_the_variables_keras_adam_updates():
-    """The one reach into Keras' private attributes: this fails if Keras changes them."""
-    optimizer = keras.optimizers.Adam(0.1, beta_1=0.9, beta_2=0.99)
-    weight = keras.Variable(np.zeros(3, np.float32))
-    optimizer.apply([tf.constant([1.0, 2.0, -4.0])], [weight])
-    momentum, velocity = adam_moments(optimizer, weight)
-    assert adam_moments(optimizer, keras.Variable(np.zeros(3, np.float32))) is None  # not trained by it
-    np.testing.assert_allclose(momentum.numpy(), 0.1 * np.array([1.0, 2.0, -4.0]), rtol=1e-6)
-    np.testing.assert_allclose(velocity.numpy(), 0.01 * np.array([1.0, 4.0, 16.0]), rtol=1e-6)
-
-
-def test_the_trained_optimizer_state_carries_over_to_the_stock_optimizer():
-    start, gradients = sparse_and_dense_gradients(steps=6)
-    fused = FusedAdam(0.01)
-    weights = adam_steps(fused, start, gradients[:3])
-    fused.learning_rate = 0.005  # as ReduceLROnPlateau sets it
-    stock = keras.optimizers.Adam(0.01)
-    stock.build(weights)  # the same variables, as the saved model shares the training model's
-    copy_optimizer_state(fused, stock, weights)
-    assert int(stock.iterations.numpy()) == 3 and float(stock.learning_rate) == pytest.approx(0.005)
-
-    snapshot = [weight.numpy() for weight in weights]
-    results = []
-    for optimizer in (fused, stock):  # both go on from the same state
-        for weight, value in zip(weights, snapshot, strict=True):
-            weight.assign(value)
-        for step in gradients[3:]:
-            optimizer.apply(step, weights)
-        results.append([weight.numpy() for weight in weights])
-    for fused_weight, stock_weight in zip(*results, strict=True):
-        np.testing.assert_allclose(stock_weight, fused_weight, rtol=1e-5, atol=1e-6)
-
-    untied = [keras.Variable(np.ones((3, 3), np.float32))]  # trained by the stock optimizer only
-    other = keras.optimizers.Adam(0.01)
-    other.build(untied)
-    copy_optimizer_state(fused, other, untied)
-    assert int(other.iterations.numpy()) == 6 and not np.any(adam_moments(other, untied[0])[0].numpy())

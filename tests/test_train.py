@@ -13,11 +13,10 @@ import tensorflow as tf
 
 from conftest import SONG, small_config
 from keras_rnnlm import cli
-from keras_rnnlm.cli import NOTICES
+from keras_rnnlm.notices import NOTICES
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.runs import read_history
-from keras_rnnlm.commands import train as main
 from keras_rnnlm.train import train
 from keras_rnnlm.vocab import Vocabulary
 
@@ -236,7 +235,7 @@ def test_a_diverging_loss_stops_training_with_a_clear_error(song_file, tmp_path)
 
 
 def run_cli(capsys, *argv):
-    status = cli.run(main, list(argv))
+    status = cli.main("train", list(argv))
     return status, capsys.readouterr().err
 
 
@@ -318,11 +317,10 @@ def test_cli_end_to_end_on_the_tiny_config(song_file, tmp_path, capsys):
                               "--text", str(song_file)], capture_output=True, text=True, timeout=600)
     assert verbose.returncode == 0 and NOTICES.search(verbose.stderr.encode())  # --verbose shows them
 
-    from keras_rnnlm import commands
 
-    assert cli.run(commands.evaluate, ["--model", str(out / "tiny"), "--text", str(song_file)]) == 0
+    assert cli.main("evaluate", ["--model", str(out / "tiny"), "--text", str(song_file)]) == 0
     printed = capsys.readouterr().out
     assert f"tokens evaluated: {len(song_file.read_text().split()) + 80:,} (each token from the 5 before it)" in printed
     assert "perplexity:" in printed and "bits/token" in printed
-    assert cli.run(commands.evaluate, ["--model", str(tmp_path / "nope"), "--text", str(song_file)]) == 2
+    assert cli.main("evaluate", ["--model", str(tmp_path / "nope"), "--text", str(song_file)]) == 2
     assert "not a keras_rnnlm run" in capsys.readouterr().err

@@ -13,7 +13,7 @@ import keras
 import pytest
 from conftest import small_config
 
-from keras_rnnlm import cli, commands
+from keras_rnnlm import cli
 from keras_rnnlm.config import config_to_toml, load_config
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
@@ -52,7 +52,7 @@ def trials_table(tuning):
 def searched(search_files, tmp_path_factory):
     """An uninterrupted 3-trial search, run through the CLI."""
     output = tmp_path_factory.mktemp("searched")
-    assert cli.run(commands.tune, tune_arguments(search_files, output)) == 0
+    assert cli.main("tune", tune_arguments(search_files, output)) == 0
     return output / "search"
 
 
@@ -116,7 +116,7 @@ def test_a_trial_whose_values_do_not_go_together_fails_alone_in_one_line(search_
     (tmp_path / "tie.toml").write_text("model.tie_embeddings = [true]\nmodel.units = [16, 32]\n", encoding="utf-8")
     arguments = tune_arguments(search_files, tmp_path)
     arguments[arguments.index("--search") + 1] = str(tmp_path / "tie.toml")
-    assert cli.run(commands.tune, arguments) == 0
+    assert cli.main("tune", arguments) == 0
     table = {row["model.units"]: row for row in csv.DictReader(open(tmp_path / "search" / "trials.csv", encoding="utf-8"))}
     assert table["16"]["status"] == "completed" and table["16"]["model.tie_embeddings"] == "True"
     assert table["32"]["status"] == "failed" and "model.tie_embeddings needs model.embedding_dim" in table["32"]["note"]
@@ -157,6 +157,6 @@ def test_a_value_refused_alone_is_searched_if_other_searched_values_make_it_vali
 def test_tuning_without_keras_tuner_names_the_install_command(search_files, tmp_path, monkeypatch, capsys):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "keras_tuner" else find_spec(name, *rest))
-    assert cli.run(commands.tune, tune_arguments(search_files, tmp_path)) == 2
+    assert cli.main("tune", tune_arguments(search_files, tmp_path)) == 2
     assert capsys.readouterr().err.strip() == (
         'error: tuning needs keras-tuner, which is not installed; install it with pip install ".[tune]"')
