@@ -29,6 +29,8 @@ from keras_rnnlm.search_space import read_search
 from keras_rnnlm.shards import PreparedCorpus, is_prepared, prepared_corpus_path
 
 MAX_SAMPLES = 1_000  # texts one generate command writes at once: more is almost surely a typo
+RUN_FOLDER = "run folder, e.g. saved_models/psalms"
+LATEST_RUN = "run folder (default: the most recent run in saved_models/)"
 VERBOSE_HELP = "also show TensorFlow's own start-up and device notices (or set KERAS_RNNLM_VERBOSE=1)"
 
 
@@ -39,8 +41,16 @@ class ArgumentParser(argparse.ArgumentParser):
         raise RnnlmError(f"{message}; see {self.prog} --help")
 
 
-def _parser(command: str, description: str) -> ArgumentParser:
-    return ArgumentParser(prog=f"python -m keras_rnnlm.{command}", description=description)
+def _parser(command: str, description: str, model: str | None = None, verbose: bool = True) -> ArgumentParser:
+    """A command's parser, with ``--verbose`` (for the commands that load TensorFlow) and,
+    given its help, ``--model`` (a run folder; required unless ``model`` is
+    :data:`LATEST_RUN`'s help)."""
+    parser = ArgumentParser(prog=f"python -m keras_rnnlm.{command}", description=description)
+    if model:
+        parser.add_argument("--model", required=model != LATEST_RUN, help=model)
+    if verbose:
+        parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    return parser
 
 
 def _config_arguments(parser: ArgumentParser, corpus_help: str = "text files or folders of .txt files (default: built-in corpus)") -> None:
@@ -64,7 +74,6 @@ def train_parser() -> ArgumentParser:
     parser.add_argument("--epochs", type=int, help="most epochs (default: from the config)")
     parser.add_argument("--export", nargs="?", const="", metavar="DIR",
                         help="then export a TensorFlow SavedModel to DIR (default DIR: <run folder>/saved_model)")
-    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
 
 
@@ -122,7 +131,8 @@ def prepare(argv: list[str] | None = None) -> argparse.Namespace:
     Raises:
         RnnlmError: The first mistake found.
     """
-    parser = _parser("prepare", "Tokenize a corpus once into token shards that training reads from disk as it goes (train --data DIR).")
+    parser = _parser("prepare", "Tokenize a corpus once into token shards that training reads from disk as it goes (train --data DIR).",
+                     verbose=False)
     parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
     _config_arguments(parser)
     parser.add_argument("--seed", type=int, help="train.seed: chooses the held-out lines in line mode (default: from the config)")
@@ -145,7 +155,8 @@ def launch(argv: list[str] | None = None) -> argparse.Namespace:
     Raises:
         RnnlmError: The first mistake found.
     """
-    parser = _parser("launch", "Train one model with several worker processes on this machine (MultiWorkerMirroredStrategy on loopback).")
+    parser = _parser("launch", "Train one model with several worker processes on this machine (MultiWorkerMirroredStrategy on loopback).",
+                     verbose=False)
     parser.add_argument("--workers", type=int, required=True, help="how many worker processes (2 or more)")
     parser.add_argument("train_arguments", nargs="*", metavar="-- TRAIN ARGUMENTS", help="arguments of python -m keras_rnnlm.train")
     args = parser.parse_args(argv)
@@ -175,7 +186,6 @@ def tune(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="start the search again, deleting the folder's trials")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), help="where to train (default: auto)")
     parser.add_argument("--seed", type=int, help="seeds the search and every trial (default: from the config)")
-    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = parser.parse_args(argv)
     needed = {"keras_tuner": "keras-tuner", **({"sklearn": "scikit-learn", "scipy": "scipy"} if args.strategy == "bayesian" else {})}
     missing = [package for module, package in needed.items() if importlib.util.find_spec(module) is None]
@@ -197,8 +207,7 @@ def tune(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def generate_parser() -> ArgumentParser:
-    parser = _parser("generate", "Write text with a trained model.")
-    parser.add_argument("--model", help="run folder (default: the most recent run in saved_models/)")
+    parser = _parser("generate", "Write text with a trained model.", model=LATEST_RUN)
     parser.add_argument("--prompt", default="", help="text to continue (default: none, start as a file starts)")
     parser.add_argument("--words", type=int, default=50, help="tokens to generate: words and punctuation, or characters (default: 50)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="temperature", help="how to pick each token (default: temperature)")
@@ -209,7 +218,6 @@ def generate_parser() -> ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="same seed, same text (default: 0)")
     parser.add_argument("--max-lines", type=int, help="stop each text after this many lines (default: 1 for a line-mode model, else no limit)")
     parser.add_argument("--interactive", action="store_true", help="read prompts from standard input, one a line")
-    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     return parser
 
 
@@ -239,11 +247,9 @@ def evaluate(argv: list[str] | None = None) -> argparse.Namespace:
     Raises:
         RnnlmError: The first mistake found.
     """
-    parser = _parser("evaluate", "Score a trained model on a text: perplexity and accuracy.")
-    parser.add_argument("--model", required=True, help="run folder, e.g. saved_models/psalms")
+    parser = _parser("evaluate", "Score a trained model on a text: perplexity and accuracy.", model=RUN_FOLDER)
     parser.add_argument("--text", required=True, nargs="+", help="text files (or folders of .txt) to score")
     parser.add_argument("--batch-size", type=int, default=256, help="windows per step, windows mode (default: 256)")
-    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise RnnlmError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -258,10 +264,9 @@ def export(argv: list[str] | None = None) -> argparse.Namespace:
     Raises:
         RnnlmError: The first mistake found.
     """
-    parser = _parser("export", "Export a trained run as a TensorFlow SavedModel that serves text without keras_rnnlm.")
-    parser.add_argument("--model", required=True, help="run folder, e.g. saved_models/psalms")
+    parser = _parser("export", "Export a trained run as a TensorFlow SavedModel that serves text without keras_rnnlm.",
+                     model=RUN_FOLDER)
     parser.add_argument("--out", help="SavedModel folder to write (default: <run folder>/saved_model)")
-    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = parser.parse_args(argv)
     args.out = Path(args.out) if args.out else Path(args.model) / "saved_model"
     check_trained(RunFolder(args.model))
