@@ -17,7 +17,7 @@ from keras_rnnlm.backup import stateful_layers
 from keras_rnnlm.files import written_atomically
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import copy_output_rows
-from keras_rnnlm.runs import read_history, save_model_atomically
+from keras_rnnlm.runs import RunFolder, save_model_atomically
 from keras_rnnlm.optimizers import SparseRowsAdam, copy_optimizer_state
 from keras_rnnlm.sampling import Sampling
 
@@ -163,23 +163,23 @@ class SampleText(keras.callbacks.Callback):
 
 
 class CurvesPlot(keras.callbacks.Callback):
-    """Plots loss and perplexity per epoch, train vs validation, from ``history.csv``.
+    """Plots loss and perplexity per epoch, train vs validation, from the run's
+    ``history.csv`` into its ``curves.png``.
 
     Reading the CSV rather than this run's ``History`` puts a resumed run's earlier
     epochs on the plot too.
 
     Args:
-        history: The CSVLogger file.
-        path: The PNG to write.
+        run: The run folder.
         train_label: The legend of the training curve.
     """
 
-    def __init__(self, history: Path, path: Path, train_label: str = "train"):
+    def __init__(self, run: RunFolder, train_label: str = "train"):
         super().__init__()
-        self.history, self.path, self.train_label = history, path, train_label
+        self.run, self.train_label = run, train_label
 
     def on_train_end(self, logs=None):
-        plot_curves(read_history(self.history), self.path, self.train_label)
+        plot_curves(self.run.read_history(), self.run.curves, self.train_label)
 
 
 def plot_curves(rows: list[dict[str, float]], path: Path, train_label: str = "train") -> None:

@@ -302,10 +302,10 @@ def config_to_toml(config: Config) -> str:
         if isinstance(value, dict):
             tables.append((key, value))
         else:
-            lines.append(f"{key} = {_toml_value(value)}")
+            lines.append(f"{key} = {toml_value(value)}")
     for table, entries in tables:
         lines.append(f"\n[{table}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in entries.items())
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in entries.items())
     return "\n".join(lines) + "\n"
 
 
@@ -436,12 +436,13 @@ def _parse_override(override: str) -> tuple[str, object]:
         return key, text.strip()  # A bare word such as corpus.level=char is a string.
 
 
-def _toml_value(value) -> str:
+def toml_value(value) -> str:
+    """``value`` (a bool, number, string or list of them) written as TOML."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'

@@ -132,38 +132,18 @@ class NextTokenLogits:
         """The chains of the module docstring. The state holds, for every LSTM layer, the
         hidden and cell states of ``window_size`` chains, youngest first:
         (window_size, batch, units) each."""
-        embedding, first = self.lstm_layers[0], self.lstm_layers[1]
-        # (vocabulary, 4 * units): each id's input projection in the first LSTM layer.
-        table = tf.matmul(_weight(embedding.embeddings), _weight(first.cell.kernel)) + _weight(first.cell.bias)
-        # (kernel, bias, recurrent kernel) of each layer, read once, outside the loop.
-        weights = [
-            (_weight(layer.cell.kernel), _weight(layer.cell.bias), _weight(layer.cell.recurrent_kernel))
-            for layer in self.lstm_layers[1:]
-        ]
-        units = self.lstm_layers[1].cell.units  # every layer has the same units
-
-        def advance(state, ids):
-            inputs = tf.gather(table, ids)[tf.newaxis]  # (1, batch, 4 * units): the same for every chain
-            new_state = []
-            for number, ((kernel, bias, recurrent_kernel), (hiddens, memories)) in enumerate(zip(weights, state)):
-                if number > 0:  # the input is the layer below's new hidden state, chain by chain
-                    inputs = _matmul_chains(new_state[-1][0], kernel) + bias
-                # The oldest chain has read its window and ends; the others go on, and a
-                # new one starts from zero state (no recurrent term, zero cell state).
-                recurrent = _matmul_chains(hiddens[:-1], recurrent_kernel)  # (window - 1, batch, 4 * units)
-                gates = inputs + tf.pad(recurrent, [[1, 0], [0, 0], [0, 0]])  # (window, batch, 4 * units)
-                new_state.append(lstm_cell(gates, tf.pad(memories[:-1], [[1, 0], [0, 0], [0, 0]])))
-            return tuple(new_state)
+        table, weights, units = self._lstm_weights()
 
         def start(windows):
             window_size = windows.shape[1]
             zeros = tf.zeros([window_size, tf.shape(windows)[0], units])
             state = tuple((zeros, zeros) for _ in weights)
             for position in range(window_size):  # after window_size tokens every chain has started inside the window
-                state = advance(state, windows[:, position])
+                state = _lstm_advance(table, weights, state, windows[:, position], new_chain=True)
             return state
 
-        return TokenSteps(start, lambda state: logits_from_features(state[-1][0][-1]), advance)
+        return TokenSteps(start, lambda state: logits_from_features(state[-1][0][-1]),
+                          lambda state, ids: _lstm_advance(table, weights, state, ids, new_chain=True))
 
     def _carried_state_steps(self, logits_from_features, step) -> TokenSteps:
         """One recurrent step per token, the state carried from the prompt's first token
@@ -186,30 +166,27 @@ class NextTokenLogits:
         return TokenSteps(start, lambda state: logits_from_features(tf.cast(state[-1][0], tf.float32)), advance)
 
     def _lstm_step(self):
-        """A plain LSTM stack's step, as the chains compute it (the first layer's input
-        projection a gather from the folded table, float32 arithmetic), one chain that
-        never ends: (hidden, memory) per layer, (batch, units) each."""
-        embedding, first = self.lstm_layers[0], self.lstm_layers[1]
-        table = tf.matmul(_weight(embedding.embeddings), _weight(first.cell.kernel)) + _weight(first.cell.bias)  # (vocabulary, 4 * units)
-        weights = [
-            (_weight(layer.cell.kernel), _weight(layer.cell.bias), _weight(layer.cell.recurrent_kernel))
-            for layer in self.lstm_layers[1:]
-        ]
-        units = first.cell.units
+        """A plain LSTM stack's step, as the chains compute it (:func:`_lstm_advance`),
+        one chain that never ends: (hidden, memory) per layer, (batch, units) each."""
+        table, weights, units = self._lstm_weights()
 
         def initial_state(batch_size):
             zeros = tf.zeros([batch_size, units])
             return tuple((zeros, zeros) for _ in weights)
 
-        def advance(state, ids):  # ids: (batch,)
-            inputs, new_state = tf.gather(table, ids), []  # (batch, 4 * units)
-            for number, ((kernel, bias, recurrent_kernel), (hidden, memory)) in enumerate(zip(weights, state)):
-                if number > 0:  # the input is the layer below's new hidden state
-                    inputs = tf.matmul(new_state[-1][0], kernel) + bias
-                new_state.append(lstm_cell(inputs + tf.matmul(hidden, recurrent_kernel), memory))
-            return tuple(new_state)
+        return initial_state, lambda state, ids: _lstm_advance(table, weights, state, ids, new_chain=False)
 
-        return initial_state, advance
+    def _lstm_weights(self):
+        """What an LSTM stack's step reads, outside the loop: the table (vocabulary,
+        4 * units) of each id's input projection in the first LSTM layer (the Embedding
+        folded into it), each layer's (kernel, bias, recurrent kernel), and the units."""
+        embedding, first = self.lstm_layers[0], self.lstm_layers[1]
+        table = tf.matmul(_weight(embedding.embeddings), _weight(first.cell.kernel)) + _weight(first.cell.bias)
+        weights = [
+            (_weight(layer.cell.kernel), _weight(layer.cell.bias), _weight(layer.cell.recurrent_kernel))
+            for layer in self.lstm_layers[1:]
+        ]
+        return table, weights, first.cell.units  # every layer has the same units
 
     def _cell_step(self):
         """Any recurrent stack's step, through each layer's own Keras cell."""
@@ -247,10 +224,40 @@ def _window_steps(logits_from_windows) -> TokenSteps:
     return TokenSteps(lambda windows: (windows,), lambda state: logits_from_windows(state[0]), advance)
 
 
-def _matmul_chains(chains, kernel):
-    """(chains, batch, n) @ (n, m) -> (chains, batch, m) as one 2-D matmul."""
-    shape = tf.shape(chains)
-    return tf.reshape(tf.matmul(tf.reshape(chains, [-1, shape[2]]), kernel), [shape[0], shape[1], kernel.shape[1]])
+def _lstm_advance(table, weights, state, ids, new_chain: bool):
+    """Reads one token into an LSTM stack, for every chain of ``state``.
+
+    Args:
+        table, weights: From :meth:`NextTokenLogits._lstm_weights`.
+        state: (hidden, memory) per layer: (chains, batch, units) each, or (batch, units)
+            for one chain.
+        ids: int32 (batch,).
+        new_chain: The oldest chain has read its window and ends, and a new one starts
+            from zero state (no recurrent term, zero cell state): windows models. Else
+            every chain goes on (the carried state of a bptt model).
+
+    Returns:
+        The new state, shaped as ``state``.
+    """
+    inputs, new_state = tf.gather(table, ids), []  # (batch, 4 * units): the same for every chain
+    for number, ((kernel, bias, recurrent_kernel), (hidden, memory)) in enumerate(zip(weights, state)):
+        if number > 0:  # the input is the layer below's new hidden state, chain by chain
+            inputs = _matmul(new_state[-1][0], kernel) + bias
+        if new_chain:
+            recurrent = tf.pad(_matmul(hidden[:-1], recurrent_kernel), [[1, 0], [0, 0], [0, 0]])  # (chains, batch, 4 * units)
+            memory = tf.pad(memory[:-1], [[1, 0], [0, 0], [0, 0]])
+        else:
+            recurrent = _matmul(hidden, recurrent_kernel)
+        new_state.append(lstm_cell(inputs + recurrent, memory))
+    return tuple(new_state)
+
+
+def _matmul(values, kernel):
+    """(batch, n) @ (n, m), or (chains, batch, n) @ (n, m) -> (chains, batch, m) as one 2-D matmul."""
+    if values.shape.rank == 2:
+        return tf.matmul(values, kernel)
+    shape = tf.shape(values)
+    return tf.reshape(tf.matmul(tf.reshape(values, [-1, shape[2]]), kernel), [shape[0], shape[1], kernel.shape[1]])
 
 
 def _weight(variable):

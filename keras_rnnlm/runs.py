@@ -166,9 +166,28 @@ class RunFolder:
         elif len(lines) > epochs + 1:  # the header and one row an epoch
             write_atomically(self.history, "".join(lines[: epochs + 1]))
 
+    def read_history(self) -> list[dict[str, float]]:
+        """The rows of ``history.csv`` (Keras' CSVLogger: one an epoch) as numbers; none
+        before the first epoch ends.
+
+        Raises:
+            RnnlmError: The file is not such a table (edited, or cut off by a crash).
+        """
+        if not self.history.is_file():
+            return []
+        with open(self.history, newline="", encoding="utf-8", errors="replace") as file:
+            rows = list(csv.DictReader(file))
+        try:
+            return [{key: float(value) for key, value in row.items()} for row in rows]
+        except (TypeError, ValueError):
+            raise RnnlmError(
+                f"{self.history} is damaged (a row that is not numbers); delete it to keep training, or train again "
+                "with --overwrite"
+            ) from None
+
     def best_validation_loss(self) -> float:
         """The lowest val_loss in history.csv (inf when there is none yet)."""
-        losses = [row["val_loss"] for row in read_history(self.history)]
+        losses = [row["val_loss"] for row in self.read_history()]
         return min((loss for loss in losses if not math.isnan(loss)), default=math.inf)
 
 
@@ -182,24 +201,6 @@ def latest_run(output_dir: str | Path = "saved_models") -> Path:
     if not models:
         raise RnnlmError(f"no trained run in {output_dir}/; train one with python -m keras_rnnlm.train, or pass --model")
     return models[-1].parent
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """Rows of a CSVLogger file as numbers; an absent file has none.
-
-    Raises:
-        RnnlmError: The file is not such a table (edited, or cut off by a crash).
-    """
-    if not path.is_file():
-        return []
-    with open(path, newline="", encoding="utf-8", errors="replace") as file:
-        rows = list(csv.DictReader(file))
-    try:
-        return [{key: float(value) for key, value in row.items()} for row in rows]
-    except (TypeError, ValueError):
-        raise RnnlmError(
-            f"{path} is damaged (a row that is not numbers); delete it to keep training, or train again with --overwrite"
-        ) from None
 
 
 def write_summary(run: RunFolder, summary: dict) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_rnnlm.config import toml_value
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.vocab import Vocabulary
 
@@ -146,8 +147,8 @@ class PreparedCorpus:
         for key, value in self.settings.items():
             if wanted.get(key) != value:
                 raise RnnlmError(
-                    f"{key} = {_toml(wanted.get(key))} differs from the {_toml(value)} that {self.path} was prepared with; "
-                    f"pass --set {key}={_toml(value)}, or prepare the corpus again with these settings"
+                    f"{key} = {toml_value(wanted.get(key))} differs from the {toml_value(value)} that {self.path} was prepared with; "
+                    f"pass --set {key}={toml_value(value)}, or prepare the corpus again with these settings"
                 )
 
     def check_files(self, checksums: bool = True) -> None:
@@ -258,9 +259,3 @@ class ShardedTokens:
         """The ids in order, ``size`` at a time (int32)."""
         for start in range(0, self.total, size):
             yield self[start : min(start + size, self.total)]
-
-
-def _toml(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return json.dumps(value)

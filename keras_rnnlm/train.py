@@ -47,7 +47,7 @@ from keras_rnnlm.export import export_run
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model, output_rows, training_model
 from keras_rnnlm.multiworker import Cluster, lost_workers_named, worker_batches
-from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, read_history, write_summary
+from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, write_summary
 from keras_rnnlm.shards import PreparedCorpus, prepared_corpus_path
 from keras_rnnlm.splits import corpus_segments
 from keras_rnnlm.tokenizer import Tokenizer
@@ -256,7 +256,7 @@ def summarize(run: RunFolder, config: Config, vocabulary_size: int, data: Traini
     Raises:
         RnnlmError: No epoch reached a finite validation loss.
     """
-    rows = [row for row in read_history(run.history) if math.isfinite(row["val_loss"])]
+    rows = [row for row in run.read_history() if math.isfinite(row["val_loss"])]
     if not rows:
         raise RnnlmError(f"training wrote no finite validation loss to {run.history}; lower train.learning_rate")
     best = min(rows, key=lambda row: row["val_loss"])
@@ -361,7 +361,7 @@ def run_callbacks(
         BestModelCheckpoint(model, run.model, best=run.best_validation_loss()),
         keras.callbacks.CSVLogger(str(run.history), append=True),
         # Under sampled softmax the training loss is the sampled one: it reads lower.
-        CurvesPlot(run.history, run.curves, "train (sampled softmax)" if config.model.softmax == "sampled" else "train"),
+        CurvesPlot(run, "train (sampled softmax)" if config.model.softmax == "sampled" else "train"),
     ]
     if train.tensorboard:
         # No model graph: Keras 3 writes it as the training model's JSON, which its speed paths do not serialize.
@@ -381,7 +381,7 @@ def run_callbacks(
 def _stop_after_nan(run: RunFolder) -> None:
     # The backup holds the diverged weights; resuming from it would only diverge again.
     shutil.rmtree(run.backup, ignore_errors=True)
-    epoch = len(read_history(run.history))  # CSVLogger has written the diverged epoch too.
+    epoch = len(run.read_history())  # CSVLogger has written the diverged epoch too.
     kept = f"the best model so far is kept in {run.model}" if run.model.is_file() else "no model was saved"
     raise RnnlmError(
         f"the training loss became NaN (or infinite) in epoch {epoch}, so training stopped; {kept}; "

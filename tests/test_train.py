@@ -16,7 +16,7 @@ from keras_rnnlm import cli
 from keras_rnnlm.notices import NOTICES
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.generate import Generator
-from keras_rnnlm.runs import read_history
+from keras_rnnlm.runs import RunFolder
 from keras_rnnlm.train import train
 from keras_rnnlm.vocab import Vocabulary
 
@@ -32,7 +32,7 @@ def test_a_repetitive_song_is_learned_and_the_run_folder_is_complete(song_run):
     assert (song_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert not (song_run / "backup").exists()  # Removed once training finishes.
     assert not list(song_run.glob(".*partial*"))
-    rows = read_history(song_run / "history.csv")
+    rows = RunFolder(song_run).read_history()
     assert [int(row["epoch"]) for row in rows] == list(range(len(rows)))
     assert {"loss", "val_loss", "perplexity", "val_perplexity", "accuracy", "top5_accuracy", "val_top5_accuracy"} <= set(rows[0])
     for row in rows:  # perplexity is exp of the epoch's mean cross-entropy
@@ -139,7 +139,7 @@ def test_an_interrupted_run_resumes_at_the_next_epoch(song_file, tmp_path):
     seen = EpochsSeen()
     train(config, run, extra_callbacks=[seen], verbose=0)
     assert seen.epochs == [2, 3]
-    assert [int(row["epoch"]) for row in read_history(run / "history.csv")] == [0, 1, 2, 3]
+    assert [int(row["epoch"]) for row in RunFolder(run).read_history()] == [0, 1, 2, 3]
     assert Vocabulary.load(run / "vocabulary.txt") == vocabulary
     # Running the finished run again does nothing and says so.
     assert train(config, run, verbose=0) == json.loads((run / "summary.json").read_text())
@@ -189,8 +189,8 @@ def test_an_interrupted_run_ends_exactly_where_the_uninterrupted_one_ends(uninte
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "resumed", extra_callbacks=[Interrupt(**interruption)], verbose=0)
     train(config, tmp_path / "resumed", verbose=0)
-    whole = read_history(folder / mode / "history.csv")
-    assert read_history(tmp_path / "resumed" / "history.csv") == whole
+    whole = RunFolder(folder / mode).read_history()
+    assert RunFolder(tmp_path / "resumed").read_history() == whole
     if mode == "windows, epochs of 10 steps":
         assert len(whole) >= 4  # the resumed epoch was reached
     elif mode.startswith("windows"):  # the schedule halved the rate on the way, and early stopping ended the run
@@ -204,7 +204,7 @@ def test_same_seed_same_vocabulary_and_first_epoch_loss(song_file, tmp_path):
     train(config, tmp_path / "a", verbose=0)
     train(config, tmp_path / "b", verbose=0)
     assert (tmp_path / "a" / "vocabulary.txt").read_text() == (tmp_path / "b" / "vocabulary.txt").read_text()
-    assert read_history(tmp_path / "a" / "history.csv") == read_history(tmp_path / "b" / "history.csv")
+    assert RunFolder(tmp_path / "a").read_history() == RunFolder(tmp_path / "b").read_history()
 
 
 def test_a_run_folder_with_another_config_is_refused_unless_overwritten(song_file, tmp_path):
