@@ -105,7 +105,7 @@ def same_ids_as_text(text: Path, prepared: Path) -> bool:
     same = corpus.vocabulary() == vocabulary
     for split, expected in (("train", train), ("valid", valid)):
         segments = corpus.segments(split)
-        expected_ids = np.concatenate(expected)
+        expected_ids = np.asarray(expected.tokens)
         same &= segments.num_tokens == len(expected_ids)
         same &= all(np.array_equal(chunk, expected_ids[start : start + len(chunk)])
                      for start, chunk in zip(range(0, len(expected_ids), 1 << 22), segments.tokens.chunks(1 << 22), strict=False))

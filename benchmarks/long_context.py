@@ -48,16 +48,14 @@ def main() -> None:
     runs = {mode: trained(f"long_context_{mode}", config, args) for mode, config in CONFIGS.items()}
 
     from keras_rnnlm.corpus import corpus_documents
-    from keras_rnnlm.splits import segments_for_training
     from keras_rnnlm.evaluate import score
     from keras_rnnlm.runs import RunFolder
-    from keras_rnnlm.vocab import encode_documents
+    from keras_rnnlm.splits import corpus_segments
 
     results = {}
     for mode, (run_dir, seconds) in runs.items():
         config, vocabulary, tokenizer, model = RunFolder(run_dir).load()
-        encoded = encode_documents(corpus_documents(config.corpus.paths, config.corpus.builtin), tokenizer, vocabulary)
-        _, held_out = segments_for_training(encoded, None, "stream", config.corpus.valid_fraction, config.train.seed)
+        _, held_out, _ = corpus_segments(config, corpus_documents(config.corpus.paths, config.corpus.builtin), vocabulary)
         scores = score(model, config, held_out)
         results[mode] = {"perplexity": scores["perplexity"], "tokens": scores["tokens"], "scoring": scores["scoring"],
                          "training_seconds": round(seconds, 1)}

@@ -8,7 +8,7 @@ segment (a document's training part, or its held-out part) starts afresh: the fi
 tokens of a file are predicted from a window left-padded with ``<pad>``, and no window
 reaches into another segment.
 
-The text is held once, as :class:`Segments`: the ids of every segment end to end, either
+The text is held once, as :class:`~keras_rnnlm.splits.Segments`: the ids of every segment end to end, either
 an array in memory or token shards on disk (``python -m keras_rnnlm.prepare``,
 :mod:`keras_rnnlm.shards`). Each batch's windows, or each step's lanes, are gathered
 from it by NumPy inside the tf.data pipeline (``tf.numpy_function``), the same code for
@@ -28,42 +28,8 @@ import tensorflow as tf
 
 from keras_rnnlm.config import DataConfig
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.splits import Segments
 from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID
-
-
-@dataclass(frozen=True)
-class Segments:
-    """Segments of token ids (documents, their parts, or lines) laid end to end.
-
-    Attributes:
-        tokens: Every segment's ids, one after another: a 1-D integer NumPy array, or
-            :class:`keras_rnnlm.shards.ShardedTokens` (shards on disk); anything
-            that an int64 array of positions indexes.
-        ends: int64 (segments,): where each segment ends in ``tokens``; an empty segment
-            ends where the one before it does.
-    """
-
-    tokens: object
-    ends: np.ndarray
-
-    @classmethod
-    def from_arrays(cls, arrays: Sequence[np.ndarray]) -> Segments:
-        """Segments from one int32 id array each, copied end to end."""
-        tokens = np.concatenate([np.asarray(ids, np.int32) for ids in arrays] or [np.zeros(0, np.int32)])
-        return cls(tokens, np.cumsum([len(ids) for ids in arrays], dtype=np.int64))
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.ends[-1]) if len(self.ends) else 0
-
-    def first_tokens(self, count: int) -> np.ndarray:
-        """The first ``count`` ids of the first segment that has any (int32)."""
-        starts = np.concatenate([[0], self.ends[:-1]])
-        nonempty = np.flatnonzero(self.ends > starts)
-        if not len(nonempty):
-            return np.zeros(0, np.int32)
-        start = int(starts[nonempty[0]])
-        return np.asarray(self.tokens[np.arange(start, min(start + count, int(self.ends[nonempty[0]])))], np.int32)
 
 
 def as_segments(segments: Segments | Sequence[np.ndarray]) -> Segments:

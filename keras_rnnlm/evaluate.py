@@ -60,7 +60,7 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
     config, vocabulary, tokenizer, model = run.load()
     encoded = encode_documents(find_documents(text_paths), tokenizer, vocabulary)
     segments = segments_for_evaluation(encoded, config.corpus.sequences)
-    if sum(map(len, segments)) == 0:
+    if segments.num_tokens == 0:
         raise RnnlmError("the text has no tokens to evaluate; give a file with some text in it")
     return score(model, config, segments, batch_size)
 
@@ -71,7 +71,7 @@ def score(model: keras.Model, config: Config, segments, batch_size: int = 256) -
     Args:
         model: The run's model.
         config: The run's config.
-        segments: int32 id arrays: documents, or lines in line mode.
+        segments: The text: documents, or lines in line mode (:func:`~keras_rnnlm.splits.segments_for_evaluation`).
         batch_size: Windows per step (windows mode).
 
     Returns:

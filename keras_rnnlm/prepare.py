@@ -49,12 +49,12 @@ import numpy as np
 
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import Document, corpus_documents, find_documents
-from keras_rnnlm.splits import held_out_count, held_out_lines
+from keras_rnnlm.splits import TRAIN, VALID, segment_plan
 from keras_rnnlm.encoding import ProvisionalIds, encode_blocks, encoding_pool
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.files import PARTIAL_NAME, write_atomically, written_atomically
 from keras_rnnlm.shards import (
-    FORMAT, MANIFEST, SPLITS, VERSION, PreparedCorpus, file_crc32, is_prepared, prepared_settings, segments_name, shard_name,
+    FORMAT, MANIFEST, VERSION, PreparedCorpus, file_crc32, is_prepared, prepared_settings, segments_name, shard_name,
     token_dtype,
 )
 from keras_rnnlm.tokenizer import RESERVED_TOKENS, Tokenizer
@@ -244,26 +244,31 @@ def _write_shards(config: Config, out: Path, job: dict, state: _TokenizeState, n
     dtype = token_dtype(len(vocabulary))
     final_ids = final_ids.astype(dtype)
 
-    # Which split each token goes to, and where the splits' segments end, as training
-    # from text splits (keras_rnnlm.splits.segments_for_training).
-    writers = {split: _ShardWriter(out, split, dtype, shard_tokens) for split in SPLITS}
+    # Which split each token goes to, and where the splits' segments end: the plan
+    # training from text follows too.
+    lines = _line_ends(provisional, state.tokens) if config.corpus.sequences == "lines" else None
+    ends, labels = segment_plan(state.document_tokens, num_corpus_documents, config.corpus.sequences,
+                                config.corpus.valid_fraction, config.train.seed, lines)
+    writers = {label: _ShardWriter(out, split, dtype, shard_tokens) for label, split in ((TRAIN, "train"), (VALID, "valid"))}
     meter = _ProgressMeter("writing shards", state.tokens, 0, unit="M tokens", scale=1e6)
-    for start, end, labels_of, segment_lengths in _runs(config, provisional, state.document_tokens, num_corpus_documents):
-        for chunk in range(start, end, 1 << 22):
-            chunk_end = min(chunk + (1 << 22), end)
-            ids, labels = final_ids[provisional[chunk:chunk_end]], labels_of(chunk, chunk_end)
-            for label, split in enumerate(SPLITS, start=1):
-                writers[split].add(ids[labels == label])
-            meter.advance(chunk_end - chunk)
-        for label, split in enumerate(SPLITS, start=1):
-            writers[split].end_segments(segment_lengths[label])
+    for chunk in range(0, state.tokens, 1 << 22):
+        chunk_end = min(chunk + (1 << 22), state.tokens)
+        ids = final_ids[provisional[chunk:chunk_end]]
+        token_labels = labels[np.searchsorted(ends, np.arange(chunk, chunk_end), side="right")]
+        for label, writer in writers.items():
+            writer.add(ids[token_labels == label])
+        meter.advance(chunk_end - chunk)
     meter.finish()
+    lengths = np.diff(np.concatenate([[0], ends]))
+    for label, writer in writers.items():
+        writer.end_segments(lengths[labels == label])
 
     files = {}
     vocabulary.save(out / "vocabulary.txt")
     files["vocabulary.txt"] = _file_entry(out / "vocabulary.txt")
     splits = {}
-    for split, writer in writers.items():
+    for writer in writers.values():
+        split = writer.split
         splits[split] = writer.close()
         for name in [*splits[split]["shards"], segments_name(split)]:
             files[name] = _file_entry(out / name)
@@ -280,52 +285,13 @@ def _write_shards(config: Config, out: Path, job: dict, state: _TokenizeState, n
     }
 
 
-def _runs(config: Config, provisional: np.ndarray, document_tokens: list[int], num_corpus_documents: int):
-    """Yields the provisional ids in runs that split alike, in order: (start, end, a
-    function from a chunk's bounds to its tokens' labels (int8: 0 dropped, 1 training,
-    2 validation), {label: the lengths of the run's segments of that label}).
-
-    The first ``num_corpus_documents`` documents are the corpus; any after them are the
-    separate validation files.
-    """
-    bounds = np.concatenate([[0], np.cumsum(document_tokens)]).astype(np.int64)
-    separate_valid = len(document_tokens) > num_corpus_documents
-    if config.corpus.sequences == "stream":  # a segment per document part
-        for number in range(len(document_tokens)):
-            start, end = int(bounds[number]), int(bounds[number + 1])
-            held = end - start if number >= num_corpus_documents else 0 if separate_valid else held_out_count(end - start, config.corpus.valid_fraction)
-            for first, last, label in ((start, end - held, 1), (end - held, end, 2)):
-                if first < last or not separate_valid:  # as split_by_position, an empty part is a segment
-                    yield first, last, _constant_labels(label), {label: [last - first], 3 - label: []}
-        return
-    # Line mode: every line is a segment, blank ones dropped; validation is a seeded random
-    # choice of the corpus' lines, or the validation files' lines.
-    for first_document, last_document in ((0, num_corpus_documents), (num_corpus_documents, len(document_tokens))):
-        start, end = int(bounds[first_document]), int(bounds[last_document])
-        if start == end:
-            continue
-        line_ends = np.concatenate([
-            np.flatnonzero(provisional[chunk : min(chunk + (1 << 24), end)] == LINE_BREAK_ID) + chunk + 1
-            for chunk in range(start, end, 1 << 24)
-        ]).astype(np.int64)  # every document ends with a line break
-        lengths = np.diff(np.concatenate([[start], line_ends]))
-        kept = lengths > 1
-        line_labels = np.zeros(len(line_ends), np.int8)
-        if first_document > 0:
-            line_labels[kept] = 2
-        elif separate_valid:
-            line_labels[kept] = 1
-        else:
-            line_labels[kept] = np.where(held_out_lines(int(kept.sum()), config.corpus.valid_fraction, config.train.seed), 2, 1)
-
-        def labels_of(chunk, chunk_end, line_ends=line_ends, line_labels=line_labels):
-            return line_labels[np.searchsorted(line_ends, np.arange(chunk, chunk_end), side="right")]
-
-        yield start, end, labels_of, {label: lengths[line_labels == label] for label in (1, 2)}
-
-
-def _constant_labels(label: int):
-    return lambda chunk, chunk_end: np.full(chunk_end - chunk, label, np.int8)
+def _line_ends(provisional: _IdsFile, tokens: int) -> np.ndarray:
+    """int64: the position after every line break of the provisional ids (the line break
+    keeps its id), read a block at a time."""
+    return np.concatenate([
+        np.flatnonzero(provisional[chunk : min(chunk + (1 << 24), tokens)] == LINE_BREAK_ID) + chunk + 1
+        for chunk in range(0, tokens, 1 << 24)
+    ] or [np.zeros(0, np.int64)]).astype(np.int64)
 
 
 class _IdsFile:

@@ -27,12 +27,12 @@ import numpy as np
 
 from keras_rnnlm.config import toml_value
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.splits import Segments
 from keras_rnnlm.vocab import Vocabulary
 
 MANIFEST = "manifest.json"
 FORMAT = "keras_rnnlm prepared corpus"
 VERSION = 1
-SPLITS = ("train", "valid")
 def prepared_settings(config, separate_valid: bool) -> dict:
     """The config values that decide the prepared ids: training with other values would
     read the ids as other tokens, or validate on other text. (``corpus.split`` counts only
@@ -176,13 +176,9 @@ class PreparedCorpus:
         return Vocabulary.load(self.path / "vocabulary.txt")
 
     def segments(self, split: str):
-        """The ``split`` ("train" or "valid") text as :class:`keras_rnnlm.data.Segments`
+        """The ``split`` ("train" or "valid") text as :class:`~keras_rnnlm.splits.Segments`
         read from the shards as needed (the segment ends memory-mapped: a binary search
         touches a few pages of them)."""
-        from keras_rnnlm.data import (
-            Segments,  # data imports TensorFlow; the commands check folders without it
-        )
-
         part = self.manifest["splits"][split]
         files = [self.path / shard_name(split, number) for number in range(len(part["shards"]))]
         tokens = ShardedTokens(files, np.dtype(self.manifest["dtype"]), self.manifest["shard_tokens"], part["tokens"])

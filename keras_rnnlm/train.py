@@ -40,7 +40,7 @@ from keras_rnnlm.backup import RunBackup, TrainingState, restore_training_state
 from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, FirstStepLog, OutputKernel, Perplexity, ResetStates, SampleText
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import corpus_documents
-from keras_rnnlm.data import Segments, TrainingData, training_data
+from keras_rnnlm.data import TrainingData, training_data
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.export import export_run
@@ -49,7 +49,7 @@ from keras_rnnlm.model import build_model, compile_model, output_rows, training_
 from keras_rnnlm.multiworker import Cluster, lost_workers_named, worker_batches
 from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, write_summary
 from keras_rnnlm.shards import PreparedCorpus, prepared_corpus_path
-from keras_rnnlm.splits import corpus_segments
+from keras_rnnlm.splits import Segments, corpus_segments
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import Vocabulary
 
@@ -316,7 +316,7 @@ def read_corpus(config: Config, run: RunFolder, state: str) -> tuple[Vocabulary,
     train_segments, valid_segments, vocabulary = corpus_segments(
         config, documents, None if state == NEW else Vocabulary.load(run.vocabulary)
     )
-    return vocabulary, Segments.from_arrays(train_segments), Segments.from_arrays(valid_segments)
+    return vocabulary, train_segments, valid_segments
 
 
 def _scratch_run_folder(run: RunFolder) -> RunFolder:

@@ -3,7 +3,7 @@ import pytest
 
 from keras_rnnlm.data import check_sizes, training_windows, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.splits import segments_for_training, split_by_position
+from keras_rnnlm.splits import TRAIN, VALID, Segments, line_ends, segment_plan
 from keras_rnnlm.vocab import PAD_ID
 
 
@@ -80,12 +80,13 @@ def test_every_epoch_has_its_own_order_in_whole_batches_and_a_resumed_run_reads_
 
 
 def test_validation_is_the_end_of_each_document_and_never_in_training_windows():
-    documents = [np.arange(100, 200, dtype=np.int32), np.arange(300, 340, dtype=np.int32)]
-    train, valid = split_by_position(documents, valid_fraction=0.1)
-    assert [v.tolist() for v in valid] == [list(range(190, 200)), list(range(336, 340))]
+    stream = np.concatenate([np.arange(100, 200, dtype=np.int32), np.arange(300, 340, dtype=np.int32)])
+    ends, labels = segment_plan([100, 40], 2, "stream", valid_fraction=0.1, seed=0)
+    train, valid = (Segments.from_plan(stream, ends, labels, label) for label in (TRAIN, VALID))
+    assert valid.tokens.tolist() == list(range(190, 200)) + list(range(336, 340))
     windows, targets = all_examples(windowed_stream(train, window_size=5), batch_size=32)
     seen_in_training = set(windows.ravel().tolist()) | set(targets.tolist())
-    assert seen_in_training.isdisjoint(set(np.concatenate(valid).tolist()))
+    assert seen_in_training.isdisjoint(set(valid.tokens.tolist()))
 
 
 def test_too_short_corpus_and_empty_validation_are_refused():
@@ -102,9 +103,10 @@ def test_line_mode_windows_never_cross_a_line_and_end_on_the_line_break():
     from keras_rnnlm.vocab import LINE_BREAK_ID as EOL
 
     # Two lines, "a b" and "c d e", with a blank line between them.
-    documents = [np.array([3, 4, EOL, EOL, 5, 6, 7, EOL], np.int32)]
-    lines, valid = segments_for_training(documents, [np.array([8, EOL], np.int32)], "lines", 0.1, seed=0)
-    assert [line.tolist() for line in lines] == [[3, 4, EOL], [5, 6, 7, EOL]]  # the blank line is dropped
+    stream = np.array([3, 4, EOL, EOL, 5, 6, 7, EOL, 8, EOL], np.int32)  # the last line: a separate validation file
+    ends, labels = segment_plan([8, 2], 1, "lines", 0.1, seed=0, line_ends=line_ends(stream))
+    lines = Segments.from_plan(stream, ends, labels, TRAIN)
+    assert lines.tokens.tolist() == [3, 4, EOL, 5, 6, 7, EOL] and lines.ends.tolist() == [3, 7]  # the blank line is dropped
     windows, targets = all_examples(windowed_stream(lines, window_size=3), batch_size=16)
     assert targets.tolist() == [3, 4, EOL, 5, 6, 7, EOL]
     assert windows[3].tolist() == [PAD_ID, PAD_ID, PAD_ID]  # the first window of line 2: only padding

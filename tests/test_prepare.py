@@ -37,8 +37,8 @@ def assert_same_as_in_memory(config, out):
     for split, expected in (("train", train), ("valid", valid)):
         segments = prepared.segments(split)
         ids = np.concatenate([*segments.tokens.chunks(1000)]) if segments.num_tokens else np.zeros(0, np.int32)
-        assert ids.tolist() == np.concatenate(expected).tolist()
-        assert np.asarray(segments.ends).tolist() == np.cumsum([len(part) for part in expected]).tolist()
+        assert ids.tolist() == expected.tokens.tolist()
+        assert np.asarray(segments.ends).tolist() == expected.ends.tolist()
 
 
 @pytest.mark.parametrize(
@@ -212,12 +212,12 @@ def test_the_builtin_corpus_prepares_without_a_corpus_argument(tmp_path):
 
 
 def test_windows_and_lanes_read_from_shards_are_those_read_from_memory(corpora, tmp_path):
-    from keras_rnnlm.data import Segments, lanes, windowed_stream
+    from keras_rnnlm.data import lanes, windowed_stream
 
     config = small_config([corpora / "song.txt"])
     prepare.prepare(config, tmp_path / "prepared", shard_tokens=64)  # windows and steps across shard edges
     train, _, _ = corpus_segments(config, corpus_documents(config.corpus.paths, config.corpus.builtin))
-    from_shards, in_memory = PreparedCorpus(tmp_path / "prepared").segments("train"), Segments.from_arrays(train)
+    from_shards, in_memory = PreparedCorpus(tmp_path / "prepared").segments("train"), train
     examples = np.random.default_rng(0).permutation(in_memory.num_tokens)
     for shards, memory in zip(windowed_stream(from_shards, 5).examples(examples), windowed_stream(in_memory, 5).examples(examples), strict=True):
         assert np.array_equal(shards, memory)
