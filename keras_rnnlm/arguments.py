@@ -201,7 +201,7 @@ def tune(argv: list[str] | None = None) -> argparse.Namespace:
     if prepared_corpus_path(args.config):
         raise RnnlmError("--corpus names a prepared corpus; give the text files (tune prepares them once for its trials)")
     check_corpus_text(args.config)
-    args.space = read_search(args.search, args.config)
+    args.space = read_search(args.search)
     args.folder = Path(args.output_dir) / (args.tune_name or f"{args.config.name}_tune")
     return args
 

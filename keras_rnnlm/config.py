@@ -1,9 +1,11 @@
 """The typed configuration of a run: frozen dataclasses loaded from TOML.
 
-The dataclasses below are the single source of truth for every setting and its default;
-``configs/default.toml`` mirrors them field for field. A config file or a ``--set``
-override with an unknown key or a value of the wrong type raises :class:`RnnlmError`
-naming the key (and the nearest valid key, for a typo).
+The dataclasses below are the single source of truth for every setting: its type, its
+default, and (the comment above it) what it means. :data:`RANGES` and :data:`CHOICES`
+say which values each key takes. ``configs/default.toml`` is generated from them
+(``python -m keras_rnnlm.config`` prints it; a test holds the two equal). A config file
+or a ``--set`` override with an unknown key or a value of the wrong type raises
+:class:`RnnlmError` naming the key (and the nearest valid key, for a typo).
 
 Example:
     >>> config = load_config("configs/tiny.toml", overrides=["model.units=64"])
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import math
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -33,21 +37,22 @@ else:  # pragma: no cover - exercised only on Python 3.10
 class CorpusConfig:
     """Where the text comes from and how it is cut into tokens."""
 
-    # Text files or folders of .txt files; empty means the built-in corpus.
+    # Text files or folders of .txt files; [] = the built-in corpus.
     paths: tuple[str, ...] = ()
-    # Built-in corpus used when `paths` is empty: "kjv-poetry" or "kjv".
+    # The built-in corpus used when `paths` is empty: "kjv-poetry" (Psalms to the Song of
+    # Solomon, 80k tokens) or "kjv" (the whole King James Bible, 950k).
     builtin: str = "kjv-poetry"
-    # Separate validation files; empty means hold out the end of each file.
+    # Separate validation files; [] = hold out part of the corpus (`valid_fraction`).
     valid_paths: tuple[str, ...] = ()
     # Share held out for validation: the end of each file ("stream"), or random lines ("lines").
     valid_fraction: float = 0.1
     # "stream": one running text, windows cross lines (lyrics, prose); "lines": every line is
-    # its own sequence, started from padding and ended by the line break (names, sentences).
+    # its own sequence, started from padding and ended by its line break (names, sentences).
     sequences: str = "stream"
     # "word": words, punctuation and line breaks are tokens; "char": every character is.
     level: str = "word"
-    # Word level only: "punctuation" splits punctuation off words; "whitespace" trusts
-    # text that is already tokenized (WikiText).
+    # Word level: "punctuation" splits punctuation off words (blood, -> blood ,);
+    # "whitespace" trusts text that is already tokenized (WikiText).
     split: str = "punctuation"
     # Lower-case the text before tokenizing.
     lowercase: bool = True
@@ -57,7 +62,7 @@ class CorpusConfig:
 class VocabConfig:
     """Which tokens get their own id; the rest become <unk>."""
 
-    # Most tokens kept, reserved tokens included.
+    # Most tokens kept, the three reserved ones (<pad> <unk> <eol>) included.
     max_size: int = 10_000
     # Tokens seen fewer times than this become <unk>.
     min_count: int = 1
@@ -67,18 +72,17 @@ class VocabConfig:
 class DataConfig:
     """How the token stream becomes training examples."""
 
-    # "windows": every example is window_size tokens and the one target after them.
-    # "bptt": truncated backpropagation through time: batch_size lanes read the text in
-    # order, bptt_steps tokens a step, a target at every position, the recurrent state
-    # carried from step to step (long context).
+    # "windows": every example is `window_size` tokens and the one target after them.
+    # "bptt": truncated backpropagation through time: `batch_size` lanes read the text in
+    # order, `bptt_steps` tokens a step, a target at every token, the recurrent state
+    # carried from step to step (long context; docs/long-context.md).
     mode: str = "windows"
-    # Windows mode: tokens of context in each example (words, or characters at character
-    # level). A character model sets its own, larger window in its config
-    # (configs/names.toml: 16, which holds every name of the list whole).
+    # Windows mode: tokens of context in each example (characters at character level: a
+    # character model sets its own, larger window, e.g. 16 in configs/names.toml).
     window_size: int = 5
     # Bptt mode: tokens each lane reads per step; the gradient stops at the step's start.
     bptt_steps: int = 35
-    # Windows per training step, or lanes in bptt mode.
+    # Windows per training step, or lanes in bptt mode (typical there: 20 to 64).
     batch_size: int = 256
 
 
@@ -86,27 +90,27 @@ class DataConfig:
 class ModelConfig:
     """The Embedding -> recurrent layers -> Dense softmax network."""
 
-    # Recurrent cell: "lstm", "gru" or "simple_rnn".
+    # Recurrent cell: "lstm", "gru" or "simple_rnn" (a vanilla RNN, for comparison).
     cell: str = "lstm"
     # Size of each token's embedding vector.
     embedding_dim: int = 128
     # Units in each recurrent layer.
     units: int = 256
-    # Number of stacked recurrent layers.
+    # Stacked recurrent layers.
     layers: int = 1
-    # Dropout after each recurrent layer, in [0, 1).
+    # Dropout after each recurrent layer.
     dropout: float = 0.2
-    # Dropout on the recurrent state, in [0, 1); above 0 the fused cuDNN kernel is off.
+    # Dropout on the recurrent state; above 0 a GPU loses the fused cuDNN kernel (a warning says so).
     recurrent_dropout: float = 0.0
-    # Dropout on the token vectors, in [0, 1), as the PyTorch word-language-model example.
+    # Dropout on the token vectors, as the PyTorch word-language-model example.
     embedding_dropout: float = 0.0
     # The output layer uses the embedding matrix (transposed) as its kernel (Press & Wolf
     # 2017): fewer parameters, usually better perplexity. Needs embedding_dim == units.
     tie_embeddings: bool = False
     # "full": every training step computes the softmax over the whole vocabulary;
     # "sampled": over the targets and `sampled_candidates` tokens drawn from a Zipf
-    # distribution (much faster for a large vocabulary). Validation, evaluation,
-    # generation and export always use the full softmax.
+    # distribution (much faster for a large vocabulary; docs/large-vocabularies.md).
+    # Validation, evaluation, generation and export always use the full softmax.
     softmax: str = "full"
     # Sampled softmax: tokens drawn each step, fewer than the vocabulary.
     sampled_candidates: int = 1024
@@ -118,38 +122,38 @@ class TrainConfig:
 
     # Most epochs; early stopping may end sooner.
     epochs: int = 20
-    # Training steps in an epoch (validation, checkpoint, sample and backup come at its
-    # end); 0 = one pass over the training text. A large corpus sets it so that a model is
-    # judged and saved every hour or so, not once a day; the next epoch reads on from where
-    # the last stopped.
+    # Training steps in an epoch (validation, the checkpoint, the sample and the backup
+    # come at its end); 0 = one pass over the training text. A large corpus sets it so that
+    # a model is judged and saved every hour or so; the next epoch reads on from there.
     steps_per_epoch: int = 0
     # "adam" or "sgd".
     optimizer: str = "adam"
-    # Step size of the optimizer.
+    # Step size of the optimizer (typical: 1e-3 for adam, 1 to 20 for sgd).
     learning_rate: float = 0.001
-    # Clip gradients to this global norm; 0 turns clipping off.
+    # Clip gradients to this global norm; 0 = off.
     clipnorm: float = 1.0
-    # Stop after this many epochs without a better validation loss; 0 turns it off.
+    # Stop after this many epochs without a better validation loss; 0 = off.
     early_stopping_patience: int = 3
-    # Halve the learning rate after this many epochs without improvement; 0 turns it off.
+    # Halve the learning rate after this many epochs without a better validation loss; 0 = off.
     reduce_lr_patience: int = 0
-    # Seeds Python, NumPy and TensorFlow: same seed and config, same run.
+    # Seeds Python, NumPy and TensorFlow: the same seed and config give the same run.
     seed: int = 1234
-    # "auto" (GPUs if any, else CPU), "cpu" or "gpu".
+    # "auto" (every GPU if any, else the CPU), "cpu" or "gpu".
     device: str = "auto"
-    # "auto", "float32" or "mixed" (float16 on GPU, bfloat16 on CPU; the softmax stays
-    # float32). "auto" is mixed on a GPU that has float16 units and on a CPU whose
-    # bfloat16 matmul measures faster than float32 (benchmarks/RESULTS.md), else float32.
+    # "auto", "float32" or "mixed" (float16 on a GPU, bfloat16 on a CPU; the softmax stays
+    # float32). "auto" is mixed on a GPU of compute capability 7.0 or newer and on a CPU
+    # whose bfloat16 matmul measures at least 1.3x float32 at start-up, else float32.
     precision: str = "auto"
-    # Prompt for the sample printed after each epoch; empty uses the validation text's start.
+    # Prompt of the sample printed after each epoch; "" = the start of the validation text.
     sample_prompt: str = ""
-    # Tokens in the sample printed after each epoch; 0 turns the sample off.
+    # Tokens in that sample; 0 = no sample.
     sample_length: int = 30
-    # Sampling temperature of that sample; lower is safer, higher is more varied.
+    # Temperature of that sample: lower is safer, higher is more varied.
     sample_temperature: float = 0.8
     # Write TensorBoard logs to <run>/logs.
     tensorboard: bool = True
-    # Also back up every this many steps inside an epoch, for long epochs; 0 = at epoch ends only.
+    # Also back up every this many steps inside an epoch, so that a killed long epoch
+    # resumes at that step; 0 = at epoch ends only.
     backup_every_steps: int = 0
 
 
@@ -157,14 +161,13 @@ class TrainConfig:
 class Config:
     """Everything that defines a run."""
 
-    # Name of the run: its folder is saved_models/<name> unless --run-name says otherwise.
+    # Name of the run: its folder is saved_models/<name> (--run-name overrides it).
     name: str = "psalms"
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     vocab: VocabConfig = field(default_factory=VocabConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-
     def check_vocabulary(self, vocabulary_size: int) -> None:
         """Refuses settings that the vocabulary, once built, makes impossible.
 
@@ -205,6 +208,8 @@ class Config:
             raise RnnlmError("train.backup_every_steps must be 0 across workers: a run resumes from its last epoch's backup")
 
 
+# The values each key takes, beyond its type. Upper bounds keep a typo from asking for
+# more memory than any machine has.
 CHOICES = {
     "corpus.builtin": ("kjv-poetry", "kjv"),
     "corpus.level": ("word", "char"),
@@ -217,7 +222,31 @@ CHOICES = {
     "train.device": ("auto", "cpu", "gpu"),
     "train.precision": ("auto", "float32", "mixed"),
 }
-
+RANGES = {
+    "corpus.valid_fraction": (lambda value: 0.0 < value < 1.0, "between 0 and 1 (exclusive)"),
+    "vocab.max_size": (lambda value: 4 <= value <= 10_000_000, "between 4 (three reserved tokens and one word) and 10,000,000"),
+    "vocab.min_count": (lambda value: value >= 1, "at least 1"),
+    "data.window_size": (lambda value: 1 <= value <= 10_000, 'between 1 and 10,000 (longer context: data.mode = "bptt")'),
+    "data.bptt_steps": (lambda value: 1 <= value <= 10_000, "between 1 and 10,000"),
+    "data.batch_size": (lambda value: 1 <= value <= 1_000_000, "between 1 and 1,000,000"),
+    "model.embedding_dim": (lambda value: 1 <= value <= 65_536, "between 1 and 65,536"),
+    "model.units": (lambda value: 1 <= value <= 65_536, "between 1 and 65,536"),
+    "model.layers": (lambda value: 1 <= value <= 64, "between 1 and 64"),
+    "model.dropout": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "model.recurrent_dropout": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "model.embedding_dropout": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "model.sampled_candidates": (lambda value: 1 <= value <= 10_000_000, "between 1 and 10,000,000, and below the vocabulary's size"),
+    "train.epochs": (lambda value: 1 <= value <= 1_000_000, "between 1 and 1,000,000"),
+    "train.steps_per_epoch": (lambda value: value >= 0, "0 (one pass over the text) or above"),
+    "train.learning_rate": (lambda value: 0.0 < value < math.inf, "above 0 and finite"),
+    "train.clipnorm": (lambda value: 0.0 <= value < math.inf, "0 (off) or above, and finite"),
+    "train.early_stopping_patience": (lambda value: value >= 0, "0 (off) or above"),
+    "train.reduce_lr_patience": (lambda value: value >= 0, "0 (off) or above"),
+    "train.seed": (lambda value: 0 <= value < 2**31, "between 0 and 2,147,483,647"),
+    "train.sample_length": (lambda value: 0 <= value <= 100_000, "between 0 (off) and 100,000"),
+    "train.sample_temperature": (lambda value: 0.0 < value < math.inf, "above 0 and finite"),
+    "train.backup_every_steps": (lambda value: value >= 0, "0 (epoch ends only) or above"),
+}
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
@@ -310,46 +339,14 @@ def config_to_toml(config: Config) -> str:
 
 
 def validate(config: Config) -> None:
-    """Checks ranges and choices that the types alone do not express.
+    """Checks every key's value (:func:`check_value`), then the values that must go together.
 
     Raises:
-        RnnlmError: Naming the first value out of range and the range it must lie in.
+        RnnlmError: Naming the first value out of range and the range it must lie in, or
+            the first two values that do not go together.
     """
-    for key, allowed in CHOICES.items():
-        value = _get(config, key)
-        if value not in allowed:
-            raise RnnlmError(f"{key} = {value!r} is not one of {', '.join(map(repr, allowed))}")
-    checks = [
-        ("corpus.valid_fraction", 0.0 < config.corpus.valid_fraction < 1.0, "between 0 and 1 (exclusive)"),
-        ("vocab.max_size", 4 <= config.vocab.max_size <= 10_000_000, "between 4 (three reserved tokens and one word) and 10,000,000"),
-        ("vocab.min_count", config.vocab.min_count >= 1, "at least 1"),
-        # The upper bounds keep a typo from asking for more memory than any machine has.
-        ("data.window_size", 1 <= config.data.window_size <= 10_000, "between 1 and 10,000 (longer context: data.mode = \"bptt\")"),
-        ("data.bptt_steps", 1 <= config.data.bptt_steps <= 10_000, "between 1 and 10,000"),
-        ("data.batch_size", 1 <= config.data.batch_size <= 1_000_000, "between 1 and 1,000,000"),
-        ("model.embedding_dim", 1 <= config.model.embedding_dim <= 65_536, "between 1 and 65,536"),
-        ("model.units", 1 <= config.model.units <= 65_536, "between 1 and 65,536"),
-        ("model.layers", 1 <= config.model.layers <= 64, "between 1 and 64"),
-        ("model.dropout", 0.0 <= config.model.dropout < 1.0, "in [0, 1)"),
-        ("model.recurrent_dropout", 0.0 <= config.model.recurrent_dropout < 1.0, "in [0, 1)"),
-        ("model.embedding_dropout", 0.0 <= config.model.embedding_dropout < 1.0, "in [0, 1)"),
-        ("model.sampled_candidates", 1 <= config.model.sampled_candidates <= 10_000_000, "between 1 and 10,000,000, and below the vocabulary's size"),
-        ("train.epochs", 1 <= config.train.epochs <= 1_000_000, "between 1 and 1,000,000"),
-        ("train.learning_rate", 0.0 < config.train.learning_rate < math.inf, "above 0 and finite"),
-        ("train.clipnorm", 0.0 <= config.train.clipnorm < math.inf, "0 (off) or above, and finite"),
-        ("train.seed", 0 <= config.train.seed < 2**31, "between 0 and 2,147,483,647"),
-        ("train.early_stopping_patience", config.train.early_stopping_patience >= 0, "0 (off) or above"),
-        ("train.reduce_lr_patience", config.train.reduce_lr_patience >= 0, "0 (off) or above"),
-        ("train.sample_length", 0 <= config.train.sample_length <= 100_000, "between 0 (off) and 100,000"),
-        ("train.sample_temperature", 0.0 < config.train.sample_temperature < math.inf, "above 0 and finite"),
-        ("train.backup_every_steps", config.train.backup_every_steps >= 0, "0 (epoch ends only) or above"),
-        ("train.steps_per_epoch", config.train.steps_per_epoch >= 0, "0 (one pass over the text) or above"),
-    ]
-    for key, ok, expected in checks:
-        if not ok:
-            raise RnnlmError(f"{key} = {_get(config, key)!r} is out of range; it must be {expected}")
-    if not config.name or "/" in config.name or config.name.startswith("."):
-        raise RnnlmError(f"name = {config.name!r} cannot name a run folder; use letters, digits, '-' or '_'")
+    for key in config_keys():
+        check_value(key, _get(config, key))
     if config.model.tie_embeddings and config.model.embedding_dim != config.model.units:
         raise RnnlmError(
             f"model.tie_embeddings needs model.embedding_dim ({config.model.embedding_dim}) equal to model.units "
@@ -360,6 +357,79 @@ def validate(config: Config) -> None:
             'data.mode = "bptt" reads the text as one running stream, and corpus.sequences = "lines" makes every '
             'line its own sequence; use data.mode = "windows" for a list of names'
         )
+
+
+def check_value(key: str, value) -> None:
+    """Checks one key's value of the right type against its :data:`CHOICES` or
+    :data:`RANGES`, whatever the other keys hold.
+
+    Raises:
+        RnnlmError: Naming the key, the value and what it must be.
+    """
+    if key in CHOICES and value not in CHOICES[key]:
+        raise RnnlmError(f"{key} = {value!r} is not one of {', '.join(map(repr, CHOICES[key]))}")
+    if key in RANGES and not RANGES[key][0](value):
+        raise RnnlmError(f"{key} = {value!r} is out of range; it must be {RANGES[key][1]}")
+    if key == "name" and (not value or "/" in value or value.startswith(".")):
+        raise RnnlmError(f"name = {value!r} cannot name a run folder; use letters, digits, '-' or '_'")
+
+
+def key_type(key: str) -> type:
+    """The type of a config key's value (int, float, bool, str, or tuple[str, ...])."""
+    section, _, name = key.rpartition(".")
+    owner = typing.get_type_hints(Config)[section] if section else Config
+    return typing.get_type_hints(owner)[name]
+
+
+def checked_value(key: str, value):
+    """``value`` as config key ``key`` holds it (an integer read as a float where a float
+    goes), checked alone (:func:`check_value`).
+
+    Raises:
+        RnnlmError: An unknown key, a value of the wrong type or out of range.
+    """
+    if key not in config_keys():
+        raise RnnlmError(unknown_key_message(key, config_keys()))
+    value = _coerce(key, value, key_type(key))
+    check_value(key, value)
+    return value
+
+
+def reference_toml() -> str:
+    """Every key with its default and its meaning (the comment above its field), as TOML:
+    the text of ``configs/default.toml``."""
+    lines = [
+        "# Every setting of keras_rnnlm with its default and what it means: the built-in run (KJV",
+        "# Psalms to the Song of Solomon, word level). Generated from keras_rnnlm/config.py by",
+        "# python -m keras_rnnlm.config. Copy it to start your own config: a key left out keeps its",
+        "# default. Override one value with --set section.key=value.",
+    ]
+    defaults = config_to_dict(Config())
+    for section in [None, *(f.name for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory))]:
+        owner = Config if section is None else typing.get_type_hints(Config)[section]
+        comments = _field_comments(owner)
+        if section is not None:
+            lines += ["", f"[{section}]"]
+        for name, comment in comments.items():
+            value = defaults[name] if section is None else defaults[section][name]
+            lines += ["", *(f"# {line}" for line in comment), f"{name} = {toml_value(value)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _field_comments(cls) -> dict[str, list[str]]:
+    """The comment lines above each field of a config dataclass, by field name (fields
+    that are sections left out)."""
+    comments, pending = {}, []
+    for line in inspect.getsource(cls).splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            pending.append(line[1:].strip())
+        elif match := re.match(r"(\w+): [^=]+ = (?!field\()", line):
+            comments[match.group(1)] = pending
+            pending = []
+        else:
+            pending = []
+    return comments
 
 
 def _build(cls, values: dict, prefix: str):
@@ -446,3 +516,7 @@ def toml_value(value) -> str:
         return "[" + ", ".join(toml_value(item) for item in value) + "]"
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
+
+
+if __name__ == "__main__":  # python -m keras_rnnlm.config: every key, its default and its meaning
+    print(reference_toml(), end="")

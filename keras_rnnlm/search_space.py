@@ -5,11 +5,11 @@ A search file is TOML whose keys are config keys (as in ``--set``), each given
 - a table, an interval of a number: ``{min = 1e-4, max = 1e-2, log = true}`` (spread by
   ratio) or ``{min = 0.0, max = 0.5, step = 0.1}`` (a grid); integer keys take integers.
 
-Every choice and both ends of every interval go through the config's own validation
-before anything runs, so a value out of range is the same one-line error ``--set`` gives;
-a value refused alone is accepted if some combination with the other keys' values makes
-it valid. What only a combination breaks (``model.tie_embeddings`` with other sizes)
-fails that trial alone, with the config's message.
+Every choice and both ends of every interval go through the config's own check of that
+key (:func:`keras_rnnlm.config.checked_value`) before anything runs, so a value out of
+range is the same one-line error ``--set`` gives. What only a combination of values
+breaks (``model.tie_embeddings`` with other sizes) fails that trial alone, with the
+config's message.
 
 Example (``configs/search/default.toml``):
     model.units = [128, 256, 512]
@@ -18,18 +18,15 @@ Example (``configs/search/default.toml``):
 
 from __future__ import annotations
 
-import itertools
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from keras_rnnlm.config import Config, unknown_key_message, config_from_dict, config_keys, config_to_dict, read_toml
+from keras_rnnlm.config import (
+    Config, checked_value, config_from_dict, config_keys, config_to_dict, key_type, read_toml, unknown_key_message,
+)
 from keras_rnnlm.errors import RnnlmError
 
 INTERVAL_KEYS = {"min", "max", "step", "log"}
-# Combinations of the other keys' extreme values tried before a value the config refuses
-# alone is refused: enough for any search a person writes, bounded for any other.
-COMBINATIONS_TRIED = 4096
 # Set by tune itself: the trials' folders, and what they read.
 NOT_SEARCHED = {"name", "corpus.paths", "corpus.valid_paths"}
 
@@ -68,12 +65,12 @@ class Dimension:
         return f"{self.key} = {{min = {self.low}, max = {self.high}{extra}}}"
 
 
-def read_search(path: str | Path, config: Config) -> tuple[Dimension, ...]:
-    """Reads a search file and checks every value it allows against ``config``.
+def read_search(path: str | Path) -> tuple[Dimension, ...]:
+    """Reads a search file and checks every value it allows: each choice and both ends of
+    each interval, each as its config key takes it.
 
     Args:
         path: The search file.
-        config: The config the trials vary.
 
     Returns:
         The dimensions, in the file's order.
@@ -81,32 +78,19 @@ def read_search(path: str | Path, config: Config) -> tuple[Dimension, ...]:
     Raises:
         RnnlmError: The file is missing or not TOML, names an unknown key or one that
             cannot be searched, gives a key values of the wrong kind, or allows a value
-            that the config refuses.
+            that the key refuses.
     """
     values = read_toml(path, "search file", "configs/search/default.toml")
     dimensions = tuple(_dimension(key, value, path) for key, value in _leaves(values, path))
     if not dimensions:
         raise RnnlmError(f"search file {path} names no config key to search; add one, e.g. model.units = [128, 256]")
     for dimension in dimensions:
-        others = [other for other in dimensions if other is not dimension]
         for value in dimension.extremes:
-            refusal = _refusal(config, {dimension.key: value})
-            # A value the config refuses alone may be valid with other searched values
-            # (tie_embeddings = true, with units searched to equal embedding_dim).
-            combinations = itertools.islice(itertools.product(*(other.extremes for other in others)), COMBINATIONS_TRIED)
-            if refusal and all(_refusal(config, {dimension.key: value, **dict(zip((other.key for other in others), combination))})
-                               for combination in combinations):
-                raise RnnlmError(f"search file {path}: {refusal}")
+            try:
+                checked_value(dimension.key, value)
+            except RnnlmError as error:
+                raise RnnlmError(f"search file {path}: {error}") from None
     return dimensions
-
-
-def _refusal(config: Config, values: dict) -> str:
-    """The config's message refusing ``values``, or "" if it takes them."""
-    try:
-        config_with(config, values)
-    except RnnlmError as error:
-        return str(error)
-    return ""
 
 
 def config_with(config: Config, values: dict) -> Config:
@@ -148,7 +132,7 @@ def _leaves(values: dict, path) -> list[tuple[str, object]]:
 
 
 def _dimension(key: str, value, path) -> Dimension:
-    kind = _key_type(key)
+    kind = key_type(key)
     where = f"search file {path}: {key}"
     if isinstance(value, list):
         if not value:
@@ -178,10 +162,3 @@ def _dimension(key: str, value, path) -> Dimension:
     if log and low <= 0:
         raise RnnlmError(f"{where}: log = true needs min above 0, got {low}")
     return Dimension(key, kind, low=kind(low), high=kind(high), step=None if step is None else kind(step), log=log)
-
-
-def _key_type(key: str) -> type:
-    section, _, name = key.rpartition(".")
-    owner = typing.get_type_hints(Config)[section] if section else Config
-    return typing.get_type_hints(owner)[name]
-

@@ -31,7 +31,6 @@ if __name__ == "__main__":  # python -m keras_rnnlm.tune: the arguments are chec
     sys.exit(cli.main("tune"))
 
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import io
@@ -51,9 +50,10 @@ from keras_rnnlm.devices import select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.keras_private import keras_tuner_tracebacks_off
 from keras_rnnlm.prepare import prepare
-from keras_rnnlm.files import write_atomically, written_atomically, written_folder
+from keras_rnnlm.files import write_atomically, written_folder
 from keras_rnnlm.runs import RunFolder
 from keras_rnnlm.search_space import Dimension, config_with
+from keras_rnnlm.tune_report import format_table, plot_trials, shown, write_table
 from keras_rnnlm.shards import prepared_settings
 from keras_rnnlm.train import train
 
@@ -213,9 +213,9 @@ class Search:
             keras_tuner.errors.FatalError: Anything else (a bug): the search stops.
         """
         values = self.typed(trial.hyperparameters.values)
-        shown = ", ".join(f"{key}={_shown(value)}" for key, value in values.items() if not key.startswith("tuner/"))
+        settings = ", ".join(f"{key}={shown(value)}" for key, value in values.items() if not key.startswith("tuner/"))
         record = self.state["trials"].setdefault(trial.trial_id, {"seconds": 0.0})
-        logger.info("trial %s: %s (%.1f of %g minutes spent)", trial.trial_id, shown,
+        logger.info("trial %s: %s (%.1f of %g minutes spent)", trial.trial_id, settings,
                     self.seconds_spent() / 60, self.budget / 60)
         started = time.time()
         clock = TrialClock(self, deadline=self.session_started + self.budget - self.seconds_before)
@@ -239,15 +239,11 @@ class Search:
 
     def report(self, trials: dict, final: bool = False) -> dict:
         """Writes trials.csv, trials.png, best.toml and best/ from the trials so far, and
-        prints the table at the end."""
+        logs the table at the end (:mod:`keras_rnnlm.tune_report`)."""
         rows = [self._row(trial) for trial in sorted(trials.values(), key=lambda trial: trial.trial_id)]
         keys = [dimension.key for dimension in self.space]
-        columns = ["trial", "status", *keys, "val_perplexity", "val_loss", "best_epoch", "epochs", "seconds", "note"]
-        text = io.StringIO()
-        writer = csv.DictWriter(text, columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        write_atomically(self.folder / "trials.csv", text.getvalue())
+        write_table(rows, ["trial", "status", *keys, "val_perplexity", "val_loss", "best_epoch", "epochs", "seconds", "note"],
+                    self.folder / "trials.csv")
         done = [row for row in rows if math.isfinite(row["val_loss"])]
         best = min(done, key=lambda row: row["val_loss"]) if done else None
         if best is not None:
@@ -256,7 +252,7 @@ class Search:
         if len(whole) >= 2:
             plot_trials(whole, self.space, self.folder / "trials.png")
         if final:
-            logger.info("%s", _table(rows, ["trial", "status", *keys, "val_perplexity", "best_epoch", "epochs", "seconds"]))
+            logger.info("%s", format_table(rows, ["trial", "status", *keys, "val_perplexity", "best_epoch", "epochs", "seconds"]))
             if best is None:
                 logger.info("no trial completed; see the notes in %s", self.folder / "trials.csv")
             else:
@@ -367,78 +363,6 @@ def _pinned_precision(config: Config) -> str:
     finally:
         keras.mixed_precision.set_global_policy(caller_policy)
     return "mixed" if policy.startswith("mixed") else "float32"
-
-
-def plot_trials(rows: list[dict], space: tuple[Dimension, ...], path: Path, panels: int = 4) -> None:
-    """Validation perplexity against the searched settings that mattered most: those whose
-    values explain most of the trials' spread in log perplexity (the correlation's square
-    for an interval, the share of variance between choices for a list)."""
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    ranked = sorted(space, key=lambda dimension: -_influence(rows, dimension))[:panels]
-    figure, axes = pyplot.subplots(1, len(ranked), figsize=(4 * len(ranked), 3.6), squeeze=False)
-    best = min(rows, key=lambda row: row["val_loss"])
-    for axis, dimension in zip(axes[0], ranked):
-        if dimension.choices:
-            labels = [str(choice) for choice in dimension.choices]
-            xs = [labels.index(str(row[dimension.key])) for row in rows]
-            axis.set_xticks(range(len(labels)), labels)
-        else:
-            xs = [row[dimension.key] for row in rows]
-            if dimension.log:
-                axis.set_xscale("log")
-        axis.scatter(xs, [row["val_perplexity"] for row in rows], color="tab:blue")
-        best_x = xs[rows.index(best)]
-        axis.scatter([best_x], [best["val_perplexity"]], color="tab:red", label=f"best (trial {best['trial']})")
-        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # log axes: major ticks only
-        axis.set_xlabel(f"{dimension.key} (explains {_influence(rows, dimension):.0%})")
-        axis.set_ylabel("validation perplexity")
-        axis.legend()
-    figure.suptitle(f"{len(rows)} trials (those stopped at the deadline left out)")
-    figure.tight_layout()
-    with written_atomically(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    pyplot.close(figure)
-
-
-def _influence(rows: list[dict], dimension: Dimension) -> float:
-    """The share of the spread in log perplexity that ``dimension``'s values explain."""
-    losses = [row["val_loss"] for row in rows]
-    mean = sum(losses) / len(losses)
-    total = sum((loss - mean) ** 2 for loss in losses)
-    if total == 0:
-        return 0.0
-    if dimension.choices:
-        groups: dict[str, list[float]] = {}
-        for row, loss in zip(rows, losses):
-            groups.setdefault(str(row[dimension.key]), []).append(loss)
-        between = sum(len(group) * (sum(group) / len(group) - mean) ** 2 for group in groups.values())
-        return between / total
-    xs = [math.log(row[dimension.key]) if dimension.log else float(row[dimension.key]) for row in rows]
-    x_mean = sum(xs) / len(xs)
-    spread = sum((x - x_mean) ** 2 for x in xs)
-    if spread == 0:
-        return 0.0
-    covariance = sum((x - x_mean) * (loss - mean) for x, loss in zip(xs, losses))
-    return covariance**2 / (spread * total)
-
-
-def _table(rows: list[dict], columns: list[str]) -> str:
-    cells = [[_shown(row[column]) for column in columns] for row in rows]
-    widths = [max(len(column), *(len(line[index]) for line in cells)) for index, column in enumerate(columns)]
-    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths))]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)) for line in cells]
-    return "\n".join(lines)
-
-
-def _shown(value) -> str:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
 
 
 @contextlib.contextmanager

@@ -2,27 +2,37 @@ from pathlib import Path
 
 import pytest
 
-from keras_rnnlm.config import Config, config_keys, config_to_toml, load_config
+from keras_rnnlm.config import Config, config_keys, config_to_dict, config_to_toml, load_config, reference_toml
 from keras_rnnlm.errors import RnnlmError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
-def test_default_toml_lists_every_key_with_its_default_and_a_comment():
+def test_default_toml_is_the_reference_generated_from_the_config():
+    """configs/default.toml is what python -m keras_rnnlm.config prints: every key once, in
+    the dataclasses' order, its default, and the comment above its field in config.py."""
+    text = (CONFIGS / "default.toml").read_text()
+    assert text == reference_toml(), "configs/default.toml is out of date: python -m keras_rnnlm.config > configs/default.toml"
     assert load_config(CONFIGS / "default.toml") == Config()
-    listed, section = [], ""
-    for line in (CONFIGS / "default.toml").read_text().splitlines():
+    listed, section, comment = [], "", []
+    for line in text.splitlines()[4:]:
         if line.startswith("["):
             section = line.strip("[]") + "."
-        elif line and not line.startswith("#"):
-            assert "  # " in line, f"no comment: {line}"
+        elif line.startswith("#"):
+            comment.append(line)
+        elif line:
+            assert comment, f"no comment above {line}"
             listed.append(section + line.split("=")[0].strip())
-    assert listed == config_keys()  # every key, once, in the dataclasses' order
+            comment = []
+    assert listed == config_keys()
+    assert "# Units in each recurrent layer.\nunits = 256" in text
 
 
-@pytest.mark.parametrize("name", sorted(path.name for path in CONFIGS.glob("*.toml")))
-def test_every_shipped_config_loads(name):
-    load_config(CONFIGS / name)
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.toml")), ids=lambda path: path.name)
+def test_every_shipped_config_loads_and_names_its_run_after_its_file(path):
+    config = load_config(path)
+    assert config.name == ("psalms" if path.stem == "default" else path.stem)
+    assert config_to_dict(config) != config_to_dict(Config()) or path.stem == "default"
 
 
 def test_overrides_parse_toml_values_and_bare_words():
