@@ -63,11 +63,12 @@ class EpochClock(keras.callbacks.Callback):
 
 
 class HookTimes:
-    """Times every hook of every callback Keras drives, by callback class (the validation
-    pass is its own entry: from ``on_test_begin`` to ``on_test_end``)."""
+    """Times every hook of every callback Keras drives, by epoch and callback class (the
+    validation pass is its own entry: from ``on_test_begin`` to ``on_test_end``)."""
 
     def __init__(self):
-        self.seconds = collections.defaultdict(float)
+        self.seconds = collections.defaultdict(lambda: collections.defaultdict(float))  # epoch -> name -> seconds
+        self.epoch = 0
         self._original = keras.callbacks.CallbackList.__init__
 
     def __enter__(self):
@@ -78,7 +79,8 @@ class HookTimes:
             for callback in callback_list.callbacks:
                 for hook in HOOKS:
                     setattr(callback, hook, times._timed(type(callback).__name__, getattr(callback, hook)))
-            test_begin, test_end = callback_list.on_test_begin, callback_list.on_test_end
+            epoch_begin, test_begin, test_end = callback_list.on_epoch_begin, callback_list.on_test_begin, callback_list.on_test_end
+            callback_list.on_epoch_begin = lambda epoch, logs=None: (setattr(times, "epoch", epoch), epoch_begin(epoch, logs))
             callback_list.on_test_begin = lambda logs=None: (setattr(times, "_validation", time.perf_counter()), test_begin(logs))
             callback_list.on_test_end = lambda logs=None: (test_end(logs), times._add("validation pass", times._validation))
 
@@ -99,7 +101,13 @@ class HookTimes:
         return timed
 
     def _add(self, name, started):
-        self.seconds[name] += time.perf_counter() - started
+        self.seconds[self.epoch][name] += time.perf_counter() - started
+
+    def per_epoch(self, first: int) -> dict[str, float]:
+        """Each callback's median seconds an epoch, epochs ``first`` on."""
+        epochs = [self.seconds[epoch] for epoch in sorted(self.seconds) if epoch >= first]
+        names = {name for epoch in epochs for name in epoch}
+        return {name: statistics.median(epoch.get(name, 0.0) for epoch in epochs) for name in names}
 
 
 def corpus(lines: int, folder: Path) -> Path:
@@ -137,13 +145,13 @@ def bare_fit(config: Config, epochs: int) -> list[float]:
 
 
 def through_train(config: Config, epochs: int, folder: Path) -> tuple[list[float], dict]:
-    """Epoch times of ``train`` (the CLI's training), and its callbacks' seconds an epoch."""
+    """Epoch times of ``train`` (the CLI's training), and its callbacks' seconds an epoch
+    (the first epoch, which traces, left out)."""
     clock = EpochClock()
     with HookTimes() as hooks:
         train(config, folder, extra_callbacks=[clock], verbose=2)
     keras.mixed_precision.set_global_policy("float32")
-    per_epoch = {name: seconds / epochs for name, seconds in sorted(hooks.seconds.items(), key=lambda item: -item[1])
-                 if name != "EpochClock"}
+    per_epoch = {name: seconds for name, seconds in hooks.per_epoch(first=1).items() if name != "EpochClock"}
     return clock.seconds()[1:], per_epoch
 
 
