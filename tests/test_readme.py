@@ -1,10 +1,10 @@
-"""The README's set-up commands are the ones CI runs, and the flags it documents exist."""
+"""The README's set-up commands are the ones CI runs, its links lead somewhere, and the
+flags the manual documents exist."""
 
 import re
 from pathlib import Path
 
-from keras_rnnlm.config import config_keys
-from keras_rnnlm.arguments import train_parser as build_parser
+from keras_rnnlm.arguments import train_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -20,15 +20,19 @@ def test_readme_gives_the_two_setup_commands_and_ci_runs_the_test_one():
     assert "venv" in ci
 
 
-def test_every_config_key_is_in_the_reference_table():
-    reference = README.split("## Configuration reference")[1].split("\n## ")[0]
-    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", reference, flags=re.MULTILINE))
-    assert documented == set(config_keys())
+def test_every_relative_link_of_the_readme_and_the_manual_leads_to_a_file():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    linked = set()
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+            linked.add((page.parent / target).resolve())
+    assert {page.resolve() for page in pages[1:]} <= linked  # every page of the manual is reachable
 
 
-def test_every_flag_in_the_options_table_exists():
-    documented = re.findall(r"^\| `(--[a-z-]+)", README, flags=re.MULTILINE)
+def test_every_flag_in_the_manuals_flag_table_exists():
+    documented = re.findall(r"^\| `(--[a-z-]+)", (ROOT / "docs" / "configuration.md").read_text(), flags=re.MULTILINE)
     assert "--corpus" in documented and "--overwrite" in documented
-    flags = build_parser()._option_string_actions
+    flags = train_parser()._option_string_actions
     for flag in documented:
         assert flag in flags, flag
