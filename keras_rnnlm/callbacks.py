@@ -1,7 +1,7 @@
 """Keras callbacks that the stock set lacks: perplexity beside every loss, lanes reset at
 each epoch (bptt mode), the time to the first step, the output kernel kept in the saved model, an atomic
-best-model checkpoint of the stock model, a text sample after every epoch, and the loss /
-perplexity plot at the end. The backup a killed run resumes from is
+best-model checkpoint of the stock model, TensorBoard once an epoch, a text sample after
+every epoch, and the loss / perplexity plot at the end. The backup a killed run resumes from is
 :mod:`keras_rnnlm.backup`."""
 
 from __future__ import annotations
@@ -137,6 +137,29 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             self.best, self.best_epoch = loss, epoch + 1
             copy_optimizer_state(self.model.optimizer, self.saved_model.optimizer, self.saved_model.trainable_variables)
             save_model_atomically(self.saved_model, self.path)
+
+
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback writing once an epoch (``update_freq="epoch"``), no
+    model graph and no profile: the epoch's training and validation logs and the
+    learning rate.
+
+    Keras 3.15's callback also calls ``tf.summary.scalar`` for every log at every
+    training batch, even when it writes once an epoch (with no writer set, each call
+    writes nothing): about 0.1 to 0.3 s an epoch of the default run, 1 to 2% of its time
+    (``benchmarks/epoch_cost.py``). Those calls are all its ``on_train_batch_end`` does
+    in this configuration, so it is skipped.
+
+    Args:
+        log_dir: Where the event files go.
+    """
+
+    def __init__(self, log_dir: str):
+        # No model graph: Keras 3 writes it as the training model's JSON, which its speed paths do not serialize.
+        super().__init__(log_dir, write_graph=False, update_freq="epoch", profile_batch=0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
 
 
 class SampleText(keras.callbacks.Callback):

@@ -37,7 +37,9 @@ import keras
 import tensorflow as tf
 
 from keras_rnnlm.backup import RunBackup, TrainingState, restore_training_state
-from keras_rnnlm.callbacks import BestModelCheckpoint, CurvesPlot, FirstStepLog, OutputKernel, Perplexity, ResetStates, SampleText
+from keras_rnnlm.callbacks import (
+    BestModelCheckpoint, CurvesPlot, EpochTensorBoard, FirstStepLog, OutputKernel, Perplexity, ResetStates, SampleText,
+)
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import corpus_documents
 from keras_rnnlm.data import TrainingData, training_data
@@ -364,8 +366,7 @@ def run_callbacks(
         CurvesPlot(run, "train (sampled softmax)" if config.model.softmax == "sampled" else "train"),
     ]
     if train.tensorboard:
-        # No model graph: Keras 3 writes it as the training model's JSON, which its speed paths do not serialize.
-        callbacks.append(keras.callbacks.TensorBoard(str(run.logs), write_graph=False))
+        callbacks.append(EpochTensorBoard(str(run.logs)))
     if train.sample_length:
         # A line-mode sample is a few independent lines (names), each started afresh.
         opening = "" if generator.line_mode else opening
