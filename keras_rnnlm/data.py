@@ -112,11 +112,7 @@ def windows_dataset(stream: WindowedStream, batch_size: int, shard: tuple[int, i
     ``windows`` (batch, window_size) and ``targets`` (batch,); the last may be smaller.
     ``shard`` (index, count): only this worker's share of every batch (:func:`worker_share`)."""
     batches, gather = _window_batches(stream, batch_size, shard)
-    # No prefetching, and the gather (cheap) runs in the calling thread: with either,
-    # destroying an iterator that had sat idle stalled for seconds (benchmarks/RESULTS.md,
-    # "the validation stall"), and Keras destroys the validation iterator at every epoch's
-    # evaluation. training_windows' iterator lives for the whole run and prefetches.
-    return batches.map(gather)
+    return _without_autotune(batches.map(gather))
 
 
 def training_windows(
@@ -145,7 +141,8 @@ def training_windows(
         seed_pair = tf.stack([tf.constant(seed, tf.int64), number])
         return batches.map(lambda examples: tf.random.experimental.index_shuffle(examples, seed_pair, last))
 
-    return _endless(one_pass, first_step, batches_per_pass(stream.num_windows, batch_size)).map(gather).prefetch(tf.data.AUTOTUNE)
+    return _without_autotune(_endless(one_pass, first_step, batches_per_pass(stream.num_windows, batch_size)).map(gather)
+                             .prefetch(PREFETCH_BATCHES))
 
 
 def batches_per_pass(num_windows: int, batch_size: int) -> int:
@@ -176,6 +173,27 @@ def _window_batches(stream: WindowedStream, batch_size: int, shard: tuple[int, i
         return tf.ensure_shape(windows, [None, window_size]), tf.ensure_shape(targets, [None])
 
     return tf.data.Dataset.range(batches_per_pass(num_windows, batch_size)).map(example_numbers), gather
+
+
+# Batches a training dataset gathers ahead, in one background thread, while a step runs.
+PREFETCH_BATCHES = 2
+
+
+def _without_autotune(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` with tf.data's autotuning off, and its maps left as written (one call
+    at a time: the gather is NumPy under the GIL, which parallel calls would only contend for).
+
+    Autotuning runs a thread per iterator that wakes at periods doubling up to 60 s; an
+    iterator's destructor waits for it, and (TensorFlow 2.21) a cancellation that comes
+    just before the thread's wait is missed, so the wait runs its whole period. That was
+    the multi-second stall at Keras' destruction of each epoch's validation iterator, and
+    minutes at the exit of a finished run (the training iterator); without the thread,
+    neither happens.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.experimental_optimization.map_parallelization = False
+    return dataset.with_options(options)
 
 
 def _endless(one_pass: Callable[[tf.Tensor], tf.data.Dataset], first_step: int, steps_per_pass: int) -> tf.data.Dataset:
@@ -278,14 +296,14 @@ def lanes_dataset(lanes: Lanes) -> tf.data.Dataset:
         inputs, targets, weights = tf.numpy_function(lanes.step, [number], (tf.int32, tf.int32, tf.float32), stateful=False)
         return tf.ensure_shape(inputs, shape), tf.ensure_shape(targets, shape), tf.ensure_shape(weights, shape)
 
-    return tf.data.Dataset.range(lanes.num_steps).map(step)
+    return _without_autotune(tf.data.Dataset.range(lanes.num_steps).map(step))
 
 
 def training_lanes(lanes: Lanes, first_step: int = 0) -> tf.data.Dataset:
     """:func:`lanes_dataset` pass after pass, from step ``first_step`` on, endlessly and
     prefetched: every pass reads the lanes in the same order."""
     one_pass = lanes_dataset(lanes)
-    return _endless(lambda _: one_pass, first_step, lanes.num_steps).prefetch(tf.data.AUTOTUNE)
+    return _without_autotune(_endless(lambda _: one_pass, first_step, lanes.num_steps).prefetch(PREFETCH_BATCHES))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,16 @@
 """Where training runs: one device, several GPUs, or the CPU, and at which precision.
 
-One GPU trains there with memory growth on (TensorFlow does not grab the whole card);
-several GPUs train with ``tf.distribute.MirroredStrategy``; with none, the CPU.
+One device (the CPU, or one GPU, with memory growth on so that TensorFlow does not grab
+the whole card) trains under TensorFlow's default strategy, as Keras does without one;
+several GPUs train with ``tf.distribute.MirroredStrategy``; several machines with
+``MultiWorkerMirroredStrategy`` (:mod:`keras_rnnlm.multiworker`).
+
+The default strategy, not ``OneDeviceStrategy``, because the latter feeds ``fit``
+through a ``MultiDeviceIterator``, whose own datasets keep tf.data's autotuning thread:
+destroying one (Keras does at every epoch's validation, and the run at its end) waited
+up to 60 s at random (see :func:`keras_rnnlm.data._without_autotune`), and it cost 76 ms
+an epoch to build. ``OneDeviceStrategy`` stays only for ``--device cpu`` on a machine
+with GPUs, where the default would place ops on a GPU.
 """
 
 from __future__ import annotations
@@ -53,8 +62,14 @@ def select_strategy(device: str, cluster: Cluster = Cluster()) -> tf.distribute.
 
 
 def strategy_for_devices(names: list[str]) -> tf.distribute.Strategy:
-    """One device: ``OneDeviceStrategy``; several: ``MirroredStrategy`` over them."""
+    """One device: TensorFlow's default strategy when that device is where TensorFlow
+    places ops anyway (else ``OneDeviceStrategy``); several: ``MirroredStrategy`` over them."""
     if len(names) == 1:
+        visible_gpus = tf.config.list_logical_devices("GPU")
+        default = "/gpu:0" if visible_gpus else "/cpu:0"
+        if names[0].lower() == default:
+            logger.info("placement: one device, %s", names[0])
+            return tf.distribute.get_strategy()
         strategy = tf.distribute.OneDeviceStrategy(names[0])
     else:
         strategy = tf.distribute.MirroredStrategy(names)
@@ -63,8 +78,16 @@ def strategy_for_devices(names: list[str]) -> tf.distribute.Strategy:
 
 
 def on_gpu(strategy: tf.distribute.Strategy) -> bool:
-    """Whether the strategy trains on GPUs."""
+    """Whether the strategy trains on GPUs (the default strategy: whether TensorFlow places ops on one)."""
+    if not distributes(strategy):
+        return bool(tf.config.list_logical_devices("GPU"))
     return "GPU" in str(strategy.extended.worker_devices[0]).upper()
+
+
+def distributes(strategy: tf.distribute.Strategy) -> bool:
+    """False for TensorFlow's default strategy (one device, no distribution)."""
+    with strategy.scope():
+        return tf.distribute.has_strategy()
 
 
 def set_precision(precision: str, strategy: tf.distribute.Strategy) -> str:

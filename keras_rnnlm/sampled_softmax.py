@@ -152,6 +152,7 @@ class SampledSoftmaxTrainer(FitAcrossWorkers, keras.Model):
         self.features, self.output_layer, self.logits = features, output, logits
         self.sampler = LogUniformCandidates(output.rows.shape[0], candidates)
         self.seed = seed
+        self.built = True  # its parts hold their variables: the stock model's layers, and the output's rows
 
     def call(self, inputs, training=False):
         features = self.features(inputs, training=training)
@@ -185,3 +186,14 @@ class SampledSoftmaxTrainer(FitAcrossWorkers, keras.Model):
         if not _training_step.get():
             return super().compute_metrics(x, y, y_pred, sample_weight)
         return {metric.name: metric.result() for metric in self.metrics if metric.name == "loss"}  # Keras' loss tracker
+
+    def get_metrics_result(self):
+        """As Keras', without the accuracy metrics while nothing has built them: training
+        steps update only the loss (without a distribution strategy Keras builds metrics
+        at their first update, and validation's is the first)."""
+        results = {}
+        for metric in self.metrics:
+            if getattr(metric, "built", True):  # the compiled metrics' container builds at its first update
+                result = metric.result()
+                results.update(result if isinstance(result, dict) else {metric.name: result})
+        return results

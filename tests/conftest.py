@@ -1,12 +1,17 @@
 """Shared fixtures: small corpora written on the fly, small configs that train in seconds,
-and trained runs that the whole test session shares (trained once, never changed by a
-test: a test that writes into a run copies it first)."""
+and trained runs that the whole test session shares (trained once, by whichever worker
+process first needs one, never changed by a test: a test that writes into a run copies
+it first)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path
 
 import pytest
 
@@ -43,46 +48,64 @@ def song_file(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def corpora(tmp_path_factory):
-    """The song and a list of names, written once for the session."""
-    folder = tmp_path_factory.mktemp("corpora")
-    (folder / "song.txt").write_text(SONG * 40, encoding="utf-8")
-    (folder / "names.txt").write_text("\n".join(NAMES * 30) + "\n", encoding="utf-8")
-    (folder / "alternating.txt").write_text(ALTERNATING * 60, encoding="utf-8")
+def shared(tmp_path_factory, worker_id):
+    """A folder every worker process of the session sees (pytest-xdist runs one per core)."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base if worker_id == "master" else base.parent) / "shared"
+    folder.mkdir(exist_ok=True)
     return folder
 
 
+@contextlib.contextmanager
+def held(path):
+    """An exclusive lock on ``path`` for the block: one worker process at a time."""
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
-def song_run(corpora, tmp_path_factory):
-    """A word model that has memorized the song (stream mode, with a sample every epoch)."""
+def corpora(shared):
+    """The song, a list of names and the alternating lines, written once for the session."""
+    folder = shared / "corpora"
+    with held(shared / "corpora.lock"):
+        if not folder.exists():
+            folder.mkdir()
+            (folder / "song.txt").write_text(SONG * 40, encoding="utf-8")
+            (folder / "names.txt").write_text("\n".join(NAMES * 30) + "\n", encoding="utf-8")
+            (folder / "alternating.txt").write_text(ALTERNATING * 60, encoding="utf-8")
+    return folder
+
+
+def trained_once(shared, name, config) -> Path:
+    """The run ``name`` of ``config``, trained by the first worker process that asks."""
     from keras_rnnlm.train import train
 
-    run = tmp_path_factory.mktemp("runs") / "song"
-    config = small_config([corpora / "song.txt"], train={"epochs": 12, "sample_length": 8})
-    train(config, run, verbose=0)
+    run = shared / "runs" / name
+    with held(shared / f"{name}.lock"):
+        if not (run / "summary.json").exists():
+            train(config, run, overwrite=True, verbose=0)
     return run
 
 
 @pytest.fixture(scope="session")
-def names_run(corpora, tmp_path_factory):
-    """A character model of the names in line mode: every name its own sequence."""
-    from keras_rnnlm.train import train
+def song_run(corpora, shared):
+    """A word model that has memorized the song (stream mode, with a sample every epoch)."""
+    return trained_once(shared, "song", small_config([corpora / "song.txt"], train={"epochs": 12, "sample_length": 8}))
 
-    run = tmp_path_factory.mktemp("runs") / "names"
+
+@pytest.fixture(scope="session")
+def names_run(corpora, shared):
+    """A character model of the names in line mode: every name its own sequence."""
     config = small_config([corpora / "names.txt"], corpus={"level": "char", "sequences": "lines"},
                           data={"window_size": 8}, train={"epochs": 15})
-    train(config, run, verbose=0)
-    return run
+    return trained_once(shared, "names", config)
 
 
 @pytest.fixture(scope="session")
-def bptt_run(corpora, tmp_path_factory):
+def bptt_run(corpora, shared):
     """A bptt-mode word model with tied embeddings, trained on the alternating lines."""
-    from keras_rnnlm.train import train
-
-    run = tmp_path_factory.mktemp("runs") / "bptt"
     config = small_config([corpora / "alternating.txt"], data={"mode": "bptt", "batch_size": 2, "bptt_steps": 10},
                           model={"embedding_dim": 32, "tie_embeddings": True},
                           train={"epochs": 30, "early_stopping_patience": 0, "sample_length": 8})
-    train(config, run, verbose=0)
-    return run
+    return trained_once(shared, "bptt", config)

@@ -54,7 +54,7 @@ def test_fit_builds_through_the_overridden_method_and_trains_as_before():
     results = []
     for kind in (Spied, keras.Sequential):
         keras.utils.set_random_seed(0)
-        with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():  # a strategy: Keras builds the model before fit's first step
             model = kind([keras.Input((3,)), keras.layers.Dense(2)])
             model.compile("sgd", "mse")
         results.append(model.fit(np.ones((8, 3)), np.zeros((8, 2)), epochs=2, verbose=0).history["loss"])

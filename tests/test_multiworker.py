@@ -26,6 +26,7 @@ SETTINGS = ["--set", "data.batch_size=16", "--set", "model.units=32", "--set", "
             "--set", "train.clipnorm=0.1"]  # small enough that clipping acts at every step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("softmax", [[], ["--set", 'model.softmax="sampled"', "--set", "model.sampled_candidates=8"]],
                          ids=["full softmax", "sampled softmax"])
 def test_two_workers_train_the_weights_one_worker_trains_and_only_the_chief_writes(tmp_path, softmax):
@@ -52,6 +53,7 @@ def test_two_workers_train_the_weights_one_worker_trains_and_only_the_chief_writ
     assert len(history) == 3  # written once, by the chief
 
 
+@pytest.mark.slow
 def test_a_worker_with_several_devices_gives_each_its_piece_of_the_batch(tmp_path):
     """A GPU box per worker: ``fit`` on its batches cut into one piece per local device
     (``worker_batches``; two logical CPUs, in a fresh process, under MirroredStrategy:
@@ -168,6 +170,7 @@ def _pids_of_worker(index: int, marker: str) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_a_run_whose_workers_were_killed_resumes_to_the_uninterrupted_result(tmp_path):
     """Worker 1 killed after epoch 1, then the chief after epoch 2: each time the same
     command resumes, and the run ends as the uninterrupted one did."""
@@ -225,6 +228,7 @@ def test_a_lost_worker_is_named_in_one_line():
     )
 
 
+@pytest.mark.slow
 def test_a_worker_whose_peers_never_come_ends_with_one_line(tmp_path):
     from keras_rnnlm.launch import free_ports
 
@@ -240,6 +244,7 @@ def test_a_worker_whose_peers_never_come_ends_with_one_line(tmp_path):
     assert not (tmp_path / "runs" / "psalms").exists()  # nothing written
 
 
+@pytest.mark.slow
 def test_workers_given_different_clusters_end_at_the_first_step_with_one_line(tmp_path):
     """Worker 0 is told the cluster is [A, B], worker 1 that it is [A, C] (and listens on
     C): TensorFlow joins them by index, and the first all-reduce cannot reach B."""
@@ -260,6 +265,7 @@ def test_workers_given_different_clusters_end_at_the_first_step_with_one_line(tm
         assert stderr.strip().splitlines()[-1].startswith("error: the workers could not reach each other at the first training step")
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_a_one_line_error_naming_the_worker(tmp_path):
     import socket
 

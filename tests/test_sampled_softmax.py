@@ -55,10 +55,9 @@ def test_candidates_are_distinct_follow_zipf_and_depend_on_the_seed_only():
 def test_a_model_trained_with_sampling_validates_with_the_full_softmax(song_file):
     """Training steps sample; evaluate (what validation runs) gives the stock model's exact cross-entropy."""
     config = small_config([song_file], model={"softmax": "sampled", "sampled_candidates": 8})
-    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():  # as train builds it
-        model = build_model(config.model, config.data.window_size, 40)
-        compile_model(model, config.train)
-        trainer = training_model(model, config.train, sampled_candidates=8, seed=0)
+    model = build_model(config.model, config.data.window_size, 40)
+    compile_model(model, config.train)
+    trainer = training_model(model, config.train, sampled_candidates=8, seed=0)
     assert isinstance(trainer, SampledSoftmaxTrainer)
     windows = RNG.integers(0, 40, (64, config.data.window_size)).astype(np.int32)
     targets = (windows[:, -1] + 1) % 40  # learnable: the next id after the last

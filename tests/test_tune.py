@@ -28,7 +28,7 @@ SEARCH = 'model.units = [16, 32]\ntrain.learning_rate = {min = 0.003, max = 0.03
 @pytest.fixture(scope="module")
 def search_files(tmp_path_factory):
     """A tiny config (2 epochs of a small model on the song), its search file, and a
-    command line that searches 3 trials at random."""
+    command line that searches 2 trials at random."""
     folder = tmp_path_factory.mktemp("tune")
     song = folder / "song.txt"
     song.write_text("cause baby now we got bad blood\nyou know it used to be mad love\n" * 40, encoding="utf-8")
@@ -37,7 +37,7 @@ def search_files(tmp_path_factory):
     return folder
 
 
-def tune_arguments(folder, output, trials=3):
+def tune_arguments(folder, output, trials=2):
     return ["--config", str(folder / "tiny.toml"), "--search", str(folder / "search.toml"), "--strategy", "random",
             "--max-trials", str(trials), "--max-minutes", "10", "--output-dir", str(output), "--run-name", "search"]
 
@@ -50,7 +50,7 @@ def trials_table(tuning):
 
 @pytest.fixture(scope="module")
 def searched(search_files, tmp_path_factory):
-    """An uninterrupted 3-trial search, run through the CLI."""
+    """An uninterrupted 2-trial search, run through the CLI."""
     output = tmp_path_factory.mktemp("searched")
     assert cli.main("tune", tune_arguments(search_files, output)) == 0
     return output / "search"
@@ -58,8 +58,8 @@ def searched(search_files, tmp_path_factory):
 
 def test_a_tiny_search_keeps_a_table_the_best_config_and_the_best_model(searched):
     table = trials_table(searched)
-    assert [row["trial"] for row in table] == ["0", "1", "2"] and {row["status"] for row in table} == {"completed"}
-    assert len({(row["model.units"], row["train.learning_rate"]) for row in table}) == 3
+    assert [row["trial"] for row in table] == ["0", "1"] and {row["status"] for row in table} == {"completed"}
+    assert len({(row["model.units"], row["train.learning_rate"]) for row in table}) == 2
     assert (searched / "trials.png").stat().st_size > 0
     best = min(table, key=lambda row: float(row["val_loss"]))
     # The best config trains again, from the text, to the trial's figure (same seed).
@@ -73,6 +73,7 @@ def test_a_tiny_search_keeps_a_table_the_best_config_and_the_best_model(searched
     assert Generator.from_run(searched / "best").generate(["cause baby"], 5, Sampling.from_strategy("greedy"), seed=0)[0]
 
 
+@pytest.mark.slow
 def test_a_killed_search_continues_where_it_stopped_with_the_same_trials(search_files, searched, tmp_path):
     """Killed with SIGKILL once the second of 2 trials has started, then run again with the
     same command: the same trials (the seed's), and the same figures as the uninterrupted
