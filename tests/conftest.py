@@ -39,6 +39,13 @@ def small_config(corpus_paths, **sections) -> Config:
     return config_from_dict(values)
 
 
+@pytest.fixture(autouse=True)
+def outside_the_checkout(tmp_path, monkeypatch):
+    """Every test runs in its own empty folder, so a relative default (saved_models/, the
+    output of a mistaken command) can never write into the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def song_file(tmp_path):
     """A repetitive two-line song: every next word is determined by the five before it."""
