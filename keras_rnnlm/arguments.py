@@ -17,16 +17,20 @@ import argparse
 import dataclasses
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 from keras_rnnlm.config import Config, load_config
 from keras_rnnlm.corpus import check_readable, corpus_documents, find_documents
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.files import Owned, check_folder_path, check_name
 from keras_rnnlm.multiworker import Cluster
 from keras_rnnlm.runs import RunFolder, latest_run
 from keras_rnnlm.sampling import DEFAULT_TOP_K, DEFAULT_TOP_P, STRATEGIES, Sampling, check_generation
 from keras_rnnlm.search_space import read_search
 from keras_rnnlm.shards import PreparedCorpus, is_prepared, prepared_corpus_path
+from keras_rnnlm.splits import check_text_sizes, text_sizes
+from keras_rnnlm.vocab import Vocabulary
 
 MAX_SAMPLES = 1_000  # texts one generate command writes at once: more is almost surely a typo
 RUN_FOLDER = "run folder, e.g. saved_models/psalms"
@@ -35,10 +39,21 @@ VERBOSE_HELP = "also show TensorFlow's own start-up and device notices (or set K
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, whose mistakes are one line (argparse prints the usage first)."""
+    """argparse's parser, whose mistakes are one line (argparse prints the usage first),
+    and which refuses a NUL character in any argument (no path or text can hold one)."""
 
     def error(self, message):
         raise RnnlmError(f"{message}; see {self.prog} --help")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        for action in self._actions:
+            values = getattr(parsed, action.dest, None)
+            for value in values if isinstance(values, list) else [values]:
+                if isinstance(value, str) and "\0" in value:
+                    flag = action.option_strings[0] if action.option_strings else action.dest
+                    raise RnnlmError(f"{flag} holds a NUL character ({value!r}); give it without one")
+        return parsed
 
 
 def _parser(command: str, description: str, model: str | None = None, verbose: bool = True) -> ArgumentParser:
@@ -87,6 +102,7 @@ def train(argv: list[str] | None = None) -> argparse.Namespace:
     """
     args = train_parser().parse_args(argv)
     args.config = config_from_args(args)
+    check_folder_path(args.output_dir, "--output-dir")
     args.run_dir = Path(args.output_dir) / args.config.name
     args.cluster = Cluster.from_environment()
     if prepared := prepared_corpus_path(args.config):
@@ -99,7 +115,7 @@ def train(argv: list[str] | None = None) -> argparse.Namespace:
         args.config.check_replicas(len(args.cluster.workers), len(args.cluster.workers))
     RunFolder(args.run_dir).state(args.config, args.overwrite)  # refuses a folder that holds something else
     if args.export:
-        check_export_folder(Path(args.export))
+        check_export_folder(Path(args.export), "--export")
     return args
 
 
@@ -140,11 +156,13 @@ def prepare(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shard-tokens", type=int, default=None, metavar="N", help="ids per shard file (default: 67,108,864)")
     args = parser.parse_args(argv)
     args.config = config_from_args(args)
-    if args.shard_tokens is not None and args.shard_tokens < 1:
-        raise RnnlmError(f"--shard-tokens must be at least 1, got {args.shard_tokens}")
+    if args.shard_tokens is not None and not 1 <= args.shard_tokens <= 1 << 40:
+        raise RnnlmError(f"--shard-tokens must be between 1 and {1 << 40:,}, got {args.shard_tokens}")
     if prepared_corpus_path(args.config):
         raise RnnlmError("--corpus names a prepared corpus; give the text files it was prepared from")
-    check_corpus_text(args.config)
+    check_folder_path(args.out, "--out")
+    Owned(args.out, "prepared corpus").check("choose another --out")
+    check_corpus_text(args.config, sizes=False)  # what trains from it (a window, lanes) is train's to check
     return args
 
 
@@ -157,11 +175,18 @@ def launch(argv: list[str] | None = None) -> argparse.Namespace:
     """
     parser = _parser("launch", "Train one model with several worker processes on this machine (MultiWorkerMirroredStrategy on loopback).",
                      verbose=False)
-    parser.add_argument("--workers", type=int, required=True, help="how many worker processes (2 or more)")
+    parser.add_argument("--workers", type=int, required=True, help="how many worker processes (2 or more, at most one a core)")
+    parser.add_argument("--oversubscribe", action="store_true", help="allow more workers than the machine has cores")
     parser.add_argument("train_arguments", nargs="*", metavar="-- TRAIN ARGUMENTS", help="arguments of python -m keras_rnnlm.train")
     args = parser.parse_args(argv)
     if args.workers < 2:
         raise RnnlmError(f"--workers must be at least 2, got {args.workers}; one process is python -m keras_rnnlm.train")
+    cores = os.cpu_count() or 1
+    if args.workers > cores and not args.oversubscribe:
+        raise RnnlmError(f"--workers {args.workers} is more than this machine's {cores} cores (each worker is a whole "
+                         "TensorFlow process); give at most that many, or pass --oversubscribe to start them anyway")
+    if args.workers > 256:
+        raise RnnlmError(f"--workers {args.workers} is more than 256, the most one launch starts on one machine")
     checked = train(args.train_arguments)
     checked.config.check_replicas(args.workers, args.workers)
     return args
@@ -200,9 +225,13 @@ def tune(argv: list[str] | None = None) -> argparse.Namespace:
     args.config = config_from_args(args)
     if prepared_corpus_path(args.config):
         raise RnnlmError("--corpus names a prepared corpus; give the text files (tune prepares them once for its trials)")
+    check_folder_path(args.output_dir, "--output-dir")
+    if args.tune_name is not None:
+        check_name(args.tune_name, "--run-name")
+    args.folder = Path(args.output_dir) / (args.tune_name or f"{args.config.name}_tune")
+    Owned(args.folder, "search").check("choose another --run-name")
     check_corpus_text(args.config)
     args.space = read_search(args.search)
-    args.folder = Path(args.output_dir) / (args.tune_name or f"{args.config.name}_tune")
     return args
 
 
@@ -270,7 +299,7 @@ def export(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.out = Path(args.out) if args.out else Path(args.model) / "saved_model"
     check_trained(RunFolder(args.model))
-    check_export_folder(args.out)
+    check_export_folder(args.out, "--out")
     return args
 
 
@@ -282,19 +311,37 @@ def check_text(text: str, what: str) -> None:
         raise RnnlmError(f"{what} is not valid UTF-8 (at character {error.start + 1}); give UTF-8 text") from None
 
 
-def check_corpus_text(config: Config) -> None:
-    """Refuses a corpus or validation file that is missing, empty or not text, from its first bytes."""
-    check_readable(corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else [])
-    check_readable(find_documents(config.corpus.valid_paths))
+# A corpus this small is tokenized whole before TensorFlow loads, so that one too short to
+# train on is told at once (a few milliseconds); a larger one is checked as training reads it.
+SMALL_CORPUS_BYTES = 1 << 20
+
+
+def check_corpus_text(config: Config, sizes: bool = True) -> None:
+    """Refuses a corpus or validation file that is missing, empty or not text, from its
+    first bytes, and (with ``sizes``) a small corpus too short for one example or without
+    validation text.
+
+    Raises:
+        RnnlmError: The first problem found.
+    """
+    documents = corpus_documents(config.corpus.paths, config.corpus.builtin) if config.corpus.paths else []
+    valid_documents = find_documents(config.corpus.valid_paths)
+    check_readable(documents)
+    check_readable(valid_documents)
+    if sizes and documents and sum(document.size for document in [*documents, *valid_documents]) <= SMALL_CORPUS_BYTES:
+        check_text_sizes(config.data, *text_sizes(config, documents))
 
 
 def check_trained(run: RunFolder) -> None:
-    """Refuses a folder that is not a run, or a run with no model yet."""
+    """Refuses a folder that is not a run, a run with no whole model yet, or a damaged
+    config or vocabulary."""
     run.load_config()
     run.require_model()
+    Vocabulary.load(run.vocabulary)
 
 
-def check_export_folder(out: Path) -> None:
-    """Refuses an export folder that holds something other than a SavedModel."""
-    if out.exists() and not (out / "saved_model.pb").is_file():
-        raise RnnlmError(f"{out} exists and is not a SavedModel; choose another --out or remove it")
+def check_export_folder(out: Path, flag: str) -> None:
+    """Refuses an export folder that cannot be written, or that holds anything but a
+    SavedModel that keras_rnnlm exported."""
+    check_folder_path(out, flag)
+    Owned(out, "export").check(f"choose another {flag}")

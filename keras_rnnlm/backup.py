@@ -170,10 +170,10 @@ def restore_training_state(model: keras.Model, path: Path) -> TrainingState | No
 
             variables, optimizer, metrics = arrays("variable"), arrays("optimizer"), arrays("metric")
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
-        raise RnnlmError(f"the backup {path} is damaged; delete it to start the run again from its first epoch") from None
+        raise RnnlmError(f"the backup {path} is damaged; train again with --overwrite to start the run from its first epoch") from None
     targets = state_variables(model) + model.optimizer.variables
     if [value.shape for value in variables + optimizer] != [tuple(variable.shape) for variable in targets]:
-        raise RnnlmError(f"the backup {path} was written for another model; delete it to start the run again")
+        raise RnnlmError(f"the backup {path} was written for another model; train again with --overwrite to start the run from its first epoch")
     for variable, value in zip(targets, variables + optimizer):
         variable.assign(value)
     return TrainingState(metadata["epoch"], metadata["step"], metadata["counters"], metrics, variables)

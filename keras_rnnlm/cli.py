@@ -43,8 +43,9 @@ def main(command: str, argv: list[str] | None = None) -> int:
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Runs ``main(argv)``: an :class:`RnnlmError` prints ``error: ...`` and returns 2,
-    Ctrl-C returns 130; anything else is a bug and keeps its traceback.
+    """Runs ``main(argv)``: an :class:`RnnlmError` prints ``error: ...`` and returns 2, as
+    does an ``OSError`` no check foresaw (a disk that fills up meanwhile); Ctrl-C returns
+    130; anything else is a bug and keeps its traceback.
     """
     arguments = sys.argv[1:] if argv is None else argv
     verbose = "--verbose" in arguments or os.environ.get("KERAS_RNNLM_VERBOSE", "") not in ("", "0")
@@ -62,6 +63,11 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
                 return main(argv) or 0
             except RnnlmError as error:
                 print(f"error: {error}", file=sys.stderr)
+                return 2
+            except OSError as error:  # the disk full, a folder gone meanwhile: the system's words, in one line
+                where = f" ({error.filename})" if error.filename else ""
+                print(f"error: {error.strerror or error}{where}; check the path, its permissions and the disk's room",
+                      file=sys.stderr)
                 return 2
             except KeyboardInterrupt:
                 print("interrupted", file=sys.stderr)

@@ -47,8 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.files import written_folder
+from keras_rnnlm.files import Owned, written_folder
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.sampling import MAX_TOKENS
 from keras_rnnlm.tokenizer import LINE_BREAK
@@ -73,15 +72,15 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         ``out_dir``.
 
     Raises:
-        RnnlmError: The run folder is missing or untrained, or ``out_dir`` exists and is
-            not a SavedModel.
+        RnnlmError: The run folder is missing or untrained, or ``out_dir`` holds anything
+            but a SavedModel that keras_rnnlm exported.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not (out_dir / "saved_model.pb").is_file():
-        raise RnnlmError(f"{out_dir} exists and is not a SavedModel; choose another --out or remove it")
+    Owned(out_dir, "export").check("choose another --out")
     generator = Generator.from_run(run_dir)
     tf.get_logger().setLevel(logging.WARNING)  # not "Assets written to <the temporary folder>"
     with written_folder(out_dir) as temporary:
+        Owned(temporary, "export").claim()
         build_archive(generator).write_out(str(temporary), verbose=False)
         (temporary / "README.txt").write_text(describe(generator, Path(run_dir)), encoding="utf-8")
     logger.info("exported %s to %s (signatures: %s)", run_dir, out_dir, ", ".join(SIGNATURES))

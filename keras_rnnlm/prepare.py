@@ -36,7 +36,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -52,7 +51,7 @@ from keras_rnnlm.corpus import Document, corpus_documents, find_documents
 from keras_rnnlm.splits import TRAIN, VALID, segment_plan
 from keras_rnnlm.encoding import ProvisionalIds, encode_blocks, encoding_pool
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.files import PARTIAL_NAME, write_atomically, written_atomically
+from keras_rnnlm.files import Owned, write_atomically, written_atomically
 from keras_rnnlm.shards import (
     FORMAT, MANIFEST, VERSION, PreparedCorpus, file_crc32, is_prepared, prepared_settings, segments_name, shard_name,
     token_dtype,
@@ -65,8 +64,6 @@ logger = logging.getLogger("keras_rnnlm")
 SHARD_TOKENS = 1 << 26  # ids per shard: 128 MB of uint16
 CHECKPOINT_BYTES = 64 << 20  # text read between saves of the first pass' state
 WORK = "work"  # the first pass' files, removed once the corpus is prepared
-# The files a prepared folder may hold; --overwrite removes a folder only if it holds nothing else.
-_OURS = re.compile(r"manifest\.json|vocabulary\.txt|(train|valid)-(\d{5}\.bin|segments\.npy)|work")
 
 
 def prepare(config: Config, out: str | Path, overwrite: bool = False, shard_tokens: int = SHARD_TOKENS) -> dict:
@@ -83,9 +80,12 @@ def prepare(config: Config, out: str | Path, overwrite: bool = False, shard_toke
         The manifest (also in ``out/manifest.json``).
 
     Raises:
-        RnnlmError: Unreadable text, or ``out`` holds something else.
+        RnnlmError: Unreadable text, or ``out`` holds anything keras_rnnlm did not write
+            (``overwrite`` or not), or (without ``overwrite``) another prepared corpus.
     """
     out = Path(out)
+    owned = Owned(out, "prepared corpus")
+    owned.check("choose another --out")
     documents = corpus_documents(config.corpus.paths, config.corpus.builtin)
     valid_documents = find_documents(config.corpus.valid_paths)
     job = {
@@ -99,9 +99,9 @@ def prepare(config: Config, out: str | Path, overwrite: bool = False, shard_toke
             logger.info("%s is already prepared from this text with these settings", out)
             return manifest
         raise RnnlmError(f"{out} holds a corpus prepared from other text or settings; pass --overwrite to replace it, or another --out")
-    check_out_folder(out)
-    if overwrite and out.exists():
-        shutil.rmtree(out)
+    if overwrite:
+        owned.clear()
+    owned.claim()
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
     job_file = work / "job.json"
@@ -128,17 +128,6 @@ def prepare(config: Config, out: str | Path, overwrite: bool = False, shard_toke
         f"{manifest['vocabulary_size']:,}", np.dtype(manifest["dtype"]).name,
     )
     return manifest
-
-
-def check_out_folder(out: Path) -> None:
-    """Refuses an ``out`` that holds files a prepare did not write (so that --overwrite
-    never removes a folder of the user's).
-
-    Raises:
-        RnnlmError: ``out`` is a file, or a folder holding other files.
-    """
-    if out.exists() and (not out.is_dir() or any(not (_OURS.fullmatch(entry.name) or PARTIAL_NAME.fullmatch(entry.name)) for entry in out.iterdir())):
-        raise RnnlmError(f"{out} exists and is not a prepared corpus; choose another --out")
 
 
 @dataclass

@@ -16,12 +16,13 @@ import json
 import math
 import os
 import socket
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from keras_rnnlm.config import Config, config_from_dict, config_to_dict, config_to_toml, read_toml
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.files import write_atomically, written_atomically, written_folder
+from keras_rnnlm.files import LOCK_SUFFIX, Owned, not_a_file, write_atomically, written_atomically, written_folder
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import Vocabulary
 
@@ -51,32 +52,42 @@ class RunFolder:
         """Decides what training into this folder means, without writing anything.
 
         Returns:
-            NEW (empty or absent folder, or ``overwrite``), RESUME (an unfinished run with
-            the same config) or FINISHED (a finished run with the same config).
+            NEW (an absent or empty folder, one that keras_rnnlm started but never wrote
+            a config into, or ``overwrite``), RESUME (an unfinished run with the same
+            config and a backup to resume from, or none begun yet) or FINISHED (a
+            finished run with the same config).
 
         Raises:
-            RnnlmError: The folder holds other files, or a run with a different config.
+            RnnlmError: The folder holds anything keras_rnnlm did not write (whatever
+                ``overwrite`` says), a run with a different config, or a run that
+                cannot resume exactly.
         """
-        if overwrite or not self.path.exists() or not any(self.path.iterdir()):
+        owned = Owned(self.path, "run")
+        owned.check("choose another --run-name")
+        if overwrite or not owned.holds_anything() or not self.config.is_file():
             return NEW
-        if not self.config.is_file():
-            raise RnnlmError(
-                f"{self.path} exists and is not a keras_rnnlm run; choose another --run-name or pass --overwrite"
-            )
         previous = self.load_config()
         if previous != config:
             raise RnnlmError(
                 f"{self.path} holds a run with a different config ({_differences(previous, config)}); "
                 "pass --overwrite to replace it or --run-name NAME to start another"
             )
-        return FINISHED if self.summary.is_file() else RESUME
+        if self.summary.is_file():
+            return FINISHED
+        rows = self.read_history()  # a damaged history is named now, not after TensorFlow loads
+        if not self.backup_file.is_file() and (rows or self.model.is_file()):
+            raise RnnlmError(
+                f"{self.path} holds an unfinished run with no backup to resume from (its backup/ was removed); "
+                "pass --overwrite to train it again from the start, or --run-name NAME to start another"
+            )
+        return RESUME
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Holds the run folder for this process while it trains.
 
-        The lock is an advisory ``flock`` on ``.<name>.lock`` beside the folder (beside it,
-        so that a refused or failed start leaves the folder as it was). The operating
+        The lock is an advisory ``flock`` on ``.<name>.keras_rnnlm-lock`` beside the folder
+        (beside it, so that a refused or failed start leaves the folder as it was). The operating
         system releases it when the process ends in any way, ``kill -9`` included, so a
         lock left by a killed run is simply taken over.
 
@@ -84,9 +95,14 @@ class RunFolder:
             RnnlmError: Another live process is training into this folder.
         """
         made_parent = not self.path.parent.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(f".{self.path.name}.lock")
-        with open(lock_path, "a+") as file:
+        lock_path = self.path.with_name(f".{self.path.name}{LOCK_SUFFIX}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            file = open(lock_path, "a+")  # noqa: SIM115 - closed by the with below
+        except OSError as error:
+            raise RnnlmError(f"cannot write in {self.path.parent} ({error.strerror}); choose an --output-dir you may "
+                             "write to") from None
+        with file:
             try:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -108,9 +124,11 @@ class RunFolder:
                     self.path.parent.rmdir()  # a refused first run leaves no empty runs folder
 
     def create(self, config: Config, vocabulary: Vocabulary) -> None:
-        """Starts a new run: the folder with its config and vocabulary, in place at once
-        (built under a temporary name and renamed), replacing what an earlier run left."""
+        """Starts a new run: the folder with its marker, config and vocabulary, in place at
+        once (built under a temporary name and renamed), replacing what an earlier run of
+        keras_rnnlm's left (:meth:`state` refused a folder holding anything else)."""
         with written_folder(self.path) as partial:
+            Owned(partial, "run").claim()
             vocabulary.save(partial / self.vocabulary.name)
             write_atomically(partial / self.config.name, config_to_toml(config))
 
@@ -120,9 +138,12 @@ class RunFolder:
         Raises:
             RnnlmError: The folder has no ``config.toml``, or it is not a valid config.
         """
+        if self.path.exists() and not self.path.is_dir():
+            raise RnnlmError(f"{self.path} {not_a_file(self.path).replace('not a file', 'not a run folder')}; "
+                             "pass --model saved_models/<run>")
         if not self.config.is_file():
             raise RnnlmError(f"{self.path} is not a keras_rnnlm run (no config.toml); pass --model saved_models/<run>")
-        return config_from_dict(_upgraded(read_toml(self.config)))
+        return config_from_dict(_upgraded(read_toml(self.config, "the run's config", "saved_models/<run>/config.toml")))
 
     def load_model(self):
         """Loads ``model.keras`` (:func:`keras_rnnlm.model.load_model`).
@@ -136,9 +157,17 @@ class RunFolder:
         return load_model(self.model)
 
     def require_model(self) -> None:
-        """Raises :class:`RnnlmError` if the run has no ``model.keras`` yet."""
+        """Refuses a run with no ``model.keras`` yet, or one that is not a whole .keras
+        archive (cut off or overwritten: told before Keras loads).
+
+        Raises:
+            RnnlmError: Saying which.
+        """
         if not self.model.is_file():
             raise RnnlmError(f"{self.path} has no model.keras yet; train it first with python -m keras_rnnlm.train")
+        if not zipfile.is_zipfile(self.model):
+            raise RnnlmError(f"{self.model} is damaged: it is not a whole .keras archive (cut off or overwritten); "
+                             "train the run again with --overwrite, or restore the file")
 
     def load(self) -> tuple[Config, Vocabulary, Tokenizer, object]:
         """Reads back what generation and evaluation need: config, vocabulary, tokenizer, model.
@@ -148,6 +177,14 @@ class RunFolder:
         """
         config = self.load_config()
         vocabulary, model = Vocabulary.load(self.vocabulary), self.load_model()
+        window_size = None if config.data.mode == "bptt" else config.data.window_size
+        if model.input_shape[1] != window_size:
+            says = 'data.mode = "bptt"' if window_size is None else f"data.window_size = {window_size}"
+            reads = "any number of tokens" if model.input_shape[1] is None else f"windows of {model.input_shape[1]} tokens"
+            raise RnnlmError(
+                f"{self.config} says {says} but {self.model} reads {reads}: one of the two was changed; restore "
+                "config.toml, or train the run again with --overwrite"
+            )
         if model.output_shape[-1] != len(vocabulary):
             raise RnnlmError(
                 f"{self.vocabulary} lists {len(vocabulary):,} tokens but the model scores {model.output_shape[-1]:,}: "

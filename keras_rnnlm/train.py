@@ -46,6 +46,7 @@ from keras_rnnlm.data import TrainingData, training_data
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.export import export_run
+from keras_rnnlm.files import Owned
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.model import build_model, compile_model, output_rows, training_model
 from keras_rnnlm.multiworker import Cluster, lost_workers_named, worker_batches
@@ -84,7 +85,8 @@ def train(
     Args:
         config: The run's settings.
         run_dir: The run folder; an unfinished run there with the same config resumes.
-        overwrite: Replace whatever the folder holds.
+        overwrite: Replace a run keras_rnnlm wrote there, whatever its config (a folder
+            holding anything else is refused).
         strategy: Where to train; None picks from ``config.train.device`` and ``cluster``.
         extra_callbacks: More Keras callbacks, run after the run's own.
         verbose: Keras' progress display: "auto" draws a bar on a terminal and prints
@@ -136,6 +138,8 @@ def _train(config: Config, run: RunFolder, cluster: Cluster, overwrite: bool, st
     out = run if cluster.chief else _scratch_run_folder(run)
     if state == NEW or not cluster.chief:
         out.create(config, vocabulary)
+    else:
+        Owned(run.path, "run").claim()  # a run begun by an earlier version gets its marker
     model, trainer, resumed = build_models(config, len(vocabulary), strategy, run.backup_file if state == RESUME else None)
     out.keep_history(resumed.epoch if resumed else 0)  # a resumed run writes the later epochs' rows again
     window_size = None if config.data.mode == "bptt" else config.data.window_size

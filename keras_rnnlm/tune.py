@@ -50,7 +50,7 @@ from keras_rnnlm.devices import select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.keras_private import keras_tuner_tracebacks_off
 from keras_rnnlm.prepare import prepare
-from keras_rnnlm.files import write_atomically, written_folder
+from keras_rnnlm.files import Owned, write_atomically, written_folder
 from keras_rnnlm.runs import RunFolder
 from keras_rnnlm.search_space import Dimension, config_with
 from keras_rnnlm.tune_report import format_table, plot_trials, shown, write_table
@@ -130,23 +130,23 @@ class Search:
         self.state_path = folder / "tune.json"
         identity = {"config": config_to_dict(config), "search": [dimension.describe() for dimension in space],
                     "strategy": strategy}
-        if overwrite and folder.exists():
-            shutil.rmtree(folder)
+        owned = Owned(folder, "search")
+        owned.check("choose another --run-name")  # a folder of the user's is never touched, --overwrite or not
+        if overwrite:
+            owned.clear()
         if self.state_path.is_file():
-            self.state = json.loads(self.state_path.read_text(encoding="utf-8"))
+            self.state = _read_state(self.state_path)
             if {key: self.state.get(key) for key in identity} != identity:
                 raise RnnlmError(f"{folder} holds a search of another config, search file or strategy; pass --overwrite to "
                                  "start again, or --run-name NAME for another folder")
             started = len(self.state["trials"])
             logger.info("continuing the search in %s (%d trial%s, %.1f minutes so far)",
                         folder, started, "" if started == 1 else "s", self.state["seconds"] / 60)
-        elif folder.exists() and any(folder.iterdir()):
-            raise RnnlmError(f"{folder} exists and holds no search; choose another --run-name, or pass --overwrite")
         else:
             # "auto" precision times a matmul, which could choose differently from one trial to
             # the next: it is decided once, and best.toml states what the trials used.
             self.state = {**identity, "precision": _pinned_precision(config), "seconds": 0.0, "trials": {}}
-        folder.mkdir(parents=True, exist_ok=True)
+        owned.claim()
         self.base = dataclasses.replace(config, train=dataclasses.replace(config.train, precision=self.state["precision"]))
         self.session_started, self.seconds_before = time.time(), self.state["seconds"]
         self.save_state()
@@ -293,6 +293,23 @@ class Search:
             shutil.copytree(self.folder / "trials" / best["trial"], partial, dirs_exist_ok=True)
         self.state["best"] = best["trial"]
         self.save_state()
+
+
+def _read_state(path: Path) -> dict:
+    """A search's tune.json.
+
+    Raises:
+        RnnlmError: The file is not the state a search writes (edited, or cut off).
+    """
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(state, dict) and isinstance(state.get("trials"), dict)
+                and isinstance(state.get("seconds"), (float, int)) and state.get("precision") in ("mixed", "float32")):
+            raise ValueError("not a search's state")
+    except (OSError, ValueError):
+        raise RnnlmError(f"{path} is damaged; pass --overwrite to start the search again, or --run-name NAME for "
+                         "another folder") from None
+    return state
 
 
 class TrialClock(keras.callbacks.Callback):

@@ -176,15 +176,20 @@ def test_the_export_folder_describes_its_signatures(runs):
 def test_cli_replaces_an_earlier_export_and_refuses_other_folders(runs, tmp_path, capsys):
     out = tmp_path / "exported"
     assert cli.main("export", ["--model", str(runs / "song" / "run"), "--out", str(out)]) == 0
-    (out / "stale").write_text("from the first export")
+    first = (out / "saved_model.pb").stat().st_mtime_ns
     assert cli.main("export", ["--model", str(runs / "song" / "run"), "--out", str(out)]) == 0
-    assert (out / "saved_model.pb").is_file() and not (out / "stale").exists()
+    assert (out / "saved_model.pb").stat().st_mtime_ns != first  # replaced: it held only the first export
     assert [path.name for path in tmp_path.iterdir()] == ["exported"]  # no temporary folders left
+    (out / "mine.txt").write_text("a file of the user's")
+    capsys.readouterr()
+    assert cli.main("export", ["--model", str(runs / "song" / "run"), "--out", str(out)]) == 2
+    assert "holds mine.txt, which keras_rnnlm did not write; choose another --out" in capsys.readouterr().err
+    assert (out / "mine.txt").read_text() == "a file of the user's"
 
     (tmp_path / "notes").mkdir()
-    capsys.readouterr()
+    (tmp_path / "notes" / "todo.md").write_text("mine")
     assert cli.main("export", ["--model", str(runs / "song" / "run"), "--out", str(tmp_path / "notes")]) == 2
-    assert "is not a SavedModel; choose another --out" in capsys.readouterr().err
+    assert "holds todo.md, which keras_rnnlm did not write" in capsys.readouterr().err
     assert cli.main("export", ["--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "is not a keras_rnnlm run" in capsys.readouterr().err and not (tmp_path / "x").exists()
 

@@ -192,7 +192,7 @@ def test_prepare_never_overwrites_a_folder_of_the_users(corpora, tmp_path, capsy
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me", encoding="utf-8")
     argv = ["--corpus", str(corpora / "song.txt"), "--out", str(folder), "--overwrite"]
-    assert "is not a prepared corpus; choose another --out" in refusal(capsys, "prepare", argv)
+    assert "holds notes.txt, which keras_rnnlm did not write; choose another --out" in refusal(capsys, "prepare", argv)
     assert (folder / "notes.txt").read_text(encoding="utf-8") == "keep me"
 
     out = tmp_path / "prepared"

@@ -68,10 +68,10 @@ def test_one_process_trains_into_a_folder_at_a_time_and_a_killed_ones_lock_is_ta
             pass
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    assert (tmp_path / ".run.lock").exists()  # left behind by the killed process: stale
+    assert (tmp_path / ".run.keras_rnnlm-lock").exists()  # left behind by the killed process: stale
     with run.lock():  # taken over
         pass
-    assert not (tmp_path / ".run.lock").exists()
+    assert not (tmp_path / ".run.keras_rnnlm-lock").exists()
 
 
 def damaged_copy(tmp_path, run, name, damage):
@@ -120,7 +120,7 @@ def test_a_damaged_backup_is_named_when_the_run_resumes(tmp_path, song_file):
         train(config, tmp_path / "run", extra_callbacks=[InterruptAfterFirstEpoch()], verbose=0)
     backup = tmp_path / "run" / "backup" / "latest.npz"
     backup.write_bytes(backup.read_bytes()[:100])
-    with pytest.raises(RnnlmError, match=r"the backup .*latest.npz is damaged; delete it to start the run again"):
+    with pytest.raises(RnnlmError, match=r"the backup .*latest.npz is damaged; train again with --overwrite to start the run from its first epoch"):
         train(config, tmp_path / "run", verbose=0)
 
 

@@ -231,8 +231,8 @@ def test_a_run_folder_with_another_config_is_refused_unless_overwritten(song_fil
 def test_a_folder_that_is_not_a_run_is_refused(song_file, tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff")
-    with pytest.raises(RnnlmError, match="is not a keras_rnnlm run"):
-        train(small_config([song_file]), tmp_path / "photos", verbose=0)
+    with pytest.raises(RnnlmError, match="photos holds cat.jpg, which keras_rnnlm did not write; choose another --run-name"):
+        train(small_config([song_file]), tmp_path / "photos", overwrite=True, verbose=0)
     assert (tmp_path / "photos" / "cat.jpg").exists()
 
 

@@ -68,8 +68,12 @@ def test_a_tiny_search_keeps_a_table_the_best_config_and_the_best_model(searched
     assert not config.corpus.paths[0].startswith(str(searched)), "best.toml reads the original text"
     again = train(config, searched.parent / "again", verbose=0)
     assert again["val_loss"] == pytest.approx(float(best["val_loss"]), rel=1e-5)
-    # best/ is a normal run folder: its model loads with Keras alone and generates.
-    keras.saving.load_model(searched / "best" / "model.keras")
+    # best/ is the best trial's run folder: its model loads with Keras alone, has the trial's
+    # size and is the trial's own (the same weights), and generates.
+    model = keras.saving.load_model(searched / "best" / "model.keras")
+    assert model.get_layer("lstm_1").units == int(best["model.units"])
+    trial = keras.saving.load_model(searched / "trials" / best["trial"] / "model.keras")
+    assert all((a == b).all() for a, b in zip(model.get_weights(), trial.get_weights(), strict=True))
     assert Generator.from_run(searched / "best").generate(["cause baby"], 5, Sampling.from_strategy("greedy"), seed=0)[0]
 
 
