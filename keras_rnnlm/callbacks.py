@@ -15,7 +15,7 @@ import keras
 
 from keras_rnnlm.backup import stateful_layers
 from keras_rnnlm.files import written_atomically
-from keras_rnnlm.generate import Generator
+from keras_rnnlm.generate import Generator, shown
 from keras_rnnlm.model import copy_output_rows
 from keras_rnnlm.runs import RunFolder, save_model_atomically
 from keras_rnnlm.optimizers import SparseRowsAdam, copy_optimizer_state
@@ -182,7 +182,7 @@ class SampleText(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         texts = self.generator.generate([self.prompt] * self.num_samples, self.length, Sampling(self.temperature), seed=self.seed)
-        logger.info("sample after epoch %d:\n%s\n", epoch + 1, "\n".join(text.rstrip("\n") for text in texts))
+        logger.info("sample after epoch %d:\n%s\n", epoch + 1, "\n".join(shown(text.rstrip("\n")) for text in texts))
 
 
 class CurvesPlot(keras.callbacks.Callback):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.files import check_name, not_a_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -289,11 +290,15 @@ def read_toml(path: str | Path, what: str = "config file", example: str = "confi
     """
     path = Path(path)
     if not path.is_file():
-        raise RnnlmError(f"{what} {path} does not exist; pass a path such as {example}")
+        raise RnnlmError(f"{what} {path} {not_a_file(path)}; pass a path such as {example}")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise RnnlmError(f"cannot read {what} {path} ({error.strerror}); check that it is a file you may read") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise RnnlmError(f"{what} {path} is not valid TOML ({error}); fix the line it names") from None
+    except RecursionError:
+        raise RnnlmError(f"{what} {path} nests arrays or tables too deeply to read; a config needs no nesting") from None
 
 
 def config_from_dict(values: dict) -> Config:
@@ -370,8 +375,8 @@ def check_value(key: str, value) -> None:
         raise RnnlmError(f"{key} = {value!r} is not one of {', '.join(map(repr, CHOICES[key]))}")
     if key in RANGES and not RANGES[key][0](value):
         raise RnnlmError(f"{key} = {value!r} is out of range; it must be {RANGES[key][1]}")
-    if key == "name" and (not value or "/" in value or value.startswith(".")):
-        raise RnnlmError(f"name = {value!r} cannot name a run folder; use letters, digits, '-' or '_'")
+    if key == "name":
+        check_name(value, "the run name")
 
 
 def key_type(key: str) -> type:
@@ -504,6 +509,8 @@ def _parse_override(override: str) -> tuple[str, object]:
         return key, tomllib.loads(f"value = {text.strip()}")["value"]
     except tomllib.TOMLDecodeError:
         return key, text.strip()  # A bare word such as corpus.level=char is a string.
+    except RecursionError:
+        raise RnnlmError(f"override {key} nests arrays or tables too deeply to read; give a plain value") from None
 
 
 def toml_value(value) -> str:

@@ -9,12 +9,14 @@ between chapters, so it is there offline right after ``pip install``.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.files import not_a_file
 
 # Book numbers of the built-in corpora: "kjv-poetry" is Psalms to the Song of Solomon,
 # the Bible's song books (about 66k words: trains in minutes on a laptop CPU).
@@ -105,18 +107,24 @@ def find_documents(paths: Sequence[str | Path]) -> list[Document]:
     """
     documents = []
     for path in map(Path, paths):
-        if path.is_dir():
-            files = sorted(path.rglob("*.txt"))
-            if not files:
-                raise RnnlmError(f"folder {path} has no .txt files; put your text in files ending in .txt")
-        elif path.is_file():
-            files = [path]
-        else:
-            raise RnnlmError(f"corpus path {path} does not exist; check the path or pass --corpus FILE")
-        for file in files:
-            if file.stat().st_size == 0:
-                raise RnnlmError(f"corpus file {file} is empty; give a file with some text in it")
-            documents.append(Document(name=str(file), path=file))
+        try:
+            if path.is_dir():
+                with os.scandir(path):  # rglob skips a folder it may not read without a word
+                    pass
+                # Regular files only: a FIFO would block the read for ever.
+                files = sorted(file for file in path.rglob("*.txt") if file.is_file())
+                if not files:
+                    raise RnnlmError(f"folder {path} has no .txt files; put your text in files ending in .txt")
+            elif path.is_file():
+                files = [path]
+            else:
+                raise RnnlmError(f"corpus path {path} {not_a_file(path)}; check the path or pass --corpus FILE")
+            for file in files:
+                if file.stat().st_size == 0:
+                    raise RnnlmError(f"corpus file {file} is empty; give a file with some text in it")
+                documents.append(Document(name=str(file), path=file))
+        except OSError as error:
+            raise RnnlmError(f"cannot read {error.filename or path} ({error.strerror}); check that you may read it") from None
     return documents
 
 

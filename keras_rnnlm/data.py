@@ -27,8 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.config import DataConfig
-from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.splits import Segments
+from keras_rnnlm.splits import Segments, check_text_sizes
 from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID
 
 
@@ -88,23 +87,6 @@ def windowed_stream(segments: Segments | Sequence[np.ndarray], window_size: int)
         window_size: Tokens of context per example.
     """
     return WindowedStream(as_segments(segments), window_size)
-
-
-def check_sizes(train: WindowedStream, valid: WindowedStream) -> None:
-    """Refuses a corpus too short to train on or to validate with.
-
-    Raises:
-        RnnlmError: Fewer than ``window_size + 1`` training tokens, or no validation token.
-    """
-    if train.num_windows < train.window_size + 1:
-        raise RnnlmError(
-            f"the corpus has only {train.num_windows} training tokens, fewer than window_size + 1 = "
-            f"{train.window_size + 1}; give more text or a smaller data.window_size"
-        )
-    if valid.num_windows == 0:
-        raise RnnlmError(
-            "the validation split is empty; give more text, a larger corpus.valid_fraction, or --valid FILE"
-        )
 
 
 def windows_dataset(stream: WindowedStream, batch_size: int, shard: tuple[int, int] = (0, 1)) -> tf.data.Dataset:
@@ -265,23 +247,6 @@ def lanes(segments: Segments | Sequence[np.ndarray], num_lanes: int, bptt_steps:
     return Lanes(text.tokens, num_targets, num_lanes, lane_length, bptt_steps)
 
 
-def check_lanes(train_tokens: int, valid_tokens: int, num_lanes: int, bptt_steps: int) -> None:
-    """Refuses a training text too short to fill every lane for one step, or no
-    validation text (before any lane is laid out).
-
-    Raises:
-        RnnlmError: Fewer training tokens than lanes x bptt_steps, or no validation token.
-    """
-    if train_tokens < num_lanes * bptt_steps:
-        raise RnnlmError(
-            f"the corpus has only {train_tokens:,} training tokens, fewer than data.batch_size x "
-            f"data.bptt_steps = {num_lanes} x {bptt_steps}; give more text, fewer lanes "
-            "(data.batch_size) or shorter steps (data.bptt_steps)"
-        )
-    if valid_tokens == 0:
-        raise RnnlmError("the validation split is empty; give more text, a larger corpus.valid_fraction, or --valid FILE")
-
-
 def lanes_dataset(lanes: Lanes) -> tf.data.Dataset:
     """The steps of an epoch over the lanes, in order.
 
@@ -344,7 +309,7 @@ def training_data(
     """
     train_segments, valid_segments = as_segments(train_segments), as_segments(valid_segments)
     if config.mode == "bptt":
-        check_lanes(train_segments.num_tokens, valid_segments.num_tokens, config.batch_size, config.bptt_steps)
+        check_text_sizes(config, train_segments.num_tokens, valid_segments.num_tokens)
         train, valid = (lanes(segments, config.batch_size, config.bptt_steps) for segments in (train_segments, valid_segments))
         description = (
             f"lanes: {train.num_lanes} lanes of {train.lane_length:,} tokens, {train.bptt_steps} "
@@ -356,7 +321,7 @@ def training_data(
             train.num_targets, valid.num_targets, description,
         )
     train, valid = (windowed_stream(segments, config.window_size) for segments in (train_segments, valid_segments))
-    check_sizes(train, valid)
+    check_text_sizes(config, train.num_windows, valid.num_windows)
     description = f"windows: {train.num_windows:,} training, {valid.num_windows:,} validation, {config.window_size} tokens each"
     return TrainingData(
         lambda first_step: training_windows(train, config.batch_size, seed, first_step, shard),

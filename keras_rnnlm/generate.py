@@ -30,6 +30,7 @@ if __name__ == "__main__":  # python -m keras_rnnlm.generate: the arguments are 
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -259,8 +260,27 @@ def main(args: argparse.Namespace) -> int:
         if args.interactive:
             check_text(prompt, f"prompt {number + 1}")
         if unknown := generator.unknown_words(prompt):
-            logger.warning("warning: not in the vocabulary, read as <unk>: %s", ", ".join(dict.fromkeys(unknown)))
-        texts = generator.generate([prompt] * args.num_samples, args.words, args.sampling, seed=args.seed + number,
-                                   max_lines=args.max_lines)
-        print(("\n\n" if generator.tokenizer.level == "word" else "\n").join(text.rstrip("\n") for text in texts), flush=True)
+            words = shown(", ".join(dict.fromkeys(unknown)))
+            logger.warning("warning: not in the vocabulary, read as <unk>: %s",
+                           words if len(words) <= ECHOED_CHARACTERS else f"{words[:ECHOED_CHARACTERS]}…")
+        texts = generator.generate([prompt] * args.num_samples, args.words, args.sampling,
+                                   seed=(args.seed + number) % 2**31, max_lines=args.max_lines)
+        echoed = len(generator.tokenizer.text_from_tokens(generator.tokenizer.tokens_from_text(prompt)))
+        print(("\n\n" if generator.tokenizer.level == "word" else "\n").join(shown(text.rstrip("\n"), echoed) for text in texts),
+              flush=True)
     return 0
+
+
+# Characters of a prompt printed back before its continuation: a longer prompt is shown by its end.
+ECHOED_CHARACTERS = 1_000
+# What a terminal would act on rather than show: C0 and C1 control characters but tab and line break.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str, prompt_characters: int = 0) -> str:
+    """``text`` as it is safe to print: control characters (a NUL, an escape sequence)
+    written as ``\\xNN``, and of its first ``prompt_characters`` (the prompt, printed back)
+    only the last :data:`ECHOED_CHARACTERS`, after "…"."""
+    if prompt_characters > ECHOED_CHARACTERS:
+        text = "…" + text[prompt_characters - ECHOED_CHARACTERS:]
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)

@@ -122,11 +122,15 @@ class PreparedCorpus:
             raise RnnlmError(f"{self.path} is not a prepared corpus (no {MANIFEST}); run python -m keras_rnnlm.prepare --out {self.path}")
         try:
             self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
-            found = (self.manifest["format"], self.manifest["version"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise RnnlmError(f"{manifest} is damaged; prepare the corpus again with --overwrite") from None
-        if found != (FORMAT, VERSION):
-            raise RnnlmError(f"{manifest} is not a version-{VERSION} keras_rnnlm manifest; prepare the corpus again with --overwrite")
+            if not isinstance(self.manifest, dict) or (self.manifest.get("format"), self.manifest.get("version")) != (FORMAT, VERSION):
+                raise RnnlmError(f"{manifest} is not a version-{VERSION} keras_rnnlm manifest; prepare the corpus again "
+                                 "with --overwrite")
+            _check_manifest(self.manifest)
+        except OSError as error:
+            raise RnnlmError(f"cannot read {manifest} ({error.strerror}); check its permissions") from None
+        except (ValueError, RecursionError) as error:  # JSON that is not, or not the manifest prepare writes
+            reason = str(error) if isinstance(error, _Damaged) else "not JSON"
+            raise RnnlmError(f"{manifest} is damaged ({reason}); prepare the corpus again with --overwrite") from None
 
     @property
     def settings(self) -> dict:
@@ -189,6 +193,51 @@ class PreparedCorpus:
         names = ", ".join(sources) if len(sources) <= 3 else f"{', '.join(sources[:2])}, ... {sources[-1]}"
         return (f"prepared corpus {self.path}: {self.manifest['corpus_tokens']:,} tokens from {len(sources)} document(s) "
                 f"({names}), vocabulary {self.manifest['vocabulary_size']:,}")
+
+
+class _Damaged(ValueError):
+    """A manifest that is not as prepare writes it; the message names the first wrong part."""
+
+
+def _check_manifest(manifest: dict) -> None:
+    """Checks a manifest's parts before any is used: their types, ranges, and file names
+    that stay inside the folder.
+
+    Raises:
+        _Damaged: Naming the first part that is not as prepare writes it.
+    """
+    def expect(ok, what):
+        if not ok:
+            raise _Damaged(what)
+
+    def count(value):  # a whole number of something: an int, not a bool
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    for key, kind in (("settings", dict), ("sources", list), ("valid_sources", list), ("dtype", str),
+                      ("splits", dict), ("files", dict)):
+        expect(isinstance(manifest.get(key), kind), f"{key} is missing or not a JSON {'object' if kind is dict else kind.__name__}")
+    for key in ("shard_tokens", "vocabulary_size", "corpus_tokens"):
+        expect(count(manifest.get(key)), f"{key} is missing or not a whole number")
+    expect(manifest["shard_tokens"] >= 1, "shard_tokens is 0")
+    expect(manifest["dtype"] in ("<u2", "<u4"), f"dtype {manifest['dtype']!r} is not <u2 or <u4")
+    expect(all(isinstance(key, str) and isinstance(value, (str, int, float, bool)) for key, value in manifest["settings"].items()),
+           "settings holds a value that is not a number, string or boolean")
+    for key in ("sources", "valid_sources"):
+        expect(all(isinstance(source, dict) and isinstance(source.get("name"), str) and count(source.get("size"))
+                   for source in manifest[key]), f"{key} holds an entry without a name and a size")
+    for split in ("train", "valid"):
+        part = manifest["splits"].get(split)
+        expect(isinstance(part, dict) and count(part.get("tokens")) and count(part.get("segments"))
+               and isinstance(part.get("shards"), list), f"splits.{split} is missing or not tokens, segments and shards")
+        expect(part["shards"] == [shard_name(split, number) for number in range(len(part["shards"]))],
+               f"splits.{split}.shards are not {split}-00000.bin and on")
+    for name, entry in manifest["files"].items():
+        expect("/" not in name and name not in ("", ".", ".."), f"files names {name!r}, which is not a file of the folder")
+        expect(isinstance(entry, dict) and count(entry.get("bytes")) and count(entry.get("crc32")),
+               f"files.{name} is not bytes and crc32, as whole numbers")
+    for split in ("train", "valid"):
+        for name in [*manifest["splits"][split]["shards"], segments_name(split)]:
+            expect(name in manifest["files"], f"files does not list {name}")
 
 
 class ShardedTokens:

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from keras_rnnlm.corpus import Document, find_documents
-from keras_rnnlm.tokenizer import Tokenizer
+from keras_rnnlm.encoding import ProvisionalIds, encode
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.tokenizer import RESERVED_TOKENS, Tokenizer
 from keras_rnnlm.vocab import LINE_BREAK_ID, Vocabulary, build_vocabulary, encode_documents
 
 # A segment's label in a plan: it trains, it validates, or (a blank line in line mode) neither.
@@ -126,6 +128,47 @@ def segment_plan(
             ends += [end - held, end]
             labels += [TRAIN, VALID]
     return np.asarray(ends, np.int64), np.asarray(labels, np.int8)
+
+
+def check_text_sizes(config, train_tokens: int, valid_tokens: int) -> None:
+    """Refuses a training text too short for one example (a window and its target, or
+    every lane's first step), or an empty validation text.
+
+    Args:
+        config: A :class:`keras_rnnlm.config.DataConfig`.
+        train_tokens, valid_tokens: The tokens of each.
+
+    Raises:
+        RnnlmError: Saying which text is too short and what to change.
+    """
+    if config.mode == "bptt" and train_tokens < config.batch_size * config.bptt_steps:
+        raise RnnlmError(
+            f"the corpus has only {train_tokens:,} training tokens, fewer than data.batch_size x data.bptt_steps = "
+            f"{config.batch_size} x {config.bptt_steps}; give more text, fewer lanes (data.batch_size) or shorter steps "
+            "(data.bptt_steps)"
+        )
+    if config.mode == "windows" and train_tokens < config.window_size + 1:
+        raise RnnlmError(
+            f"the corpus has only {train_tokens} training tokens, fewer than window_size + 1 = {config.window_size + 1}; "
+            "give more text or a smaller data.window_size"
+        )
+    if valid_tokens == 0:
+        raise RnnlmError("the validation split is empty; give more text, a larger corpus.valid_fraction, or --valid FILE")
+
+
+def text_sizes(config, documents: Sequence[Document]) -> tuple[int, int]:
+    """The training and validation tokens :func:`corpus_segments` would give, counted
+    without building a vocabulary (a count does not depend on which tokens become <unk>)."""
+    tokenizer = Tokenizer.from_config(config.corpus)
+    every = [*documents, *find_documents(config.corpus.valid_paths)]
+    ids = ProvisionalIds({token: number for number, token in enumerate(RESERVED_TOKENS)})  # the line break keeps its id
+    encoded = encode(every, tokenizer, ids.__getitem__)
+    stream = np.concatenate(encoded or [np.zeros(0, np.int32)])
+    ends, labels = segment_plan([len(part) for part in encoded], len(documents), config.corpus.sequences,
+                                config.corpus.valid_fraction, config.train.seed,
+                                line_ends(stream) if config.corpus.sequences == "lines" else None)
+    lengths = np.diff(np.concatenate([[0], ends]))
+    return int(lengths[labels == TRAIN].sum()), int(lengths[labels == VALID].sum())
 
 
 def held_out_lines(num_lines: int, valid_fraction: float, seed: int) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 from keras_rnnlm.corpus import Document
 from keras_rnnlm.encoding import ProvisionalIds, encode
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.files import write_atomically
+from keras_rnnlm.files import not_a_file, write_atomically
 from keras_rnnlm.tokenizer import LINE_BREAK, PAD, RESERVED_TOKENS, UNK, Tokenizer
 
 PAD_ID, UNK_ID, LINE_BREAK_ID = (RESERVED_TOKENS.index(token) for token in (PAD, UNK, LINE_BREAK))
@@ -79,10 +79,12 @@ class Vocabulary:
         """
         path = Path(path)
         if not path.is_file():
-            raise RnnlmError(f"vocabulary file {path} does not exist; is this a keras_rnnlm run folder?")
+            raise RnnlmError(f"vocabulary file {path} {not_a_file(path)}; is this a keras_rnnlm run folder?")
         try:
             # Bytes, not text mode, which would read a "\r" token (character level) as a line end.
             return cls(path.read_bytes().decode("utf-8").split("\n")[:-1])
+        except OSError as error:
+            raise RnnlmError(f"cannot read {path} ({error.strerror}); check that it is a file you may read") from None
         except (RnnlmError, UnicodeDecodeError) as error:
             raise RnnlmError(f"{path} is damaged ({error}); train the run again with --overwrite, or restore the file") from None
 

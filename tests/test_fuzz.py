@@ -72,3 +72,79 @@ def test_any_file_content_reads_as_text_or_is_refused_in_one_line(tmp_path_facto
             Tokenizer().tokens_from_text(block)
     except RnnlmError as error:
         assert str(path) in str(error) and "\n" not in str(error)
+
+
+# Names a user's files may have, many of them names keras_rnnlm writes too.
+USERS_NAMES = ["thesis.docx", "model.keras", "vocabulary.txt", "config.toml", "history.csv", "manifest.json",
+               "saved_model.pb", "work/chapter1.md", "logs/notes.txt", "variables/notes.txt", "backup/latest.npz",
+               "trials/0/notes.txt", ".hidden", "sub/deeper/file.bin", "train-00000.bin"]
+COMMANDS = {"train": "song_run", "prepare": "prepared", "export": "exported"}  # command: a folder of the tool's it may replace
+KINDS = {"train": "run", "prepare": "prepared corpus", "export": "export"}
+
+
+@pytest.fixture(scope="module")
+def own_folders(song_run, corpora, tmp_path_factory):
+    """A folder of each kind, written by keras_rnnlm: what a command may replace."""
+    from keras_rnnlm import cli
+
+    folder = tmp_path_factory.mktemp("own")
+    assert cli.main("prepare", ["--corpus", str(corpora / "song.txt"), "--out", str(folder / "prepared")]) == 0
+    assert cli.main("export", ["--model", str(song_run), "--out", str(folder / "exported")]) == 0
+    return {"song_run": song_run, "prepared": folder / "prepared", "exported": folder / "exported"}
+
+
+@settings(max_examples=14, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(
+    command=st.sampled_from(sorted(COMMANDS)),
+    contents=st.sampled_from(["absent", "empty", "the user's", "the tool's", "both", "a file"]),
+    users=st.lists(st.tuples(st.sampled_from(USERS_NAMES), st.binary(max_size=16)), min_size=1, max_size=3),
+    beside=st.booleans(),  # a file of the user's beside the folder too
+    overwrite=st.booleans(),
+)
+def test_no_command_changes_a_file_it_did_not_write(tmp_path_factory, corpora, song_run, own_folders, command, contents,
+                                                    users, beside, overwrite):
+    import fnmatch
+    import shutil
+
+    from keras_rnnlm import cli
+    from keras_rnnlm.files import LAYOUTS
+
+    root = tmp_path_factory.mktemp("fuzz")
+    target = root / "runs" / "test"
+    (root / "runs").mkdir()
+    if contents in ("the tool's", "both"):
+        shutil.copytree(own_folders[COMMANDS[command]], target)
+    elif contents == "empty":
+        target.mkdir()
+    elif contents == "a file":
+        target.write_bytes(b"the user's file")
+    users_files = {}
+    if contents in ("the user's", "both"):
+        for name, data in users:
+            path = target / name
+            # Beside the tool's files, a user's file under a name the folder's marker gives
+            # as the tool's (backup/latest.npz in a run folder) is the tool's to replace.
+            ours = contents == "both" and any(fnmatch.fnmatchcase(name, pattern) for pattern in LAYOUTS[KINDS[command]])
+            if ours or path.exists() or path.parent.is_file():
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            users_files[path] = data
+    if contents == "a file":
+        users_files[target] = b"the user's file"
+    if beside:
+        (root / "runs" / ".test.lock").write_bytes(b"mine")
+        users_files[root / "runs" / ".test.lock"] = b"mine"
+    tiny = ["--set", "train.epochs=1", "--set", "train.sample_length=0", "--set", "train.tensorboard=false",
+            "--set", "model.units=8", "--set", "model.embedding_dim=8", "--set", 'train.precision="float32"']
+    argv = {
+        "train": ["--corpus", str(corpora / "song.txt"), "--output-dir", str(root / "runs"), "--run-name", "test", *tiny],
+        "prepare": ["--corpus", str(corpora / "song.txt"), "--out", str(target)],
+        "export": ["--model", str(song_run), "--out", str(target)],
+    }[command] + (["--overwrite"] if overwrite and command != "export" else [])
+    status = cli.main(command, argv)
+    assert status in (0, 2)
+    for path, data in users_files.items():
+        assert path.is_file() and path.read_bytes() == data, f"{command} {argv}: {path} changed"
+    if status == 0 and contents in ("the user's", "both") and users_files.keys() - {root / "runs" / ".test.lock"}:
+        raise AssertionError(f"{command} wrote into a folder holding the user's files")

@@ -1,8 +1,16 @@
 """The one split of a corpus into training and validation segments."""
 
 import numpy as np
+import pytest
+from conftest import small_config
 
-from keras_rnnlm.splits import DROPPED, TRAIN, VALID, Segments, line_ends, segment_plan, segments_for_evaluation
+from keras_rnnlm.config import DataConfig
+from keras_rnnlm.corpus import find_documents
+from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.splits import (
+    DROPPED, TRAIN, VALID, Segments, check_text_sizes, corpus_segments, line_ends, segment_plan, segments_for_evaluation,
+    text_sizes,
+)
 from keras_rnnlm.vocab import LINE_BREAK_ID as EOL
 
 
@@ -41,3 +49,22 @@ def test_evaluation_scores_whole_documents_or_every_line():
     assert segments_for_evaluation(documents, "stream").ends.tolist() == [3, 8]
     lines = segments_for_evaluation(documents, "lines")
     assert lines.tokens.tolist() == [3, 4, EOL, 5, EOL, 6, EOL] and lines.ends.tolist() == [3, 5, 7]
+
+
+def test_a_text_too_short_for_one_example_or_without_validation_is_refused():
+    with pytest.raises(RnnlmError, match="only 3 training tokens, fewer than window_size \\+ 1 = 6"):
+        check_text_sizes(DataConfig(window_size=5), 3, 1)
+    with pytest.raises(RnnlmError, match=r"only 19 training tokens, fewer than data.batch_size x data.bptt_steps = 4 x 5"):
+        check_text_sizes(DataConfig(mode="bptt", batch_size=4, bptt_steps=5), 19, 5)
+    check_text_sizes(DataConfig(mode="bptt", batch_size=4, bptt_steps=5), 20, 5)
+    with pytest.raises(RnnlmError, match="validation split is empty"):
+        check_text_sizes(DataConfig(), 20, 0)
+
+
+@pytest.mark.parametrize("sequences", ["stream", "lines"])
+def test_text_sizes_are_counted_as_the_split_makes_them(tmp_path, sequences):
+    (tmp_path / "a.txt").write_text("one two three\n\nfour five\nsix\n" * 7, encoding="utf-8")
+    (tmp_path / "b.txt").write_text("seven eight nine ten\n" * 3, encoding="utf-8")
+    config = small_config([tmp_path], corpus={"sequences": sequences})
+    train, valid, _ = corpus_segments(config, find_documents(config.corpus.paths))
+    assert text_sizes(config, find_documents(config.corpus.paths)) == (train.num_tokens, valid.num_tokens)
