@@ -163,3 +163,16 @@ def test_epoch_cost_times_train_and_the_bare_fit_and_names_where_the_time_goes()
     result = run_benchmark("epoch_cost.py", "--lines", "60", "--epochs", "2", "--repeats", "1")
     assert result["overhead"] == pytest.approx(result["train_seconds"] / result["bare_seconds"] - 1)
     assert result["windows"] > 0 and result["policy"] in ("float32", "mixed_bfloat16")
+
+
+@pytest.mark.slow
+def test_exit_soak_times_each_runs_exit_after_its_last_line():
+    result = run_benchmark("exit_soak.py", "--runs", "2", "--words", "20000")
+    assert {mode: len(seconds) for mode, seconds in result["seconds"].items()} == {"windows": 1, "bptt": 1}
+    assert result["max"] == max(seconds for values in result["seconds"].values() for seconds in values)
+
+
+@pytest.mark.slow
+def test_hostile_inputs_of_launch_are_each_one_line(tmp_path):
+    result = run_benchmark("hostile_inputs.py", "--only", "launch")
+    assert result["commands"]["launch"]["tried"] == 16 and result["anything_else"] == 0
