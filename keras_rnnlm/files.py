@@ -148,6 +148,7 @@ def check_folder_path(path: str | Path, what: str) -> None:
 
 MARKER = ".keras_rnnlm.json"  # in every folder a command creates
 LOCK_SUFFIX = ".keras_rnnlm-lock"  # beside a folder a process holds (RunFolder.lock)
+LOCK_NAME = re.compile(rf"\..+{re.escape(LOCK_SUFFIX)}")  # a search's trials/ holds its runs' locks
 
 # What each kind of folder holds that keras_rnnlm (or a library on its behalf: TensorBoard,
 # a SavedModel, KerasTuner) writes: names relative to the folder, "/"-separated, as
@@ -316,8 +317,7 @@ def _first_foreign(folder: Path, kind: str) -> Path | None:
                        for pattern in patterns) and not any(entry.iterdir()):
                 return entry  # an empty folder no file of ours would go in
             continue
-        if not (entry.name == MARKER or PARTIAL_NAME.fullmatch(entry.name)
-                or any(fnmatch.fnmatchcase(relative, pattern) for pattern in patterns)):
+        if not (_ours_anywhere(entry.name) or any(fnmatch.fnmatchcase(relative, pattern) for pattern in patterns)):
             return entry
     return None
 
@@ -347,5 +347,10 @@ def _owned_file(folder: Path, kind: str, path: Path) -> bool:
     if inner is not None:
         return _owned_file(*inner, path)
     relative = path.relative_to(folder).as_posix()
-    return (path.name == MARKER or bool(PARTIAL_NAME.fullmatch(path.name))
-            or any(fnmatch.fnmatchcase(relative, pattern) for pattern in _patterns(folder, kind)))
+    return _ours_anywhere(path.name) or any(fnmatch.fnmatchcase(relative, pattern) for pattern in _patterns(folder, kind))
+
+
+def _ours_anywhere(name: str) -> bool:
+    """Whether a file of this name is keras_rnnlm's wherever it lies: a marker, a
+    temporary file or a lock."""
+    return name == MARKER or bool(PARTIAL_NAME.fullmatch(name) or LOCK_NAME.fullmatch(name))

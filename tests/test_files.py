@@ -91,3 +91,17 @@ def test_the_marker_names_the_tool_the_kind_and_the_files(tmp_path):
     marker = json.loads((tmp_path / "corpus" / MARKER).read_text())
     assert marker["tool"] == "keras_rnnlm" and marker["kind"] == "prepared corpus"
     assert "manifest.json" in marker["files"] and marker["files"][-1] == "extra.bin"
+
+
+def test_the_locks_of_a_searchs_trial_runs_are_its_own(tmp_path):
+    search = tmp_path / "search"
+    Owned(search, "search").claim()
+    run_folder(search / "trials" / "1")
+    (search / "trials" / ".1.keras_rnnlm-lock").write_text("")  # RunFolder.lock, beside the trial's folder
+    Owned(search, "search").check("choose another --run-name")
+    (search / "trials" / ".1.lock").write_text("")  # not our name
+    with pytest.raises(RnnlmError, match=r"holds trials/.1.lock"):
+        Owned(search, "search").check("choose another --run-name")
+    (search / "trials" / ".1.lock").unlink()
+    Owned(search, "search").clear()
+    assert list(search.iterdir()) == []
