@@ -4,7 +4,8 @@ Trains on ``wiki.train.tokens`` with ``--config`` (default ``configs/wikitext2.t
 the default architecture, 5-token windows; ``configs/wikitext2_bptt.toml``: truncated
 BPTT, a 2-layer tied LSTM), a vocabulary holding all 33,278 WikiText-2 types, then scores
 ``wiki.valid.tokens`` and ``wiki.test.tokens`` with ``python -m keras_rnnlm.evaluate``
-(a bptt run: every token in order, the state carried, as published figures are scored).
+(a bptt run: every token in order, the state carried, as published figures are scored;
+with the continuous cache too when the run fitted one).
 References on the same split: an interpolated modified Kneser-Ney 5-gram scores 232.5 on
 ``wiki.valid.tokens``; the PyTorch word-language-model example (2 x 200 LSTM, BPTT 35)
 117.6 test after 6 epochs, 110.4 tied.
@@ -56,11 +57,13 @@ def main() -> int:
     if training.returncode != 0:
         return training.returncode  # training printed why
     print(f"training wall time this invocation: {time.time() - started:.0f} s")
+    run = Path(args.output_dir) / run_name
+    cache = ["--cache"] if (run / "cache.json").is_file() else []  # a bptt run fitted one: score with and without it
     for split in ("valid", "test"):
         print(f"--- wiki.{split}.tokens")
         scoring = subprocess.run(
-            [sys.executable, "-m", "keras_rnnlm.evaluate", "--model", str(Path(args.output_dir) / run_name),
-             "--text", str(data / f"wiki.{split}.tokens")],
+            [sys.executable, "-m", "keras_rnnlm.evaluate", "--model", str(run), "--text", str(data / f"wiki.{split}.tokens"),
+             *cache],
             check=False,
         )
         if scoring.returncode != 0:

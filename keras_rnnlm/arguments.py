@@ -25,7 +25,7 @@ from keras_rnnlm.corpus import check_readable, corpus_documents, find_documents
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.files import Owned, check_folder_path, check_name
 from keras_rnnlm.multiworker import Cluster
-from keras_rnnlm.runs import RunFolder, latest_run
+from keras_rnnlm.runs import CacheSettings, RunFolder, latest_run
 from keras_rnnlm.sampling import DEFAULT_TOP_K, DEFAULT_TOP_P, STRATEGIES, Sampling, check_generation
 from keras_rnnlm.search_space import read_search
 from keras_rnnlm.shards import PreparedCorpus, is_prepared, prepared_corpus_path
@@ -279,10 +279,21 @@ def evaluate(argv: list[str] | None = None) -> argparse.Namespace:
     parser = _parser("evaluate", "Score a trained model on a text: perplexity and accuracy.", model=RUN_FOLDER)
     parser.add_argument("--text", required=True, nargs="+", help="text files (or folders of .txt) to score")
     parser.add_argument("--batch-size", type=int, default=256, help="windows per step, windows mode (default: 256)")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--cache", action="store_true",
+                       help="bptt mode: also score with the run's fitted continuous cache (docs/evaluating.md)")
+    cache.add_argument("--fit-cache", action="store_true",
+                       help="bptt mode: fit the cache's settings on this (validation) text and keep them in the run folder")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         raise RnnlmError(f"--batch-size must be at least 1, got {args.batch_size}")
-    check_trained(RunFolder(args.model))
+    run = RunFolder(args.model)
+    check_trained(run)
+    if (args.cache or args.fit_cache) and run.load_config().data.mode != "bptt":
+        flag = "--cache" if args.cache else "--fit-cache"
+        raise RnnlmError(f"{flag} needs a bptt-mode run (it reads the text in order); {args.model} is a windows-mode run")
+    if args.cache:
+        CacheSettings.load(run.path)
     check_readable(find_documents(args.text))
     return args
 

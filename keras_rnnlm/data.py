@@ -185,6 +185,11 @@ def _endless(one_pass: Callable[[tf.Tensor], tf.data.Dataset], first_step: int, 
     return passes.flat_map(one_pass).skip(skipped)
 
 
+# Lanes a bptt-mode model scores a text in, side by side, each from zero state, as the
+# PyTorch word-language-model example scores its validation and test text.
+EVALUATION_LANES = 10
+
+
 @dataclass(frozen=True)
 class Lanes:
     """A token stream laid out for truncated backpropagation through time (bptt mode).
@@ -312,8 +317,8 @@ def training_data(
         check_text_sizes(config, train_segments.num_tokens, valid_segments.num_tokens)
         train, valid = (lanes(segments, config.batch_size, config.bptt_steps) for segments in (train_segments, valid_segments))
         description = (
-            f"lanes: {train.num_lanes} lanes of {train.lane_length:,} tokens, {train.bptt_steps} "
-            f"a step: {train.num_steps:,} steps over {train.num_targets:,} training tokens; "
+            f"lanes: {train.num_lanes} lanes (data.batch_size) of {train.lane_length:,} tokens, {train.bptt_steps} "
+            f"(data.bptt_steps) a step: {train.num_steps:,} steps over {train.num_targets:,} training tokens; "
             f"{valid.num_targets:,} validation tokens (bptt mode, the state carried between steps)"
         )
         return TrainingData(

@@ -8,6 +8,10 @@ side by side as the PyTorch word-language-model example scores its validation an
 text (each lane starts from zero state), so its figure compares with published
 WikiText-2 and Penn Treebank numbers; every token is predicted once.
 
+With ``--cache`` a bptt run is also scored with its continuous cache
+(:mod:`keras_rnnlm.cache`), whose settings a bptt run fits on its validation text when it
+finishes, or ``--fit-cache`` fits on the text given.
+
 Example:
     python -m keras_rnnlm.evaluate --model saved_models/psalms --text my_psalm.txt
 """
@@ -28,41 +32,69 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from keras_rnnlm.cache import cache_scores, fit_cache
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import find_documents
-from keras_rnnlm.data import Lanes, lanes, lanes_dataset, windowed_stream, windows_dataset
+from keras_rnnlm.data import EVALUATION_LANES, Lanes, lanes, lanes_dataset, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.model import carried_state_model, make_metrics
-from keras_rnnlm.runs import RunFolder
+from keras_rnnlm.runs import CACHE_FILE, CacheSettings, RunFolder
 from keras_rnnlm.splits import segments_for_evaluation
 from keras_rnnlm.vocab import encode_documents
 
-EVALUATION_LANES = 10
 
-
-def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int = 256) -> dict:
+def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int = 256, cache: bool = False) -> dict:
     """Scores a run's model on text files.
 
     Args:
         run_dir: A run folder written by ``python -m keras_rnnlm.train``.
         text_paths: Files or folders of ``.txt`` files to score.
         batch_size: Windows per step (windows mode). Defaults to 256.
+        cache: Bptt mode: also score with the run's fitted continuous cache
+            (:mod:`keras_rnnlm.cache`).
 
     Returns:
         ``tokens``, ``cross_entropy`` (nats per token: per character for a character
         model), ``bits_per_token``, ``perplexity``, ``accuracy``, ``level`` and ``scoring``
-        (how the tokens were read, in words).
+        (how the tokens were read, in words); with ``cache``, also ``cache`` (its
+        settings, in words), ``cache_cross_entropy`` and ``cache_perplexity``.
 
     Raises:
-        RnnlmError: The run folder or a text file is missing or unreadable.
+        RnnlmError: The run folder or a text file is missing or unreadable; with
+            ``cache``, the run has no fitted cache.
     """
     run = RunFolder(run_dir)
+    settings = CacheSettings.load(run.path) if cache else None
+    config, model, segments = _read(run, text_paths)
+    scores = score(model, config, segments, batch_size)
+    if settings is not None:
+        _, with_cache = cache_scores(model, lanes(segments, EVALUATION_LANES, config.data.bptt_steps), settings)
+        scores.update(cache=settings.describe(), cache_cross_entropy=with_cache, cache_perplexity=math.exp(with_cache))
+    return scores
+
+
+def fit_run_cache(run_dir: str | Path, text_paths: list[str | Path]) -> CacheSettings:
+    """Fits a bptt run's continuous cache on validation text and keeps the settings in
+    the run folder (``cache.json``), where ``evaluate --cache`` reads them.
+
+    Raises:
+        RnnlmError: As :func:`evaluate`.
+    """
+    run = RunFolder(run_dir)
+    config, model, segments = _read(run, text_paths)
+    settings = fit_cache(model, lanes(segments, EVALUATION_LANES, config.data.bptt_steps))
+    settings.save(run.path)
+    return settings
+
+
+def _read(run: RunFolder, text_paths):
+    """The run's config and model, and the text encoded as the run was trained."""
     config, vocabulary, tokenizer, model = run.load()
     encoded = encode_documents(find_documents(text_paths), tokenizer, vocabulary)
     segments = segments_for_evaluation(encoded, config.corpus.sequences)
     if segments.num_tokens == 0:
         raise RnnlmError("the text has no tokens to evaluate; give a file with some text in it")
-    return score(model, config, segments, batch_size)
+    return config, model, segments
 
 
 def score(model: keras.Model, config: Config, segments, batch_size: int = 256) -> dict:
@@ -134,10 +166,19 @@ def score_lanes(model: keras.Model, text: Lanes) -> tuple[int, float, float]:
 
 def main(args: argparse.Namespace) -> int:
     """``python -m keras_rnnlm.evaluate``, its arguments checked (:func:`keras_rnnlm.arguments.evaluate`)."""
-    scores = evaluate(args.model, args.text, args.batch_size)
+    if args.fit_cache:
+        settings = fit_run_cache(args.model, args.text)
+        print(f"cache fitted:     {settings.describe()} (kept in {Path(args.model) / CACHE_FILE})")
+        print(f"perplexity:       {math.exp(settings.valid_cross_entropy_without):.2f} without the cache, "
+              f"{math.exp(settings.valid_cross_entropy):.2f} with it")
+        return 0
+    scores = evaluate(args.model, args.text, args.batch_size, cache=args.cache)
     unit = "character" if scores["level"] == "char" else "token"
     print(f"{unit}s evaluated: {scores['tokens']:,} ({scores['scoring']})")
     print(f"cross-entropy:    {scores['cross_entropy']:.4f} nats/{unit} ({scores['bits_per_token']:.4f} bits/{unit})")
     print(f"perplexity:       {scores['perplexity']:.2f}")
     print(f"accuracy:         {scores['accuracy']:.4f}")
+    if args.cache:
+        print(f"with the cache:   {scores['cache_cross_entropy']:.4f} nats/{unit}, perplexity "
+              f"{scores['cache_perplexity']:.2f} ({scores['cache']})")
     return 0

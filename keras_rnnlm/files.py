@@ -156,7 +156,7 @@ LOCK_NAME = re.compile(rf"\..+{re.escape(LOCK_SUFFIX)}")  # a search's trials/ h
 # written before markers existed is recognised by them.
 LAYOUTS = {
     "run": ("model.keras", "vocabulary.txt", "config.toml", "history.csv", "curves.png", "summary.json",
-            "backup/latest.npz", "logs/train/events.out.tfevents.*", "logs/validation/events.out.tfevents.*"),
+            "cache.json", "backup/latest.npz", "logs/train/events.out.tfevents.*", "logs/validation/events.out.tfevents.*"),
     "export": ("saved_model.pb", "fingerprint.pb", "README.txt", "variables/variables.index",
                "variables/variables.data-*-of-*", "assets/*"),
     "prepared corpus": ("manifest.json", "vocabulary.txt", "train-[0-9][0-9][0-9][0-9][0-9].bin",

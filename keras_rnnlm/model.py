@@ -208,6 +208,16 @@ def carried_state_model(model: keras.Sequential, lanes: int, bptt_steps: int) ->
     return keras.Sequential([inputs, *body, dense, _logits()], name=f"{model.name}_lanes")
 
 
+def carried_state_features(model: keras.Sequential, lanes: int, bptt_steps: int) -> keras.Model:
+    """:func:`carried_state_model` with two outputs: the features the output layer reads
+    (the last recurrent layer's output, at the compute precision) and the logits."""
+    inputs, body, dense = _parts(model, lanes, bptt_steps)
+    features = inputs
+    for layer in body:
+        features = layer(features)
+    return keras.Model(inputs, [features, _logits()(dense(features))], name=f"{model.name}_lanes_features")
+
+
 class TrainingModel(FitAcrossWorkers, keras.Sequential):
     """A ``keras.Sequential`` whose ``fit`` also runs across workers
     (:class:`~keras_rnnlm.keras_private.FitAcrossWorkers`)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import fcntl
 import json
 import math
@@ -18,6 +19,7 @@ import os
 import socket
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from keras_rnnlm.config import Config, config_from_dict, config_to_dict, config_to_toml, read_toml
@@ -27,6 +29,7 @@ from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import Vocabulary
 
 NEW, RESUME, FINISHED = "new", "resume", "finished"
+CACHE_FILE = "cache.json"
 
 
 class RunFolder:
@@ -282,3 +285,46 @@ def _differences(before: Config, after: Config) -> str:
         elif old[section] != new[section]:
             changes.append(f"{section}: {old[section]!r} -> {new[section]!r}")
     return "; ".join(changes)
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How a run's continuous cache (:mod:`keras_rnnlm.cache`) scores: ``size`` states
+    remembered per lane, the sharpness ``theta`` of their vote, the share ``lam``
+    (lambda) of the cache in the mixture; and the validation cross-entropies (nats per
+    token) with and without it that chose them."""
+
+    size: int
+    theta: float
+    lam: float
+    valid_cross_entropy: float = math.nan
+    valid_cross_entropy_without: float = math.nan
+
+    def save(self, run_dir: str | Path) -> None:
+        """Keeps the settings in the run folder (listed in its marker first: a run from
+        before the cache existed has a marker without it)."""
+        Owned(run_dir, "run").claim(CACHE_FILE)
+        write_atomically(Path(run_dir) / CACHE_FILE, json.dumps(dataclasses.asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> CacheSettings:
+        """The settings fitted for a run.
+
+        Raises:
+            RnnlmError: The run has none, or the file is damaged.
+        """
+        path = Path(run_dir) / CACHE_FILE
+        if not path.is_file():
+            raise RnnlmError(f"{run_dir} has no fitted cache ({CACHE_FILE}); fit one on validation text first: "
+                             f"python -m keras_rnnlm.evaluate --model {run_dir} --text VALID.txt --fit-cache")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+            settings = cls(**values)
+            if not (settings.size >= 1 and settings.theta > 0 and 0 <= settings.lam <= 1):
+                raise ValueError
+            return settings
+        except (ValueError, TypeError, OSError):
+            raise RnnlmError(f"{path} is damaged; fit the cache again with evaluate --fit-cache") from None
+
+    def describe(self) -> str:
+        return f"{self.size} states, theta {self.theta:g}, lambda {self.lam:g}"

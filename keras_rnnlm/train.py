@@ -23,6 +23,7 @@ if __name__ == "__main__":  # python -m keras_rnnlm.train: the arguments are che
 import argparse
 import atexit
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -40,9 +41,10 @@ from keras_rnnlm.backup import RunBackup, TrainingState, restore_training_state
 from keras_rnnlm.callbacks import (
     BestModelCheckpoint, CurvesPlot, EpochTensorBoard, FirstStepLog, OutputKernel, Perplexity, ResetStates, SampleText,
 )
+from keras_rnnlm.cache import fit_cache
 from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import corpus_documents
-from keras_rnnlm.data import TrainingData, training_data
+from keras_rnnlm.data import EVALUATION_LANES, TrainingData, lanes, training_data
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.export import export_run
@@ -128,7 +130,10 @@ def _train(config: Config, run: RunFolder, cluster: Cluster, overwrite: bool, st
     data = training_data(config.data, train_segments, valid_segments, config.train.seed, shard=cluster.shard)
     tokenizer = Tokenizer.from_config(config.corpus)
     opening = tokenizer.text_from_tokens(vocabulary.tokens_from_ids(valid_segments.first_tokens(config.data.window_size)))
-    del train_segments, valid_segments  # the datasets hold what they need
+    # The datasets hold what they need; the cache is fitted on the validation text at the end.
+    del train_segments
+    if not (config.data.mode == "bptt" and config.train.fit_cache):
+        del valid_segments
     logger.info("%s (%s sequences)", data.description, config.corpus.sequences)
     strategy = joined or placement(config, cluster, strategy)
 
@@ -155,7 +160,23 @@ def _train(config: Config, run: RunFolder, cluster: Cluster, overwrite: bool, st
         return {"worker": cluster.index, "epochs_trained": len(losses)}
     if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
         _stop_after_nan(run)
-    return summarize(run, config, len(vocabulary), data, steps_per_epoch, started)
+    summary = summarize(run, config, len(vocabulary), data, steps_per_epoch, started)
+    if config.data.mode == "bptt" and config.train.fit_cache:
+        summary = fitted_cache(run, config, valid_segments, summary)
+    return summary
+
+
+def fitted_cache(run: RunFolder, config: Config, valid_segments: Segments, summary: dict) -> dict:
+    """Fits the continuous cache of the saved model on the validation text, keeps its
+    settings in the run folder and adds its figures to ``summary.json``."""
+    settings = fit_cache(run.load_model(), lanes(valid_segments, EVALUATION_LANES, config.data.bptt_steps))
+    settings.save(run.path)
+    summary = {**summary, "cache": dataclasses.asdict(settings), "cache_val_perplexity": math.exp(settings.valid_cross_entropy)}
+    write_summary(run, summary)
+    logger.info("cache: %s; validation perplexity %.2f without it, %.2f with it (read in %d lanes; evaluate --cache)",
+                settings.describe(), math.exp(settings.valid_cross_entropy_without), summary["cache_val_perplexity"],
+                EVALUATION_LANES)
+    return summary
 
 
 def placement(config: Config, cluster: Cluster, strategy: tf.distribute.Strategy | None = None) -> tf.distribute.Strategy:

@@ -33,7 +33,8 @@ def small_config(corpus_paths, **sections) -> Config:
     values["corpus"]["paths"] = [str(path) for path in corpus_paths]
     values["data"].update(batch_size=16)
     values["model"].update(embedding_dim=16, units=32, dropout=0.0)
-    values["train"].update(epochs=2, learning_rate=0.01, tensorboard=False, sample_length=0, precision="float32")
+    values["train"].update(epochs=2, learning_rate=0.01, tensorboard=False, sample_length=0, precision="float32",
+                           fit_cache=False)
     for section, entries in sections.items():
         values[section].update(entries)
     return config_from_dict(values)
@@ -114,5 +115,5 @@ def bptt_run(corpora, shared):
     """A bptt-mode word model with tied embeddings, trained on the alternating lines."""
     config = small_config([corpora / "alternating.txt"], data={"mode": "bptt", "batch_size": 2, "bptt_steps": 10},
                           model={"embedding_dim": 32, "tie_embeddings": True},
-                          train={"epochs": 30, "early_stopping_patience": 0, "sample_length": 8})
+                          train={"epochs": 30, "early_stopping_patience": 0, "sample_length": 8, "fit_cache": True})
     return trained_once(shared, "bptt", config)

@@ -115,3 +115,14 @@ def test_tied_embeddings_need_equal_sizes_and_bptt_needs_a_stream():
     assert load_config(None, ["model.tie_embeddings=true", "model.units=128"]).model.tie_embeddings
     with pytest.raises(RnnlmError, match='data.mode = "bptt" reads the text as one running stream.*use data.mode = "windows"'):
         load_config(None, ["data.mode=bptt", "corpus.sequences=lines"])
+
+
+def test_the_batch_size_left_at_0_is_the_modes_own_and_an_explicit_one_wins(tmp_path):
+    assert load_config(None).data.batch_size == 256
+    assert load_config(None, ["data.mode=bptt"]).data.batch_size == 32  # lanes: 256 starve a small corpus of steps
+    assert load_config(CONFIGS / "default.toml", ["data.mode=bptt"]).data.batch_size == 32
+    assert load_config(None, ["data.mode=bptt", "data.batch_size=256"]).data.batch_size == 256
+    (tmp_path / "bptt.toml").write_text('[data]\nmode = "bptt"\nbatch_size = 8\n')
+    assert load_config(tmp_path / "bptt.toml").data.batch_size == 8
+    saved = config_to_dict(load_config(None, ["data.mode=bptt"]))
+    assert saved["data"]["batch_size"] == 32  # a run's config.toml keeps the number it trained with

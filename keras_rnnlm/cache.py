@@ -1,0 +1,124 @@
+"""A continuous cache (Grave et al. 2016, "Improving neural language models with a
+continuous cache"): scoring a bptt-mode model's text with a memory of what it just read.
+
+While the model reads a text in order, the cache keeps its last ``size`` hidden states
+(the output of the last recurrent layer, which the output layer reads) and, beside each,
+the token that followed it. At every token it makes a second distribution: each
+remembered state votes for the token that followed it, with weight
+``exp(theta * <state now, state then>)``. The two are mixed,
+``p = (1 - lambda) * p_model + lambda * p_cache``: a word used a few lines back is likely
+again (a name, a topic). Nothing is trained: ``size``, ``theta`` and ``lambda`` are
+fitted on validation text by a small grid, as the paper does, at the end of a bptt run
+(kept in the run folder's ``cache.json``) or by ``evaluate --fit-cache``, and
+``evaluate --cache`` scores with them.
+
+Each lane keeps its own memory, empty at the lane's start (as its state is zero); a
+token with nothing in memory yet is scored by the model alone.
+
+Example:
+    >>> settings = fit_cache(model, validation_lanes)   # one pass, every setting of the grid
+    >>> without, with_cache = cache_scores(model, test_lanes, settings)   # nats per token
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_rnnlm.data import Lanes, lanes_dataset
+from keras_rnnlm.model import carried_state_features
+from keras_rnnlm.runs import CacheSettings
+
+# The grid the settings are fitted on: the paper's sizes and the range of theta and
+# lambda its figures and gluon-nlp's fitted values fall in.
+SIZES = (100, 500, 2000)
+THETAS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
+LAMBDAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4)
+
+
+def cache_cross_entropies(
+    model: keras.Sequential, text: Lanes, sizes=SIZES, thetas=THETAS, lambdas=LAMBDAS
+) -> tuple[float, np.ndarray]:
+    """Scores the text in order (as :func:`keras_rnnlm.evaluate.score_lanes`), without
+    the cache and with it at every combination of the settings given, in one pass.
+
+    Args:
+        model: A bptt-mode model.
+        text: The text in lanes.
+        sizes, thetas, lambdas: The settings to score.
+
+    Returns:
+        (mean cross-entropy without the cache, the mean cross-entropies with it: an
+        array of shape (sizes, thetas, lambdas)), in nats per token.
+    """
+    features_model = carried_state_features(model, text.num_lanes, text.bptt_steps)
+    memory_size = max(sizes)
+    units = features_model.outputs[0].shape[-1]
+    size_limits = tf.constant(sizes, tf.int32)
+    theta_values = tf.constant(thetas, tf.float32)
+    log_lambdas = tf.math.log(tf.constant(lambdas, tf.float32))
+    log_rest = tf.math.log1p(-tf.constant(lambdas, tf.float32))
+
+    @tf.function
+    def step(inputs, targets, weights, keys, ids, filled):
+        features, logits = features_model(inputs, training=False)
+        features = tf.cast(features, tf.float32)  # (lanes, steps, units)
+        log_model = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)  # (lanes, steps)
+        keys = tf.concat([keys, features], axis=1)  # (lanes, memory + steps, units): the state...
+        ids = tf.concat([ids, targets], axis=1)  # ...and the token that followed it
+        filled = tf.concat([filled, weights > 0], axis=1)
+        steps = tf.shape(targets)[1]
+        query = tf.range(steps)[:, None] + memory_size  # a query's own index among the keys
+        key = tf.range(memory_size + steps)[None, :]
+        age = query - key  # 1 for the state just before: only states whose next token is known
+        scores = tf.einsum("lsu,lku->lsk", features, keys)  # (lanes, steps, keys)
+        votes = tf.equal(ids[:, None, :], targets[:, :, None])  # the key's next token is the target
+        by_size = []
+        for index in range(len(sizes)):
+            usable = (age >= 1) & (age <= size_limits[index])  # (steps, keys)
+            usable = usable[None] & filled[:, None, :]  # (lanes, steps, keys)
+            by_theta = []
+            for theta_index in range(len(thetas)):
+                scaled = tf.where(usable, theta_values[theta_index] * scores, -math.inf)
+                normalizer = tf.reduce_logsumexp(scaled, axis=-1)  # -inf: nothing remembered yet
+                log_cache = tf.reduce_logsumexp(tf.where(votes, scaled, -math.inf), axis=-1) - normalizer
+                mixed = tf.reduce_logsumexp(tf.stack([log_rest[:, None, None] + log_model,
+                                                      log_lambdas[:, None, None] + log_cache]), axis=0)
+                # (lambdas, lanes, steps); an empty memory leaves the model alone
+                mixed = tf.where(tf.math.is_finite(normalizer)[None], mixed, log_model[None])
+                by_theta.append(-tf.reduce_sum(mixed * weights[None], axis=[1, 2]))
+            by_size.append(tf.stack(by_theta))
+        return (-tf.reduce_sum(log_model * weights), tf.stack(by_size),
+                keys[:, -memory_size:], ids[:, -memory_size:], filled[:, -memory_size:])
+
+    lanes = text.num_lanes
+    keys = tf.zeros([lanes, memory_size, units])
+    ids = tf.zeros([lanes, memory_size], tf.int32)
+    filled = tf.zeros([lanes, memory_size], tf.bool)
+    without, with_cache = 0.0, np.zeros((len(sizes), len(thetas), len(lambdas)))
+    for inputs, targets, weights in lanes_dataset(text):
+        plain, cached, keys, ids, filled = step(inputs, targets, weights, keys, ids, filled)
+        without += float(plain)
+        with_cache += cached.numpy()
+    return without / text.num_targets, with_cache / text.num_targets
+
+
+def fit_cache(model: keras.Sequential, valid: Lanes) -> CacheSettings:
+    """The grid's best settings on the validation text (lowest cross-entropy); lambda 0
+    (the cache off) if none of them scores better than the model alone."""
+    without, grid = cache_cross_entropies(model, valid)
+    best = np.unravel_index(np.argmin(grid), grid.shape)
+    size, theta, lam = (values[index] for values, index in zip((SIZES, THETAS, LAMBDAS), best))
+    if grid[best] >= without:
+        return CacheSettings(int(size), float(theta), 0.0, without, without)
+    return CacheSettings(int(size), float(theta), float(lam), float(grid[best]), without)
+
+
+def cache_scores(model: keras.Sequential, text: Lanes, settings: CacheSettings) -> tuple[float, float]:
+    """(cross-entropy without the cache, with it), nats per token."""
+    without, grid = cache_cross_entropies(model, text, (settings.size,), (settings.theta,), (settings.lam,))
+    return without, float(grid[0, 0, 0])
+
