@@ -176,3 +176,10 @@ def test_exit_soak_times_each_runs_exit_after_its_last_line():
 def test_hostile_inputs_of_launch_are_each_one_line(tmp_path):
     result = run_benchmark("hostile_inputs.py", "--only", "launch")
     assert result["commands"]["launch"]["tried"] == 16 and result["anything_else"] == 0
+
+
+@pytest.mark.slow
+def test_iterator_teardown_times_each_deletion_with_autotune_on_and_off():
+    result = run_benchmark("iterator_teardown.py", "--times", "2", "--idle", "0", "--busy", "0")
+    assert {name: len(values) for name, values in result["seconds"].items()} == {"autotune on": 2, "autotune off": 2}
+    assert result["summary"]["autotune off"]["max"] == max(result["seconds"]["autotune off"])
