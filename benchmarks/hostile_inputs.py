@@ -128,9 +128,9 @@ def cases() -> dict[str, list[list[str]]]:
     generate = [["--model", path] for path in [*BAD_PATHS, *runs]]
     generate += [["--model", "runs/good", flag, value] for flag in ("--words", "--num-samples", "--seed", "--max-lines",
                  "--temperature", "--top-k", "--top-p") for value in BAD_NUMBERS]
-    # (A NUL cannot be in a process's arguments at all; a prompt typed with one, read by
-    # --interactive, is tests/test_hostile_inputs.py's.)
-    generate += [["--model", "runs/good", "--prompt", text] for text in ("\udcff", "a" * 200_000, "\x1b[2J")]
+    # (A NUL cannot be in a process's arguments at all, nor one longer than 128 KB; a prompt
+    # typed with a NUL, or a megabyte long, read by --interactive, is tests/test_hostile_inputs.py's.)
+    generate += [["--model", "runs/good", "--prompt", text] for text in ("\udcff", "a" * 100_000, "\x1b[2J")]
     evaluate = [["--model", path, "--text", "song.txt"] for path in [*BAD_PATHS, *runs]]
     evaluate += [["--model", "runs/good", "--text", path] for path in BAD_PATHS]
     evaluate += [["--model", "runs/good", "--text", "song.txt", "--batch-size", value] for value in BAD_NUMBERS]

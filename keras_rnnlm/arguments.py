@@ -285,8 +285,8 @@ def evaluate(argv: list[str] | None = None) -> argparse.Namespace:
     cache.add_argument("--fit-cache", action="store_true",
                        help="bptt mode: fit the cache's settings on this (validation) text and keep them in the run folder")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        raise RnnlmError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not 1 <= args.batch_size <= 1_000_000:
+        raise RnnlmError(f"--batch-size must be between 1 and 1,000,000, got {args.batch_size}")
     run = RunFolder(args.model)
     check_trained(run)
     if (args.cache or args.fit_cache) and run.load_config().data.mode != "bptt":

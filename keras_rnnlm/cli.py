@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 
 from keras_rnnlm import arguments
-from keras_rnnlm.errors import RnnlmError
+from keras_rnnlm.errors import RnnlmError, printable
 from keras_rnnlm.notices import tensorflow_notices_dropped
 
 
@@ -62,12 +62,12 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
             try:
                 return main(argv) or 0
             except RnnlmError as error:
-                print(f"error: {error}", file=sys.stderr)
+                print(f"error: {printable(str(error), line_breaks=False)}", file=sys.stderr)
                 return 2
             except OSError as error:  # the disk full, a folder gone meanwhile: the system's words, in one line
                 where = f" ({error.filename})" if error.filename else ""
-                print(f"error: {error.strerror or error}{where}; check the path, its permissions and the disk's room",
-                      file=sys.stderr)
+                message = f"{error.strerror or error}{where}; check the path, its permissions and the disk's room"
+                print(f"error: {printable(message, line_breaks=False)}", file=sys.stderr)
                 return 2
             except KeyboardInterrupt:
                 print("interrupted", file=sys.stderr)

@@ -1,4 +1,11 @@
-"""The one exception type keras_rnnlm raises for problems a user can fix."""
+"""The one exception type keras_rnnlm raises for problems a user can fix, and how its
+message is printed."""
+
+import re
+
+# Control characters (a NUL, the escape that starts a terminal sequence), but for the tab
+# and the line break.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class RnnlmError(Exception):
@@ -8,3 +15,11 @@ class RnnlmError(Exception):
     command-line entry points print it as ``error: <message>`` and exit with status 2,
     instead of showing a traceback.
     """
+
+
+def printable(text: str, line_breaks: bool = True) -> str:
+    """``text`` as it is safe to print on a terminal: each control character written as
+    ``\\xNN``, and each line break too unless ``line_breaks`` (an error message names a
+    path as the user typed it, and must stay one line)."""
+    pattern = CONTROL_CHARACTERS if line_breaks else re.compile(f"{CONTROL_CHARACTERS.pattern}|[\\n\\t]")
+    return pattern.sub(lambda match: f"\\x{ord(match.group()):02x}", text)

@@ -30,7 +30,6 @@ if __name__ == "__main__":  # python -m keras_rnnlm.generate: the arguments are 
 
 import argparse
 import logging
-import re
 import sys
 from pathlib import Path
 from typing import NamedTuple
@@ -39,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.arguments import check_text
+from keras_rnnlm.errors import printable
 from keras_rnnlm.inference import NextTokenLogits
 from keras_rnnlm.runs import RunFolder
 from keras_rnnlm.sampling import Sampling, check_generation, next_ids
@@ -273,8 +273,6 @@ def main(args: argparse.Namespace) -> int:
 
 # Characters of a prompt printed back before its continuation: a longer prompt is shown by its end.
 ECHOED_CHARACTERS = 1_000
-# What a terminal would act on rather than show: C0 and C1 control characters but tab and line break.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def shown(text: str, prompt_characters: int = 0) -> str:
@@ -283,4 +281,4 @@ def shown(text: str, prompt_characters: int = 0) -> str:
     only the last :data:`ECHOED_CHARACTERS`, after "…"."""
     if prompt_characters > ECHOED_CHARACTERS:
         text = "…" + text[prompt_characters - ECHOED_CHARACTERS:]
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+    return printable(text)

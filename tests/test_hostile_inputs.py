@@ -312,3 +312,18 @@ def test_a_prompt_is_printed_back_without_control_characters_and_a_long_one_by_i
     first, second = printed
     assert "\x00" not in first and "\x1b" not in first and "\\x00" in first and "\\x1b" in first
     assert len(second) < 1_100 and second.startswith("…") and "bad bad blood" in second
+
+
+@pytest.mark.parametrize("command, argv", [
+    ("train", ["--corpus", "lyrics\nfinal.txt"]),
+    ("train", ["--config", "my\x1b[2Jconfig.toml"]),
+    ("evaluate", ["--model", "runs\nold", "--text", "song.txt"]),
+])
+def test_a_path_with_a_line_break_or_an_escape_is_named_in_one_printable_line(capfd, tmp_path, command, argv):
+    err = refused(capfd, command, argv, tmp_path)
+    assert "\\x0a" in err or "\\x1b" in err
+
+
+def test_a_huge_evaluation_batch_is_refused(capfd, tmp_path, song_run, song):
+    err = refused(capfd, "evaluate", ["--model", song_run, "--text", song, "--batch-size", "99999999999999999999"], tmp_path)
+    assert "--batch-size must be between 1 and 1,000,000" in err
