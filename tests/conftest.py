@@ -8,6 +8,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import subprocess
+import sys
+import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -117,3 +120,27 @@ def bptt_run(corpora, shared):
                           model={"embedding_dim": 32, "tie_embeddings": True},
                           train={"epochs": 30, "early_stopping_patience": 0, "sample_length": 8, "fit_cache": True})
     return trained_once(shared, "bptt", config)
+
+
+# Runs a command as `python -m` does, then records whether TensorFlow was imported and the
+# exit status in the file named by its first argument (stdout and stderr stay the command's).
+AS_MAIN = textwrap.dedent("""
+    import runpy, sys
+    record, module, *sys.argv[1:] = sys.argv[1:]
+    sys.argv[0] = module
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+        status = 0
+    except SystemExit as exit:
+        status = exit.code
+    with open(record, "w") as file:
+        file.write(f"{status} {'tensorflow' in sys.modules}")
+""")
+
+
+def run_as_main(tmp_path, module, *argv):
+    record = tmp_path / "record.txt"
+    result = subprocess.run([sys.executable, "-c", AS_MAIN, str(record), module, *map(str, argv)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    status, tensorflow_loaded = record.read_text().split()
+    return int(status), tensorflow_loaded == "True", result.stdout, result.stderr

@@ -1,36 +1,11 @@
 """First contact: a mistake on the command line is one line, at once, before TensorFlow loads."""
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
+from conftest import run_as_main
 
 from keras_rnnlm.notices import tensorflow_notices_dropped
-
-# Runs a command as `python -m` does, then records whether TensorFlow was imported and the
-# exit status in the file named by its first argument (stdout and stderr stay the command's).
-AS_MAIN = textwrap.dedent("""
-    import runpy, sys
-    record, module, *sys.argv[1:] = sys.argv[1:]
-    sys.argv[0] = module
-    try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-        status = 0
-    except SystemExit as exit:
-        status = exit.code
-    with open(record, "w") as file:
-        file.write(f"{status} {'tensorflow' in sys.modules}")
-""")
-
-
-def run_command(tmp_path, module, *argv):
-    record = tmp_path / "record.txt"
-    result = subprocess.run([sys.executable, "-c", AS_MAIN, str(record), module, *argv],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    status, tensorflow_loaded = record.read_text().split()
-    return int(status), tensorflow_loaded == "True", result.stdout, result.stderr
 
 
 def write(path, data):
@@ -64,7 +39,7 @@ def test_a_mistake_is_one_line_on_stderr_and_status_2_before_tensorflow_loads(tm
     write(tmp_path / "binary.bin", b"ab\x00cd")
     (tmp_path / "untrained").mkdir()
     (tmp_path / "untrained" / "config.toml").write_text('name = "untrained"\n')
-    status, tensorflow_loaded, stdout, stderr = run_command(tmp_path, module, *argv)
+    status, tensorflow_loaded, stdout, stderr = run_as_main(tmp_path, module, *argv)
     assert (status, stdout) == (2, "")
     assert len(stderr.splitlines()) == 1 and stderr.startswith(message), stderr
     assert not tensorflow_loaded

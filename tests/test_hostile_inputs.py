@@ -5,13 +5,11 @@ deleted file or a traceback."""
 import json
 import os
 import shutil
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import SONG
+from conftest import SONG, run_as_main
 
 from keras_rnnlm import cli
 
@@ -228,30 +226,6 @@ def test_a_fifo_a_device_or_a_folder_where_a_file_goes_says_what_it_is(capfd, tm
         assert says in refused(capfd, "train", ["--corpus", path], tmp_path)
 
 
-# Runs a command as `python -m` does and records whether TensorFlow was imported (as tests/test_cli.py).
-AS_MAIN = textwrap.dedent("""
-    import runpy, sys
-    record, module, *sys.argv[1:] = sys.argv[1:]
-    sys.argv[0] = module
-    try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-        status = 0
-    except SystemExit as exit:
-        status = exit.code
-    with open(record, "w") as file:
-        file.write(f"{status} {'tensorflow' in sys.modules}")
-""")
-
-
-def as_main(tmp_path, module, *argv, user=None):
-    record = tmp_path / "record.txt"
-    kwargs = {"user": user} if user is not None else {}
-    result = subprocess.run([sys.executable, "-c", AS_MAIN, str(record), module, *map(str, argv)], capture_output=True,
-                            text=True, cwd=tmp_path, timeout=120, **kwargs)
-    status, tensorflow_loaded = record.read_text().split()
-    return int(status), tensorflow_loaded == "True", result.stdout, result.stderr
-
-
 @pytest.mark.parametrize("damage, argv, message", [
     ("model", ["keras_rnnlm.generate", "--model", "{run}"], "model.keras is damaged: it is not a whole .keras archive"),
     ("short", ["keras_rnnlm.train", "--corpus", "{short}"], "fewer than window_size + 1 = 6"),
@@ -263,7 +237,7 @@ def test_what_needs_no_tensorflow_is_told_before_it_loads(tmp_path, song_run, da
     (run / "model.keras").write_bytes((run / "model.keras").read_bytes()[:3000])
     (tmp_path / "short.txt").write_text("too short\n")
     argv = [part.format(run=run, short=tmp_path / "short.txt") for part in argv]
-    status, tensorflow_loaded, out, err = as_main(tmp_path, *argv)
+    status, tensorflow_loaded, out, err = run_as_main(tmp_path, *argv)
     assert (status, out, tensorflow_loaded) == (2, "", False) and len(err.splitlines()) == 1 and message in err, err
 
 
