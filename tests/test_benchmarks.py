@@ -183,3 +183,10 @@ def test_iterator_teardown_times_each_deletion_with_autotune_on_and_off():
     result = run_benchmark("iterator_teardown.py", "--times", "2", "--idle", "0", "--busy", "0")
     assert {name: len(values) for name, values in result["seconds"].items()} == {"autotune on": 2, "autotune off": 2}
     assert result["summary"]["autotune off"]["max"] == max(result["seconds"]["autotune off"])
+
+
+@pytest.mark.slow
+def test_fit_stall_times_one_epoch_fits_with_autotune_on_and_off():
+    result = run_benchmark("fit_stall.py", "--fits", "1", "--steps", "2")
+    assert {name: len(values) for name, values in result["seconds"].items()} == {"autotune on": 1, "autotune off": 1}
+    assert result["summary"]["autotune on"]["median"] == result["seconds"]["autotune on"][0]
