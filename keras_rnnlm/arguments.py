@@ -288,8 +288,8 @@ def evaluate(argv: list[str] | None = None) -> argparse.Namespace:
     if not 1 <= args.batch_size <= 1_000_000:
         raise RnnlmError(f"--batch-size must be between 1 and 1,000,000, got {args.batch_size}")
     run = RunFolder(args.model)
-    check_trained(run)
-    if (args.cache or args.fit_cache) and run.load_config().data.mode != "bptt":
+    config = check_trained(run)
+    if (args.cache or args.fit_cache) and config.data.mode != "bptt":
         flag = "--cache" if args.cache else "--fit-cache"
         raise RnnlmError(f"{flag} needs a bptt-mode run (it reads the text in order); {args.model} is a windows-mode run")
     if args.cache:
@@ -340,15 +340,20 @@ def check_corpus_text(config: Config, sizes: bool = True) -> None:
     check_readable(documents)
     check_readable(valid_documents)
     if sizes and documents and sum(document.size for document in [*documents, *valid_documents]) <= SMALL_CORPUS_BYTES:
-        check_text_sizes(config.data, *text_sizes(config, documents))
+        check_text_sizes(config.data, *text_sizes(config, documents, valid_documents))
 
 
-def check_trained(run: RunFolder) -> None:
+def check_trained(run: RunFolder) -> Config:
     """Refuses a folder that is not a run, a run with no whole model yet, or a damaged
-    config or vocabulary."""
-    run.load_config()
+    config or vocabulary.
+
+    Returns:
+        The run's config.
+    """
+    config = run.load_config()
     run.require_model()
     Vocabulary.load(run.vocabulary)
+    return config
 
 
 def check_export_folder(out: Path, flag: str) -> None:

@@ -156,11 +156,14 @@ def check_text_sizes(config, train_tokens: int, valid_tokens: int) -> None:
         raise RnnlmError("the validation split is empty; give more text, a larger corpus.valid_fraction, or --valid FILE")
 
 
-def text_sizes(config, documents: Sequence[Document]) -> tuple[int, int]:
+def text_sizes(config, documents: Sequence[Document], valid_documents: Sequence[Document] | None = None) -> tuple[int, int]:
     """The training and validation tokens :func:`corpus_segments` would give, counted
-    without building a vocabulary (a count does not depend on which tokens become <unk>)."""
+    without building a vocabulary (a count does not depend on which tokens become <unk>).
+    ``valid_documents``: those of ``corpus.valid_paths``, if the caller has found them."""
     tokenizer = Tokenizer.from_config(config.corpus)
-    every = [*documents, *find_documents(config.corpus.valid_paths)]
+    if valid_documents is None:
+        valid_documents = find_documents(config.corpus.valid_paths)
+    every = [*documents, *valid_documents]
     ids = ProvisionalIds({token: number for number, token in enumerate(RESERVED_TOKENS)})  # the line break keeps its id
     encoded = encode(every, tokenizer, ids.__getitem__)
     stream = np.concatenate(encoded or [np.zeros(0, np.int32)])
