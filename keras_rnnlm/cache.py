@@ -17,7 +17,7 @@ token with nothing in memory yet is scored by the model alone.
 
 Example:
     >>> settings = fit_cache(model, validation_lanes)   # one pass, every setting of the grid
-    >>> without, with_cache = cache_scores(model, test_lanes, settings)   # nats per token
+    >>> without, with_cache, accuracy = cache_scores(model, test_lanes, settings)
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ def cache_cross_entropies(
         (mean cross-entropy without the cache, the mean cross-entropies with it: an
         array of shape (sizes, thetas, lambdas)), in nats per token.
     """
+    without, _, grid = _read_in_order(model, text, sizes, thetas, lambdas)
+    return without, grid
+
+
+def _read_in_order(model, text: Lanes, sizes, thetas, lambdas) -> tuple[float, float, np.ndarray]:
+    """:func:`cache_cross_entropies`, and the model's accuracy without the cache."""
     features_model = carried_state_features(model, text.num_lanes, text.bptt_steps)
     memory_size = max(sizes)
     units = features_model.outputs[0].shape[-1]
@@ -67,6 +73,8 @@ def cache_cross_entropies(
         features, logits = features_model(inputs, training=False)
         features = tf.cast(features, tf.float32)  # (lanes, steps, units)
         log_model = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)  # (lanes, steps)
+        correct = tf.reshape(tf.math.in_top_k(tf.reshape(targets, [-1]), tf.reshape(logits, [-1, logits.shape[-1]]), 1),
+                             tf.shape(targets))
         keys = tf.concat([keys, features], axis=1)  # (lanes, memory + steps, units): the state...
         ids = tf.concat([ids, targets], axis=1)  # ...and the token that followed it
         filled = tf.concat([filled, weights > 0], axis=1)
@@ -91,19 +99,20 @@ def cache_cross_entropies(
                 mixed = tf.where(tf.math.is_finite(normalizer)[None], mixed, log_model[None])
                 by_theta.append(-tf.reduce_sum(mixed * weights[None], axis=[1, 2]))
             by_size.append(tf.stack(by_theta))
-        return (-tf.reduce_sum(log_model * weights), tf.stack(by_size),
+        return (-tf.reduce_sum(log_model * weights), tf.reduce_sum(tf.cast(correct, tf.float32) * weights), tf.stack(by_size),
                 keys[:, -memory_size:], ids[:, -memory_size:], filled[:, -memory_size:])
 
     lanes = text.num_lanes
     keys = tf.zeros([lanes, memory_size, units])
     ids = tf.zeros([lanes, memory_size], tf.int32)
     filled = tf.zeros([lanes, memory_size], tf.bool)
-    without, with_cache = 0.0, np.zeros((len(sizes), len(thetas), len(lambdas)))
+    without, correct, with_cache = 0.0, 0.0, np.zeros((len(sizes), len(thetas), len(lambdas)))
     for inputs, targets, weights in lanes_dataset(text):
-        plain, cached, keys, ids, filled = step(inputs, targets, weights, keys, ids, filled)
+        plain, right, cached, keys, ids, filled = step(inputs, targets, weights, keys, ids, filled)
         without += float(plain)
+        correct += float(right)
         with_cache += cached.numpy()
-    return without / text.num_targets, with_cache / text.num_targets
+    return without / text.num_targets, correct / text.num_targets, with_cache / text.num_targets
 
 
 def fit_cache(model: keras.Sequential, valid: Lanes) -> CacheSettings:
@@ -117,8 +126,9 @@ def fit_cache(model: keras.Sequential, valid: Lanes) -> CacheSettings:
     return CacheSettings(int(size), float(theta), float(lam), float(grid[best]), without)
 
 
-def cache_scores(model: keras.Sequential, text: Lanes, settings: CacheSettings) -> tuple[float, float]:
-    """(cross-entropy without the cache, with it), nats per token."""
-    without, grid = cache_cross_entropies(model, text, (settings.size,), (settings.theta,), (settings.lam,))
-    return without, float(grid[0, 0, 0])
+def cache_scores(model: keras.Sequential, text: Lanes, settings: CacheSettings) -> tuple[float, float, float]:
+    """(cross-entropy without the cache, with it, in nats per token; accuracy without
+    it), from one pass over the text."""
+    without, accuracy, grid = _read_in_order(model, text, (settings.size,), (settings.theta,), (settings.lam,))
+    return without, float(grid[0, 0, 0]), accuracy
 

@@ -66,11 +66,7 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
     run = RunFolder(run_dir)
     settings = CacheSettings.load(run.path) if cache else None
     config, model, segments = _read(run, text_paths)
-    scores = score(model, config, segments, batch_size)
-    if settings is not None:
-        _, with_cache = cache_scores(model, lanes(segments, EVALUATION_LANES, config.data.bptt_steps), settings)
-        scores.update(cache=settings.describe(), cache_cross_entropy=with_cache, cache_perplexity=math.exp(with_cache))
-    return scores
+    return score(model, config, segments, batch_size, settings)
 
 
 def fit_run_cache(run_dir: str | Path, text_paths: list[str | Path]) -> CacheSettings:
@@ -97,7 +93,7 @@ def _read(run: RunFolder, text_paths):
     return config, model, segments
 
 
-def score(model: keras.Model, config: Config, segments, batch_size: int = 256) -> dict:
+def score(model: keras.Model, config: Config, segments, batch_size: int = 256, cache: CacheSettings | None = None) -> dict:
     """Scores a model on encoded text, each mode its way (see the module docstring).
 
     Args:
@@ -105,13 +101,20 @@ def score(model: keras.Model, config: Config, segments, batch_size: int = 256) -
         config: The run's config.
         segments: The text: documents, or lines in line mode (:func:`~keras_rnnlm.splits.segments_for_evaluation`).
         batch_size: Windows per step (windows mode).
+        cache: Bptt mode: also score with these cache settings, in the same pass.
 
     Returns:
         As :func:`evaluate`.
     """
+    with_cache = {}
     if config.data.mode == "bptt":
         text = lanes(segments, EVALUATION_LANES, config.data.bptt_steps)
-        tokens, cross_entropy, accuracy = score_lanes(model, text)
+        if cache is None:
+            tokens, cross_entropy, accuracy = score_lanes(model, text)
+        else:
+            tokens = text.num_targets
+            cross_entropy, cached, accuracy = cache_scores(model, text, cache)
+            with_cache = {"cache": cache.describe(), "cache_cross_entropy": cached, "cache_perplexity": math.exp(cached)}
         scoring = (f"in order, {text.num_lanes} lanes side by side, the state carried token to token "
                    f"({config.data.bptt_steps} a step)")
     else:
@@ -125,6 +128,7 @@ def score(model: keras.Model, config: Config, segments, batch_size: int = 256) -
         "accuracy": accuracy,
         "level": config.corpus.level,
         "scoring": scoring,
+        **with_cache,
     }
 
 

@@ -65,7 +65,7 @@ def test_where_words_repeat_the_cache_scores_better_and_fitting_picks_the_best_o
     song = np.tile(np.arange(3, 12, dtype=np.int32), 20)  # a text that repeats every 9 tokens
     text = lanes([song], 2, 10)
     settings = fit_cache(untrained, text)
-    without, with_cache = cache_scores(untrained, text, settings)
+    without, with_cache, _ = cache_scores(untrained, text, settings)
     assert with_cache == pytest.approx(settings.valid_cross_entropy, rel=1e-5)
     assert without == pytest.approx(settings.valid_cross_entropy_without, rel=1e-5)
     assert math.exp(with_cache) < 0.6 * math.exp(without)  # an untrained model, but the cache remembers
@@ -98,3 +98,11 @@ def test_the_cache_of_a_run_without_one_or_of_a_windows_run_is_refused_in_one_li
     for flag in ("--cache", "--fit-cache"):
         assert cli.main("evaluate", ["--model", str(song_run), "--text", str(text), flag]) == 2
         assert "needs a bptt-mode run" in capfd.readouterr().err
+
+
+def test_evaluate_with_the_cache_reads_the_text_once_and_agrees_with_the_plain_scores(untrained):
+    from keras_rnnlm.evaluate import score_lanes
+
+    text = lanes([np.random.default_rng(1).integers(3, 12, 97).astype(np.int32)], 3, 5)
+    without, _, accuracy = cache_scores(untrained, text, CacheSettings(40, 0.5, 0.2))
+    assert (text.num_targets, without, accuracy) == pytest.approx(score_lanes(untrained, text), rel=1e-5)
