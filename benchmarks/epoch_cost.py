@@ -74,11 +74,20 @@ class HookTimes:
     def __enter__(self):
         times, original = self, self._original
 
+        wrapped = set()
+
         def init(callback_list, *args, **kwargs):
-            original(callback_list, *args, **kwargs)
-            for callback in callback_list.callbacks:
+            # A callback is wrapped once, however many lists hold it.
+            for callback in kwargs.get("callbacks") or (args[0] if args else None) or ():
+                if id(callback) in wrapped:
+                    continue
+                wrapped.add(id(callback))
                 for hook in HOOKS:
-                    setattr(callback, hook, times._timed(type(callback).__name__, getattr(callback, hook)))
+                    # A hook the callback does not override is left as it is: Keras runs the
+                    # batch hooks beside the steps only if each is unchanged or async-safe.
+                    if getattr(type(callback), hook) is not getattr(keras.callbacks.Callback, hook):
+                        setattr(callback, hook, times._timed(type(callback).__name__, getattr(callback, hook)))
+            original(callback_list, *args, **kwargs)
             epoch_begin, test_begin, test_end = callback_list.on_epoch_begin, callback_list.on_test_begin, callback_list.on_test_end
             callback_list.on_epoch_begin = lambda epoch, logs=None: (setattr(times, "epoch", epoch), epoch_begin(epoch, logs))
             callback_list.on_test_begin = lambda logs=None: (setattr(times, "_validation", time.perf_counter()), test_begin(logs))

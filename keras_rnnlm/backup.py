@@ -78,6 +78,10 @@ class RunBackup(keras.callbacks.Callback):
         self.counters = resumed.counters if resumed else {}
         self.inside_epoch = resumed if resumed and resumed.step else None  # put back at that epoch's start
         self.epoch, self.steps_before = 0, 0
+        # With no backups inside epochs its batch hook only counts, and Keras may run the
+        # run's batch hooks in a thread beside the steps (see keras_rnnlm.callbacks); a
+        # backup inside an epoch must read the variables between two steps.
+        self.async_safe = not every_steps
 
     def on_train_begin(self, logs=None):
         for callback in self.counted:  # their own on_train_begin has just reset them

@@ -19,9 +19,17 @@ from keras_rnnlm.generate import Generator, shown
 from keras_rnnlm.model import copy_output_rows
 from keras_rnnlm.runs import RunFolder, save_model_atomically
 from keras_rnnlm.optimizers import SparseRowsAdam, copy_optimizer_state
+from keras_rnnlm.regularization import PENALTIES
 from keras_rnnlm.sampling import Sampling
 
 logger = logging.getLogger("keras_rnnlm")
+
+
+# Keras runs the callbacks' batch hooks in a thread beside the training steps only if
+# every callback's are safe there (``async_safe``) or not overridden; one that is neither
+# makes every step wait for its logs to be read back before the next step starts: on an
+# Intel Xeon (E), float32, 15-20% of the default run's epoch (benchmarks/epoch_cost.py).
+# So the run's callbacks whose batch hooks only read the logs say they are safe.
 
 
 class FirstStepLog(keras.callbacks.Callback):
@@ -31,6 +39,8 @@ class FirstStepLog(keras.callbacks.Callback):
     Args:
         started: ``time.time()`` when the run started.
     """
+
+    async_safe = True
 
     def __init__(self, started: float):
         super().__init__()
@@ -42,15 +52,46 @@ class FirstStepLog(keras.callbacks.Callback):
             self.started = None
 
 
+class StopOnNaN(keras.callbacks.TerminateOnNaN):
+    """Keras' ``TerminateOnNaN``, its batch hook run beside the steps: it stops training
+    a step or two after a NaN loss instead of at once, which the run tells the same way
+    (the epoch's mean loss is NaN all the same)."""
+
+    async_safe = True
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after the first epoch that ends ``minutes`` after ``started``
+    (``train.max_minutes``); the epoch is validated and saved as any other.
+
+    Args:
+        minutes: The budget.
+        started: ``time.time()`` when the run started.
+    """
+
+    def __init__(self, minutes: float, started: float):
+        super().__init__()
+        self.minutes, self.started = minutes, started
+
+    def on_epoch_end(self, epoch, logs=None):
+        spent = (time.time() - self.started) / 60
+        if spent >= self.minutes:
+            logger.info("stopping after epoch %d: %.1f minutes spent of train.max_minutes = %g", epoch + 1, spent, self.minutes)
+            self.model.stop_training = True
+
+
 class Perplexity(keras.callbacks.Callback):
     """Logs ``perplexity`` beside ``loss`` and ``val_perplexity`` beside ``val_loss``.
 
     Perplexity is exp of the mean cross-entropy per token. Keras' ``loss`` is that mean
-    (each batch's mean loss weighted by its size, and the model has no other losses), so
-    no metric needs to read the (batch, vocabulary) output again for it. The callbacks
+    (each batch's mean loss weighted by its size), plus in training the activation
+    penalties the logs also show (:data:`~keras_rnnlm.regularization.PENALTIES`), taken
+    out here; so no metric needs to read the (batch, vocabulary) output again. The callbacks
     after this one (the CSV log, TensorBoard, the progress bar) see the added values;
     Keras' own callbacks that add to ``logs`` (``ReduceLROnPlateau``) work the same way.
     """
+
+    async_safe = True
 
     def on_train_batch_end(self, batch, logs=None):
         _add_perplexities(logs)
@@ -61,7 +102,9 @@ class Perplexity(keras.callbacks.Callback):
 
 def _add_perplexities(logs) -> None:
     for key in [key for key in logs or {} if key in ("loss", "val_loss")]:
-        logs[key.replace("loss", "perplexity")] = math.exp(logs[key]) if logs[key] < 700 else math.inf
+        prefix = key[: -len("loss")]
+        cross_entropy = logs[key] - sum(logs.get(prefix + penalty, 0.0) for penalty in PENALTIES)
+        logs[prefix + "perplexity"] = math.exp(cross_entropy) if cross_entropy < 700 else math.inf
 
 
 class ResetStates(keras.callbacks.Callback):
@@ -148,7 +191,8 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     training batch, even when it writes once an epoch (with no writer set, each call
     writes nothing): about 0.1 to 0.3 s an epoch of the default run, 1 to 2% of its time
     (``benchmarks/epoch_cost.py``). Those calls are all its ``on_train_batch_end`` does
-    in this configuration, so it is skipped.
+    in this configuration, so it has none: the base class's, which Keras knows does
+    nothing (an override of its own would keep the batch hooks out of their thread).
 
     Args:
         log_dir: Where the event files go.
@@ -158,8 +202,7 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
         # No model graph: Keras 3 writes it as the training model's JSON, which its speed paths do not serialize.
         super().__init__(log_dir, write_graph=False, update_freq="epoch", profile_batch=0)
 
-    def on_train_batch_end(self, batch, logs=None):
-        pass
+    on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
 
 
 class SampleText(keras.callbacks.Callback):

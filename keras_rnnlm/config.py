@@ -116,6 +116,22 @@ class ModelConfig:
     recurrent_dropout: float = 0.0
     # Dropout on the token vectors, as the PyTorch word-language-model example.
     embedding_dropout: float = 0.0
+    # The dropout layers (model.dropout, model.embedding_dropout) draw one mask a sequence,
+    # the same at every position (locked or variational dropout, as AWD-LSTM), instead of
+    # one a token. Matters for sequences: bptt mode, and between stacked layers.
+    locked_dropout: bool = False
+    # Training only: the share of each LSTM's hidden-to-hidden weights dropped, one mask a
+    # step (DropConnect, AWD-LSTM's weight drop; it used 0.5). 0 = off. LSTM cells only.
+    weight_dropout: float = 0.0
+    # Training only: the share of word types dropped a step, every occurrence of a dropped
+    # word reading zeros (AWD-LSTM's embedding dropout; it used 0.1). 0 = off.
+    word_dropout: float = 0.0
+    # Training only: adds this times the mean square of the top layer's output (after its
+    # dropout) to the loss (AR; AWD-LSTM used 2). 0 = off.
+    activation_regularization: float = 0.0
+    # Training only: adds this times the mean square of the top layer's change from one
+    # token to the next (before its dropout) to the loss (TAR; AWD-LSTM used 1). 0 = off.
+    temporal_activation_regularization: float = 0.0
     # The output layer uses the embedding matrix (transposed) as its kernel (Press & Wolf
     # 2017): fewer parameters, usually better perplexity. Needs embedding_dim == units.
     tie_embeddings: bool = False
@@ -148,6 +164,10 @@ class TrainConfig:
     early_stopping_patience: int = 3
     # Halve the learning rate after this many epochs without a better validation loss; 0 = off.
     reduce_lr_patience: int = 0
+    # Stop after the first epoch that ends this many minutes after training started (in
+    # this invocation); 0 = off. A fixed budget ("train for an hour"), and comparisons at
+    # equal wall time (benchmarks/regularization.py).
+    max_minutes: float = 0.0
     # Seeds Python, NumPy and TensorFlow: the same seed and config give the same run.
     seed: int = 1234
     # "auto" (every GPU if any, else the CPU), "cpu" or "gpu".
@@ -250,6 +270,10 @@ RANGES = {
     "model.dropout": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
     "model.recurrent_dropout": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
     "model.embedding_dropout": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "model.weight_dropout": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "model.word_dropout": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
+    "model.activation_regularization": (lambda value: 0.0 <= value < math.inf, "0 (off) or above, and finite"),
+    "model.temporal_activation_regularization": (lambda value: 0.0 <= value < math.inf, "0 (off) or above, and finite"),
     "model.sampled_candidates": (lambda value: 1 <= value <= 10_000_000, "between 1 and 10,000,000, and below the vocabulary's size"),
     "train.epochs": (lambda value: 1 <= value <= 1_000_000, "between 1 and 1,000,000"),
     "train.steps_per_epoch": (lambda value: value >= 0, "0 (one pass over the text) or above"),
@@ -257,6 +281,7 @@ RANGES = {
     "train.clipnorm": (lambda value: 0.0 <= value < math.inf, "0 (off) or above, and finite"),
     "train.early_stopping_patience": (lambda value: value >= 0, "0 (off) or above"),
     "train.reduce_lr_patience": (lambda value: value >= 0, "0 (off) or above"),
+    "train.max_minutes": (lambda value: 0.0 <= value < math.inf, "0 (off) or above, and finite"),
     "train.seed": (lambda value: 0 <= value < 2**31, "between 0 and 2,147,483,647"),
     "train.sample_length": (lambda value: 0 <= value <= 100_000, "between 0 (off) and 100,000"),
     "train.sample_temperature": (lambda value: 0.0 < value < math.inf, "above 0 and finite"),
@@ -370,6 +395,16 @@ def validate(config: Config) -> None:
         raise RnnlmError(
             f"model.tie_embeddings needs model.embedding_dim ({config.model.embedding_dim}) equal to model.units "
             f"({config.model.units}), as the output layer reuses the embedding matrix; set both to the same size"
+        )
+    if config.model.weight_dropout and config.model.cell != "lstm":
+        raise RnnlmError(
+            f'model.weight_dropout drops an LSTM\'s hidden-to-hidden weights, and model.cell = "{config.model.cell}"; '
+            'set model.cell = "lstm", or model.weight_dropout = 0'
+        )
+    if config.model.temporal_activation_regularization and config.data.mode != "bptt":
+        raise RnnlmError(
+            "model.temporal_activation_regularization penalizes the top layer's change from one token to the next, "
+            'and in data.mode = "windows" the top layer gives one output a window; use data.mode = "bptt", or set it to 0'
         )
     if config.data.mode == "bptt" and config.corpus.sequences == "lines":
         raise RnnlmError(

@@ -23,7 +23,7 @@ import zipfile
 import keras
 from keras import layers
 
-from keras_rnnlm import speedups
+from keras_rnnlm import regularization, speedups
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.keras_private import FitAcrossWorkers
@@ -69,21 +69,27 @@ def build_model(
         # the recurrent state unchanged over the padding.
         layers.Embedding(vocabulary_size, config.embedding_dim, mask_zero=sequences, name="embedding"),  # (batch, time, embedding_dim)
     ]
+
+    def locked(features: int) -> tuple | None:
+        """With locked dropout, one mask a sequence: the same at every position."""
+        return (None, 1, features) if config.locked_dropout else None
+
     if config.embedding_dropout:
-        stack.append(layers.Dropout(config.embedding_dropout, name="embedding_dropout"))
+        stack.append(layers.Dropout(config.embedding_dropout, noise_shape=locked(config.embedding_dim), name="embedding_dropout"))
     for number in range(config.layers):
-        last = number == config.layers - 1
+        # (batch, time, units) between layers and for sequences; (batch, units) at the top of a window model
+        return_sequences = sequences or number < config.layers - 1
         stack.append(
             CELLS[config.cell](
                 config.units,
-                # (batch, time, units) between layers and for sequences; (batch, units) at the top of a window model
-                return_sequences=sequences or not last,
+                return_sequences=return_sequences,
                 recurrent_dropout=config.recurrent_dropout,
                 unroll=unroll and not sequences,
                 name=f"{config.cell}_{number + 1}",
             )
         )
-        stack.append(layers.Dropout(config.dropout, name=f"dropout_{number + 1}"))
+        noise_shape = locked(config.units) if return_sequences else None
+        stack.append(layers.Dropout(config.dropout, noise_shape=noise_shape, name=f"dropout_{number + 1}"))
     # The output matmul runs at the compute precision (the largest in the model); the
     # softmax runs in float32, as small probabilities underflow in 16 bits.
     stack.append(layers.Dense(vocabulary_size, name="next_token"))  # (batch, [time,] vocabulary): logits
@@ -145,7 +151,7 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
 
 def training_model(
     model: keras.Sequential, config: TrainConfig, lanes: int | None = None, bptt_steps: int | None = None,
-    tie_embeddings: bool = False, sampled_candidates: int = 0, seed: int = 0,
+    tie_embeddings: bool = False, sampled_candidates: int = 0, seed: int = 0, regularize: ModelConfig | None = None,
 ) -> keras.Model:
     """The model that trains ``model``'s weights, compiled for training.
 
@@ -166,7 +172,10 @@ def training_model(
             (vocabulary, units) matrix of its own, one row a token (:class:`RowsOutput`,
             copied into the saved model's kernel by :func:`copy_output_rows`), and Adam
             reads and writes only the rows a step touched (:class:`~keras_rnnlm.optimizers.SparseRowsAdam`).
-        seed: The run's seed, which draws the sampled tokens.
+        seed: The run's seed, which draws the sampled tokens and the regularization's masks.
+        regularize: The model config whose training-only regularization to apply
+            (weight drop, word dropout, AR and TAR: :mod:`keras_rnnlm.regularization`);
+            None applies none.
 
     Returns:
         A model of ``model``'s layers (the same variables: training it trains ``model``)
@@ -177,6 +186,8 @@ def training_model(
         Keras piece it replaces.
     """
     inputs, body, dense = _parts(model, lanes, bptt_steps)
+    if regularize is not None:
+        body = regularized(body, regularize, stateful=lanes is not None, seed=seed)
     if tie_embeddings:
         output = RowsOutput(dense, rows=body[0].embeddings)
     elif sampled_candidates:  # a step reads and updates some rows, never the whole (units, vocabulary) kernel
@@ -216,6 +227,28 @@ def carried_state_features(model: keras.Sequential, lanes: int, bptt_steps: int)
     for layer in body:
         features = layer(features)
     return keras.Model(inputs, [features, _logits()(dense(features))], name=f"{model.name}_lanes_features")
+
+
+def regularized(body: list[layers.Layer], config: ModelConfig, stateful: bool, seed: int) -> list[layers.Layer]:
+    """The training model's body (from :func:`_parts`) with the training-only
+    regularization ``config`` asks for (:mod:`keras_rnnlm.regularization`): the
+    embedding dropping word types, each LSTM's recurrent kernel weight-dropped (in place
+    of a speed path: stock Keras' LSTM step, with the dropped kernel), and the penalties
+    on the top layer's output around its dropout (TAR before it, AR after it)."""
+    recurrent = [index for index, layer in enumerate(body) if isinstance(layer, (keras.layers.RNN, speedups.WindowLSTM))]
+    stack = []
+    for index, layer in enumerate(body):
+        if isinstance(layer, layers.Embedding) and config.word_dropout:
+            layer = regularization.WordDroppedEmbedding(layer, config.word_dropout, seed=seed + index)
+        elif index in recurrent and config.weight_dropout:
+            stock = layer.lstm if isinstance(layer, speedups.WindowLSTM) else layer
+            layer = regularization.weight_dropped(stock, config.weight_dropout, seed=seed + index, stateful=stateful)
+        if index == recurrent[-1] + 1 and config.temporal_activation_regularization:
+            stack.append(regularization.ActivationPenalty(beta=config.temporal_activation_regularization, name="tar"))
+        stack.append(layer)
+        if index == recurrent[-1] + 1 and config.activation_regularization:
+            stack.append(regularization.ActivationPenalty(alpha=config.activation_regularization, name="ar"))
+    return stack
 
 
 class TrainingModel(FitAcrossWorkers, keras.Sequential):

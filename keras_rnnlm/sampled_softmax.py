@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.keras_private import FitAcrossWorkers
+from keras_rnnlm.regularization import PENALTIES
 
 
 class LogUniformCandidates:
@@ -179,13 +180,16 @@ class SampledSoftmaxTrainer(FitAcrossWorkers, keras.Model):
         else:  # as the full loss: the mean over the targets' weights (padding weighs 0)
             weights = tf.cast(tf.reshape(sample_weight, [-1]), tf.float32)
             loss = tf.math.divide_no_nan(tf.reduce_sum(losses * weights), tf.reduce_sum(weights))
+        if self.losses:  # the activation penalties of keras_rnnlm.regularization, as Keras' compute_loss adds them
+            loss += tf.add_n([tf.cast(penalty, tf.float32) for penalty in self.losses])
         # As Keras' compiled loss: each replica's share of the sum its optimizer takes.
         return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if not _training_step.get():
             return super().compute_metrics(x, y, y_pred, sample_weight)
-        return {metric.name: metric.result() for metric in self.metrics if metric.name == "loss"}  # Keras' loss tracker
+        # Keras' loss tracker, and the penalties' metrics
+        return {metric.name: metric.result() for metric in self.metrics if metric.name in ("loss", *PENALTIES)}
 
     def get_metrics_result(self):
         """As Keras', without the accuracy metrics while nothing has built them: training

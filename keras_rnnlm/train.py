@@ -40,6 +40,7 @@ import tensorflow as tf
 from keras_rnnlm.backup import RunBackup, TrainingState, restore_training_state
 from keras_rnnlm.callbacks import (
     BestModelCheckpoint, CurvesPlot, EpochTensorBoard, FirstStepLog, OutputKernel, Perplexity, ResetStates, SampleText,
+    StopOnNaN, TimeBudget,
 )
 from keras_rnnlm.cache import fit_cache
 from keras_rnnlm.config import Config
@@ -151,6 +152,8 @@ def _train(config: Config, run: RunFolder, cluster: Cluster, overwrite: bool, st
     generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
     steps_per_epoch = config.train.steps_per_epoch or data.steps_per_pass
     callbacks = [FirstStepLog(started), *run_callbacks(config, out, model, trainer, generator, opening)]
+    if config.train.max_minutes:
+        callbacks.append(TimeBudget(config.train.max_minutes, started))
     # Last of the run's own: it saves each epoch once the epoch's history row and checkpoint are written.
     callbacks += [RunBackup(out.backup_file, callbacks, config.train.backup_every_steps, steps_per_epoch, resumed),
                   *extra_callbacks]
@@ -158,7 +161,7 @@ def _train(config: Config, run: RunFolder, cluster: Cluster, overwrite: bool, st
                  verbose=_progress(verbose) if cluster.chief else 0)
     if not cluster.chief:
         return {"worker": cluster.index, "epochs_trained": len(losses)}
-    if losses and not math.isfinite(losses[-1]):  # TerminateOnNaN stopped it.
+    if losses and not math.isfinite(losses[-1]):  # StopOnNaN stopped it.
         _stop_after_nan(run)
     summary = summarize(run, config, len(vocabulary), data, steps_per_epoch, started)
     if config.data.mode == "bptt" and config.train.fit_cache:
@@ -219,7 +222,7 @@ def build_models(
                 model, config.train, lanes=config.data.batch_size if bptt else None,
                 bptt_steps=config.data.bptt_steps, tie_embeddings=config.model.tie_embeddings,
                 sampled_candidates=config.model.sampled_candidates if config.model.softmax == "sampled" else 0,
-                seed=config.train.seed,
+                seed=config.train.seed, regularize=config.model,
             )
             resumed = restore_training_state(trainer, backup) if backup else None
     finally:  # the models keep their policy; the caller's next model gets theirs
@@ -377,7 +380,7 @@ def run_callbacks(
         Perplexity(),
         *([ResetStates()] if config.data.mode == "bptt" else []),
         *([OutputKernel(model, rows)] if rows is not None else []),
-        keras.callbacks.TerminateOnNaN(),
+        StopOnNaN(),
     ]
     if train.reduce_lr_patience:
         callbacks.append(keras.callbacks.ReduceLROnPlateau(factor=0.5, patience=train.reduce_lr_patience))
