@@ -1,4 +1,5 @@
-"""The regularization of issue 27, each part on and off, at equal wall time.
+"""The regularization of issue 27 (AWD-LSTM's parts and weight averaging), each on and
+off, at equal wall time.
 
 Trains one bptt config once per variant, each for the same minutes
 (``train.max_minutes``: it stops after the first epoch that ends past the budget), the
@@ -10,7 +11,7 @@ with ``--test``, the test text's perplexity with and without the cache
 
 Usage (from the project root):
     python benchmarks/regularization.py [--config configs/psalms_bptt.toml] [--minutes 6]
-        [--variants none,locked,weight,word,ar_tar,all] [--corpus FILE --valid FILE --test FILE]
+        [--variants none,locked,weight,word,ar_tar,averaging,all] [--corpus FILE --valid FILE --test FILE]
         [--output-dir /tmp/keras_rnnlm_regularization] [--set key=value ...]
 
 Rerunning the same command skips the variants already trained (their run folders are kept).
@@ -35,6 +36,9 @@ VARIANTS = {
     "weight": ["model.weight_dropout=0.5"],
     "word": ["model.word_dropout=0.1"],
     "ar_tar": ["model.activation_regularization=2.0", "model.temporal_activation_regularization=1.0"],
+    # AWD-LSTM averages the weights once validation stalls (NT-ASGD); here a moving
+    # average of about the last 100 steps, all along.
+    "averaging": ["train.weight_averaging=0.99"],
 }
 VARIANTS["all"] = [override for overrides in VARIANTS.values() for override in overrides]
 

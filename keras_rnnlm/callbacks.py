@@ -60,6 +60,38 @@ class StopOnNaN(keras.callbacks.TerminateOnNaN):
     async_safe = True
 
 
+class AveragedWeights:
+    """Puts the training optimizer's moving average of the weights (``train.weight_averaging``)
+    in place of the weights for what judges and keeps an epoch (validation, the checkpoint,
+    the sample), and the raw weights back for training and the backup.
+
+    :attr:`average_in` goes first among the run's callbacks (it acts when validation
+    begins), :attr:`raw_back` after the last that reads the weights at an epoch's end and
+    before the backup. Keras' ``fit`` puts the average in place when it ends
+    (``finalize_variable_values``); ``raw_back`` puts the last epoch's raw weights back
+    then too, so that a second ``fit`` (a resumed epoch, then the rest) goes on from the
+    raw weights as one ``fit`` would have.
+    """
+
+    def __init__(self, trainer: keras.Model):
+        self.trainer, self.raw = trainer, None
+        self.average_in = keras.callbacks.LambdaCallback(on_test_begin=lambda logs=None: self._average_in())
+        self.raw_back = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs=None: self._raw_back(),
+                                                       on_train_end=lambda logs=None: self._raw_back())
+
+    def _average_in(self):
+        variables = self.trainer.trainable_variables
+        self.raw = [variable.numpy() for variable in variables]
+        self.trainer.optimizer.finalize_variable_values(variables)  # Keras: the average into the variables
+
+    def _raw_back(self):
+        """Puts the raw weights back; they stay kept until the next validation, for the
+        end of ``fit``, which has put the average in place again by then."""
+        if self.raw is not None:
+            for variable, value in zip(self.trainer.trainable_variables, self.raw):
+                variable.assign(value)
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after the first epoch that ends ``minutes`` after ``started``
     (``train.max_minutes``); the epoch is validated and saved as any other.

@@ -34,16 +34,21 @@ def stock_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
 def training_optimizer(config: TrainConfig, sparse_rows: bool = False) -> keras.optimizers.Optimizer:
     """The optimizer that trains: :class:`FusedAdam` (or, with ``sparse_rows``,
     :class:`SparseRowsAdam`) or SGD, each clipping the summed gradient
-    (:func:`with_summed_gradient_clipping`). Stock: :func:`stock_optimizer`."""
+    (:func:`with_summed_gradient_clipping`), and keeping a moving average of the weights
+    if ``weight_averaging`` asks (:class:`~keras_rnnlm.callbacks.AveragedWeights` uses it).
+    Stock: :func:`stock_optimizer`."""
     adam = SparseRowsAdam if sparse_rows else FusedAdam
-    return _optimizer(config, with_summed_gradient_clipping(adam), with_summed_gradient_clipping(keras.optimizers.SGD))
+    return _optimizer(config, with_summed_gradient_clipping(adam), with_summed_gradient_clipping(keras.optimizers.SGD),
+                      averaging=True)
 
 
-def _optimizer(config: TrainConfig, adam: type, sgd: type) -> keras.optimizers.Optimizer:
-    clipping = {"global_clipnorm": config.clipnorm} if config.clipnorm > 0 else {}
+def _optimizer(config: TrainConfig, adam: type, sgd: type, averaging: bool = False) -> keras.optimizers.Optimizer:
+    options = {"global_clipnorm": config.clipnorm} if config.clipnorm > 0 else {}
+    if averaging and config.weight_averaging:  # Keras' own moving average of the weights, kept by the optimizer
+        options.update(use_ema=True, ema_momentum=config.weight_averaging)
     if config.optimizer == "adam":
-        return adam(config.learning_rate, **clipping)
-    return sgd(config.learning_rate, **clipping)
+        return adam(config.learning_rate, **options)
+    return sgd(config.learning_rate, **options)
 
 
 class FusedAdam(keras.optimizers.Adam):

@@ -39,7 +39,7 @@ import tensorflow as tf
 
 from keras_rnnlm.backup import RunBackup, TrainingState, restore_training_state
 from keras_rnnlm.callbacks import (
-    BestModelCheckpoint, CurvesPlot, EpochTensorBoard, FirstStepLog, OutputKernel, Perplexity, ResetStates, SampleText,
+    AveragedWeights, BestModelCheckpoint, CurvesPlot, EpochTensorBoard, FirstStepLog, OutputKernel, Perplexity, ResetStates, SampleText,
     StopOnNaN, TimeBudget,
 )
 from keras_rnnlm.cache import fit_cache
@@ -374,9 +374,12 @@ def run_callbacks(
     """The run's callbacks, but for the first-step log and the backup. Perplexity and the
     schedule (which logs the learning rate) come before everything that logs; the output
     rows the training model reads, if it reads any, are copied into the model's kernel
-    before it is saved or writes."""
+    before it is saved or writes; with weight averaging, the average is in place from
+    validation until after the last of them."""
     train, rows = config.train, output_rows(trainer)
+    averaged = AveragedWeights(trainer) if train.weight_averaging else None
     callbacks = [
+        *([averaged.average_in] if averaged else []),
         Perplexity(),
         *([ResetStates()] if config.data.mode == "bptt" else []),
         *([OutputKernel(model, rows)] if rows is not None else []),
@@ -404,6 +407,8 @@ def run_callbacks(
                 num_samples=5 if generator.line_mode else 1,
             )
         )
+    if averaged:
+        callbacks.append(averaged.raw_back)
     return callbacks
 
 

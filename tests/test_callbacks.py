@@ -37,3 +37,36 @@ def test_the_time_budget_stops_after_the_first_epoch_that_ends_past_it(monkeypat
     history = model.fit(np.ones((8, 3)), np.zeros((8, 1)), epochs=10, verbose=0,
                         callbacks=[minute_an_epoch, callbacks.TimeBudget(minutes=2.5, started=1000.0)])
     assert len(history.history["loss"]) == 3  # 3 minutes spent at the third epoch's end: past 2.5
+
+
+def test_weight_averaging_judges_with_the_average_and_trains_on_the_raw_weights():
+    from keras_rnnlm.callbacks import AveragedWeights
+
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    y = x @ np.array([[1.0], [-2.0], [0.5]], np.float32)
+
+    def model():
+        keras.utils.set_random_seed(0)
+        built = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        built.compile(keras.optimizers.SGD(0.05, use_ema=True, ema_momentum=0.9), "mse")
+        return built
+
+    def weights(of):
+        return [variable.numpy().copy() for variable in of.trainable_variables]
+
+    plain, raw_at_end = model(), []
+    plain.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: raw_at_end.append(weights(plain)))])
+    average_at_end = weights(plain)  # Keras puts the average in place when fit ends
+
+    averaged_model = model()
+    averaged = AveragedWeights(averaged_model)
+    judged = []
+    averaged_model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, validation_data=(x, y),
+                       callbacks=[averaged.average_in, keras.callbacks.LambdaCallback(
+                           on_epoch_end=lambda epoch, logs: judged.append(weights(averaged_model))), averaged.raw_back])
+    for ours, theirs in zip(judged[-1], average_at_end):  # the epoch's end saw the average
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    for ours, theirs in zip(weights(averaged_model), raw_at_end[-1]):  # and training went on from the raw weights
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    assert not np.allclose(judged[-1][0], raw_at_end[-1][0])
