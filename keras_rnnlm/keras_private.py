@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 
 def optimizer_slot(optimizer: keras.optimizers.Optimizer, variable) -> int | None:
@@ -47,6 +48,14 @@ class GradientClippingHook:
     def clipped_gradients(self, grads):
         """Keras' own clipping; override to clip otherwise."""
         return super()._clip_gradients(grads)
+
+
+class PerCallMasks(DropoutRNNCell):
+    """Mixed into a recurrent cell: ``keras.layers.RNN`` draws the cell's dropout masks
+    once before its loop over the positions (``get_dropout_mask``,
+    ``get_recurrent_dropout_mask``) and clears them after, for a cell of this class
+    (Keras' ``DropoutRNNCell``, which its own cells mix in but does not export). The cell
+    sets ``dropout``, ``recurrent_dropout`` and ``seed_generator``."""
 
 
 class FitAcrossWorkers:

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import keras
 from keras import layers, ops
-from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell  # Keras' per-call mask cache: public class, private path
 
+from keras_rnnlm.keras_private import PerCallMasks
 from keras_rnnlm.speedups import lstm_cell
 
 
-class WeightDroppedLSTMCell(DropoutRNNCell, layers.Layer):
+class WeightDroppedLSTMCell(PerCallMasks, layers.Layer):
     """A ``keras.layers.LSTMCell``'s step, its recurrent kernel multiplied in training by
     a DropConnect mask (Wan et al. 2013), the same mask for every position of a call:
     ``keras.layers.RNN`` draws it once before its loop, as it draws a cell's recurrent

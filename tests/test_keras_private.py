@@ -69,3 +69,26 @@ def test_keras_tuner_tracebacks_are_off_inside_and_as_before_after():
     with keras_tuner_tracebacks_off():
         assert config.DEBUG is False
     assert config.DEBUG == before
+
+
+def test_an_rnn_draws_a_per_call_masks_cells_masks_once_a_call_and_clears_them():
+    import numpy as np
+
+    from keras_rnnlm.keras_private import PerCallMasks
+
+    class Cell(PerCallMasks, keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.state_size, self.output_size = 2, 2
+            self.dropout, self.recurrent_dropout = 0.0, 0.5
+            self.seed_generator = keras.random.SeedGenerator(0)
+            self.masks = []
+
+        def call(self, inputs, states, training=False):
+            self.masks.append(self.get_recurrent_dropout_mask(states[0]))
+            return inputs, [inputs]
+
+    cell = Cell()
+    keras.layers.RNN(cell, unroll=True)(np.ones((3, 4, 2), np.float32))
+    assert len(cell.masks) == 4 and all(mask is cell.masks[0] for mask in cell.masks)  # drawn once, before the loop
+    assert cell._recurrent_dropout_mask is None  # cleared after it

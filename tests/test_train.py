@@ -335,3 +335,21 @@ def test_cli_end_to_end_on_the_tiny_config(song_file, tmp_path, capsys):
     assert "perplexity:" in printed and "bits/token" in printed
     assert cli.main("evaluate", ["--model", str(tmp_path / "nope"), "--text", str(song_file)]) == 2
     assert "not a keras_rnnlm run" in capsys.readouterr().err
+
+
+def test_keras_may_run_every_batch_hook_of_the_run_beside_the_steps(song_file, tmp_path, monkeypatch):
+    """Keras runs the batch hooks in a thread only if every callback's are the base
+    class's or async-safe; one that is neither makes every step wait for its logs."""
+    from keras_rnnlm import train as train_module
+
+    passed, fit = [], train_module.fit
+    monkeypatch.setattr(train_module, "fit", lambda trainer, data, strategy, cluster, callbacks, *args, **kwargs: (
+        passed.extend(callbacks), fit(trainer, data, strategy, cluster, callbacks, *args, **kwargs))[1])
+    config = small_config([song_file], train={"epochs": 1, "tensorboard": True, "sample_length": 3, "weight_averaging": 0.9,
+                                              "reduce_lr_patience": 1})
+    train(config, tmp_path / "run", verbose=2)
+    assert len(passed) >= 10
+    for callback in passed:
+        for hook in ("on_batch_end", "on_train_batch_end"):
+            stock = getattr(type(callback), hook) is getattr(keras.callbacks.Callback, hook)
+            assert stock or getattr(callback, "async_safe", False), f"{type(callback).__name__}.{hook}"
