@@ -27,9 +27,9 @@ logger = logging.getLogger("keras_rnnlm")
 
 # Keras runs the callbacks' batch hooks in a thread beside the training steps only if
 # every callback's are safe there (``async_safe``) or not overridden; one that is neither
-# makes every step wait for its logs to be read back before the next step starts: on an
-# Intel Xeon (E), float32, 15-20% of the default run's epoch (benchmarks/epoch_cost.py).
-# So the run's callbacks whose batch hooks only read the logs say they are safe.
+# makes every step wait for its logs to be read back before the next step starts
+# (benchmarks/epoch_cost.py measures the cost). So the run's callbacks whose batch hooks
+# only read the logs say they are safe.
 
 
 class FirstStepLog(keras.callbacks.Callback):

@@ -2,8 +2,8 @@
 layers the training model puts in place of, or beside, the stock layers, reading the
 same weights, so that ``model.keras`` stays the stock model.
 
-:func:`keras_rnnlm.model.training_model` is the one place they are chosen, from the
-``model`` config keys (each off by default):
+:func:`keras_rnnlm.model.regularized` (called by ``training_model``) is the one place
+they are chosen, from the ``model`` config keys (each off by default):
 
 ==================================  ===============================  ===========================================
 key                                 in training                      what it does

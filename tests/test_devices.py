@@ -39,6 +39,7 @@ def test_auto_precision_on_cpu_follows_the_measured_bfloat16_speedup(monkeypatch
         set_precision("float32", strategy_for_devices(["/cpu:0"]))
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_over_two_logical_cpus(song_file, tmp_path):
     """The several-GPU path, run on two logical CPU devices in a fresh process
     (logical devices must be set before TensorFlow starts)."""

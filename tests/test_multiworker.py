@@ -136,6 +136,7 @@ def test_settings_that_cannot_train_across_workers_are_refused(song_file):
     small_config([song_file], data={"batch_size": 15}).check_replicas(2)  # one machine: Keras splits any batch
 
 
+@pytest.mark.slow
 def test_launch_stops_every_worker_when_one_fails_and_names_it(tmp_path, capsys):
     (tmp_path / "song.txt").write_text(SONG * 40, encoding="utf-8")
     argv = ["--workers", "2", "--", "--corpus", str(tmp_path / "song.txt"), "--output-dir", str(tmp_path / "runs"),
