@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm.config import DataConfig
+from keras_rnnlm.config import DEFAULT_BATCH_SIZES, DataConfig
 from keras_rnnlm.splits import Segments, check_text_sizes
 from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID
 
@@ -316,8 +316,9 @@ def training_data(
     if config.mode == "bptt":
         check_text_sizes(config, train_segments.num_tokens, valid_segments.num_tokens)
         train, valid = (lanes(segments, config.batch_size, config.bptt_steps) for segments in (train_segments, valid_segments))
+        chosen = "data.batch_size" + ("; bptt mode's default" if config.batch_size == DEFAULT_BATCH_SIZES["bptt"] else "")
         description = (
-            f"lanes: {train.num_lanes} lanes (data.batch_size) of {train.lane_length:,} tokens, {train.bptt_steps} "
+            f"lanes: {train.num_lanes} lanes ({chosen}) of {train.lane_length:,} tokens, {train.bptt_steps} "
             f"(data.bptt_steps) a step: {train.num_steps:,} steps over {train.num_targets:,} training tokens; "
             f"{valid.num_targets:,} validation tokens (bptt mode, the state carried between steps)"
         )

@@ -228,6 +228,9 @@ def build_models(
     finally:  # the models keep their policy; the caller's next model gets theirs
         keras.mixed_precision.set_global_policy(caller_policy)
     model.summary(print_fn=lambda line, **_: logger.info(line))
+    train = config.train
+    logger.info("optimizer: %s at %g (train.optimizer, train.learning_rate)%s", train.optimizer, train.learning_rate,
+                f", the gradient norm clipped at {train.clipnorm:g}" if train.clipnorm > 0 else "")
     if resumed:
         logger.info("resuming at epoch %d, step %d, from %s", resumed.epoch + 1, resumed.step, backup)
     return model, trainer, resumed

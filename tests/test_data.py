@@ -148,3 +148,14 @@ def test_datasets_run_without_autotune_whose_thread_stalled_their_destruction():
         for dataset in (data.train(0), data.valid):
             options = dataset.options()
             assert options.autotune.enabled is False and options.experimental_optimization.map_parallelization is False
+
+
+def test_the_log_says_when_bptt_mode_chose_the_lanes():
+    from keras_rnnlm.config import DataConfig
+    from keras_rnnlm.data import training_data
+
+    text = [np.arange(10, 5000, dtype=np.int32)]
+    chosen = training_data(DataConfig(mode="bptt", bptt_steps=5), text, text, seed=0).description
+    given = training_data(DataConfig(mode="bptt", bptt_steps=5, batch_size=8), text, text, seed=0).description
+    assert chosen.startswith("lanes: 32 lanes (data.batch_size; bptt mode's default)")
+    assert given.startswith("lanes: 8 lanes (data.batch_size)")
