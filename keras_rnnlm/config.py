@@ -132,6 +132,10 @@ class ModelConfig:
     # Training only: adds this times the mean square of the top layer's change from one
     # token to the next (before its dropout) to the loss (TAR; AWD-LSTM used 1). 0 = off.
     temporal_activation_regularization: float = 0.0
+    # A stock LayerNormalization after each recurrent layer (before its dropout): between
+    # stacked layers and before the output layer (Ba et al. 2016). Generation then steps
+    # through Keras' cells, not the fused LSTM step.
+    layer_norm: bool = False
     # The output layer uses the embedding matrix (transposed) as its kernel (Press & Wolf
     # 2017): fewer parameters, usually better perplexity. Needs embedding_dim == units.
     tie_embeddings: bool = False

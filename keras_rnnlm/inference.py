@@ -189,21 +189,32 @@ class NextTokenLogits:
         return table, weights, first.cell.units  # every layer has the same units
 
     def _cell_step(self):
-        """Any recurrent stack's step, through each layer's own Keras cell."""
-        embedding = self.body[0]
-        cells = [layer.cell for layer in self.body if isinstance(layer, keras.layers.RNN)]
+        """Any recurrent stack's step, through each layer's own Keras cell and the
+        position-wise layers between them (layer normalization; dropout is off when
+        generating). The state is each cell's, then the features the output layer reads
+        (the top cell's output after the layers above it), so the logits read ``state[-1][0]``."""
+        embedding, *rest = [layer for layer in self.body if not isinstance(layer, keras.layers.Dropout)]
+        cells = [layer.cell for layer in rest if isinstance(layer, keras.layers.RNN)]
+        top = max(index for index, layer in enumerate(rest) if isinstance(layer, keras.layers.RNN))
 
         def initial_state(batch_size):
-            return tuple(tuple(cell.get_initial_state(batch_size)) for cell in cells)
+            cell_states = tuple(tuple(cell.get_initial_state(batch_size)) for cell in cells)
+            features = cell_states[-1][0]  # the top cell's output before any token
+            for layer in rest[top + 1:]:
+                features = layer(features, training=False)
+            return (*cell_states, (features,))
 
         def advance(state, ids):  # ids: (batch,)
             # The embedding layer would attach its mask (a cell takes none): its rows instead.
             inputs = tf.cast(tf.gather(embedding.embeddings, ids), embedding.compute_dtype)  # (batch, embedding_dim)
-            new_state = []
-            for cell, cell_state in zip(cells, state):
-                inputs, cell_state = cell(inputs, list(cell_state), training=False)
-                new_state.append(tuple(cell_state))
-            return tuple(new_state)
+            new_state, cell_states = [], iter(state)
+            for layer in rest:
+                if isinstance(layer, keras.layers.RNN):
+                    inputs, cell_state = layer.cell(inputs, list(next(cell_states)), training=False)
+                    new_state.append(tuple(cell_state))
+                else:
+                    inputs = layer(inputs, training=False)
+            return (*new_state, (inputs,))
 
         return initial_state, advance
 

@@ -1,4 +1,4 @@
-"""The language model: Embedding -> recurrent layers -> Dropout -> Dense -> softmax.
+"""The language model: Embedding -> recurrent layers [-> LayerNormalization] -> Dropout -> Dense -> softmax.
 
 :func:`build_model` builds the model ``model.keras`` holds: stock Keras layers in a
 ``keras.Sequential``, compiled by :func:`compile_model` with stock Keras loss, optimizer
@@ -88,6 +88,8 @@ def build_model(
                 name=f"{config.cell}_{number + 1}",
             )
         )
+        if config.layer_norm:
+            stack.append(layers.LayerNormalization(name=f"layer_norm_{number + 1}"))
         noise_shape = locked(config.units) if return_sequences else None
         stack.append(layers.Dropout(config.dropout, noise_shape=noise_shape, name=f"dropout_{number + 1}"))
     # The output matmul runs at the compute precision (the largest in the model); the
@@ -234,8 +236,10 @@ def regularized(body: list[layers.Layer], config: ModelConfig, stateful: bool, s
     regularization ``config`` asks for (:mod:`keras_rnnlm.regularization`): the
     embedding dropping word types, each LSTM's recurrent kernel weight-dropped (in place
     of a speed path: stock Keras' LSTM step, with the dropped kernel), and the penalties
-    on the top layer's output around its dropout (TAR before it, AR after it)."""
+    on the top layer's output around its dropout (TAR before it, AR after it; after its
+    layer normalization, if any)."""
     recurrent = [index for index, layer in enumerate(body) if isinstance(layer, (keras.layers.RNN, speedups.WindowLSTM))]
+    top_dropout = next(index for index in range(recurrent[-1], len(body)) if isinstance(body[index], layers.Dropout))
     stack = []
     for index, layer in enumerate(body):
         if isinstance(layer, layers.Embedding) and config.word_dropout:
@@ -243,10 +247,10 @@ def regularized(body: list[layers.Layer], config: ModelConfig, stateful: bool, s
         elif index in recurrent and config.weight_dropout:
             stock = layer.lstm if isinstance(layer, speedups.WindowLSTM) else layer
             layer = regularization.weight_dropped(stock, config.weight_dropout, seed=seed + index, stateful=stateful)
-        if index == recurrent[-1] + 1 and config.temporal_activation_regularization:
+        if index == top_dropout and config.temporal_activation_regularization:
             stack.append(regularization.ActivationPenalty(beta=config.temporal_activation_regularization, name="tar"))
         stack.append(layer)
-        if index == recurrent[-1] + 1 and config.activation_regularization:
+        if index == top_dropout and config.activation_regularization:
             stack.append(regularization.ActivationPenalty(alpha=config.activation_regularization, name="ar"))
     return stack
 

@@ -28,8 +28,9 @@ def expected_probabilities(model, inputs):
         (ModelConfig(embedding_dim=16, units=32), True),
         (ModelConfig(embedding_dim=16, units=32, layers=2), True),
         (ModelConfig(embedding_dim=16, units=32, cell="gru"), False),
+        (ModelConfig(embedding_dim=16, units=32, layers=2, layer_norm=True), False),
     ],
-    ids=["lstm", "two_lstm_layers", "gru"],
+    ids=["lstm", "two_lstm_layers", "gru", "layer_norm"],
 )
 def test_logits_give_the_keras_models_probabilities(model_config, fused):
     keras.utils.set_random_seed(1)
@@ -64,10 +65,12 @@ def test_any_callable_that_returns_probabilities_works():
     np.testing.assert_allclose(tf.nn.softmax(logits)[:, :VOCABULARY_SIZE], np.tile(expected / expected.sum(), (4, 1)), atol=1e-6)
 
 
-@pytest.mark.parametrize("cell, fast", [("lstm", True), ("gru", False)], ids=["lstm", "gru"])
-def test_a_bptt_models_carried_state_gives_the_keras_models_probabilities(cell, fast):
+@pytest.mark.parametrize("cell, layer_norm, fast", [("lstm", False, True), ("gru", False, False), ("lstm", True, False)],
+                         ids=["lstm", "gru", "layer_norm"])
+def test_a_bptt_models_carried_state_gives_the_keras_models_probabilities(cell, layer_norm, fast):
     keras.utils.set_random_seed(2)
-    model = build_model(ModelConfig(embedding_dim=16, units=32, layers=2, cell=cell), None, VOCABULARY_SIZE)
+    config = ModelConfig(embedding_dim=16, units=32, layers=2, cell=cell, layer_norm=layer_norm)
+    model = build_model(config, None, VOCABULARY_SIZE)
     for weights in model.weights:
         weights.assign(weights + tf.random.normal(weights.shape, stddev=0.3))
     next_logits = NextTokenLogits(model, VOCABULARY_SIZE, BANNED)

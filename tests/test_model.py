@@ -21,6 +21,21 @@ def test_shapes_and_layers_are_stock_keras():
     np.testing.assert_allclose(np.sum(probabilities, axis=-1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("window_size", [5, None], ids=["windows", "bptt"])
+def test_layer_norm_is_a_stock_layer_after_each_recurrent_layer_that_keras_alone_loads(tmp_path, window_size):
+    model = build_model(ModelConfig(embedding_dim=8, units=16, layers=2, layer_norm=True), window_size, vocabulary_size=50)
+    assert [type(layer) for layer in model.layers][1:5] == [
+        keras.layers.LSTM, keras.layers.LayerNormalization, keras.layers.Dropout, keras.layers.LSTM,
+    ]
+    for weights in model.weights:  # gamma and beta away from 1 and 0, so they matter
+        weights.assign(weights + np.random.default_rng(0).normal(size=weights.shape, scale=0.3))
+    compile_model(model, TrainConfig())
+    model.save(tmp_path / "model.keras")
+    ids = np.random.default_rng(1).integers(1, 50, (3, 5)).astype(np.int32)
+    loaded = keras.saving.load_model(tmp_path / "model.keras")  # Keras alone
+    np.testing.assert_allclose(loaded(ids), model(ids), atol=1e-6)
+
+
 @pytest.mark.parametrize("cell, layer", [("gru", keras.layers.GRU), ("simple_rnn", keras.layers.SimpleRNN)])
 def test_other_cells(cell, layer):
     model = build_model(ModelConfig(cell=cell, embedding_dim=8, units=8), window_size=3, vocabulary_size=20)

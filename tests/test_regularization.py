@@ -145,3 +145,12 @@ def test_settings_that_cannot_go_together_are_refused_naming_the_key(tmp_path, s
     corpus.write_text("a b c\n")
     with pytest.raises(RnnlmError, match=named):
         small_config([corpus], **sections)
+
+
+def test_layer_norm_follows_each_lstm_and_the_penalties_read_its_output():
+    model, trainer = regularized_lanes_model(layer_norm=True, activation_regularization=2.0,
+                                             temporal_activation_regularization=1.0)
+    kinds = [type(layer).__name__ for layer in trainer.layers]
+    assert kinds == ["Embedding", "RNN", "LayerNormalization", "Dropout", "RNN", "LayerNormalization",
+                     "ActivationPenalty", "Dropout", "ActivationPenalty", "RowsOutput", "Activation"]
+    assert [type(layer).__name__ for layer in model.layers].count("LayerNormalization") == 2
