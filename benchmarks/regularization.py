@@ -1,5 +1,6 @@
 """The regularization of issue 27 (AWD-LSTM's parts and weight averaging), each on and
-off, at equal wall time.
+off, at equal wall time; and the architecture options of issue 28 (layer normalization)
+the same way.
 
 Trains one bptt config once per variant, each for the same minutes
 (``train.max_minutes``: it stops after the first epoch that ends past the budget), the
@@ -11,7 +12,7 @@ with ``--test``, the test text's perplexity with and without the cache
 
 Usage (from the project root):
     python benchmarks/regularization.py [--config configs/psalms_bptt.toml] [--minutes 6]
-        [--variants none,locked,weight,word,ar_tar,averaging,all] [--corpus FILE --valid FILE --test FILE]
+        [--variants none,locked,weight,word,ar_tar,averaging,all,layer_norm] [--corpus FILE --valid FILE --test FILE]
         [--output-dir /tmp/keras_rnnlm_regularization] [--set key=value ...]
 
 Rerunning the same command skips the variants already trained (their run folders are kept).
@@ -41,6 +42,8 @@ VARIANTS = {
     "averaging": ["train.weight_averaging=0.99"],
 }
 VARIANTS["all"] = [override for overrides in VARIANTS.values() for override in overrides]
+# Architecture options (issue 28), not part of "all": with --set, on top of any variant.
+VARIANTS["layer_norm"] = ["model.layer_norm=true"]
 
 
 def evaluate(run: Path, text: str) -> tuple[float, float | None]:

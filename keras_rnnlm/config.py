@@ -136,6 +136,20 @@ class ModelConfig:
     # stacked layers and before the output layer (Ba et al. 2016). Generation then steps
     # through Keras' cells, not the fused LSTM step.
     layer_norm: bool = False
+    # Bptt mode: one causal attention block after the last recurrent layer (stock
+    # MultiHeadAttention, dropout model.dropout, a residual add), reading the step's
+    # outputs and a memory of the last attention_memory outputs before them, carried from
+    # step to step with the gradient stopped (keras_rnnlm/attention.py).
+    attention: bool = False
+    # Heads of the attention block; model.units must divide among them.
+    attention_heads: int = 1
+    # Outputs each lane remembers for the attention block (generation remembers as many).
+    attention_memory: int = 512
+
+    @property
+    def memory(self) -> int:
+        """Outputs the attention block remembers per lane; 0 without attention."""
+        return self.attention_memory if self.attention else 0
     # The output layer uses the embedding matrix (transposed) as its kernel (Press & Wolf
     # 2017): fewer parameters, usually better perplexity. Needs embedding_dim == units.
     tie_embeddings: bool = False
@@ -282,6 +296,8 @@ RANGES = {
     "model.word_dropout": (lambda value: 0.0 <= value < 1.0, "in [0, 1)"),
     "model.activation_regularization": (lambda value: 0.0 <= value < math.inf, "0 (off) or above, and finite"),
     "model.temporal_activation_regularization": (lambda value: 0.0 <= value < math.inf, "0 (off) or above, and finite"),
+    "model.attention_heads": (lambda value: 1 <= value <= 64, "between 1 and 64"),
+    "model.attention_memory": (lambda value: 1 <= value <= 100_000, "between 1 and 100,000"),
     "model.sampled_candidates": (lambda value: 1 <= value <= 10_000_000, "between 1 and 10,000,000, and below the vocabulary's size"),
     "train.epochs": (lambda value: 1 <= value <= 1_000_000, "between 1 and 1,000,000"),
     "train.steps_per_epoch": (lambda value: value >= 0, "0 (one pass over the text) or above"),
@@ -414,6 +430,16 @@ def validate(config: Config) -> None:
         raise RnnlmError(
             "model.temporal_activation_regularization penalizes the top layer's change from one token to the next, "
             'and in data.mode = "windows" the top layer gives one output a window; use data.mode = "bptt", or set it to 0'
+        )
+    if config.model.attention and config.data.mode != "bptt":
+        raise RnnlmError(
+            "model.attention reads a memory of the outputs before each step, which only a text read in order "
+            'has; use data.mode = "bptt", or model.attention = false'
+        )
+    if config.model.attention and config.model.units % config.model.attention_heads:
+        raise RnnlmError(
+            f"model.units = {config.model.units} does not divide among model.attention_heads = "
+            f"{config.model.attention_heads}; choose a number of heads that divides it"
         )
     if config.data.mode == "bptt" and config.corpus.sequences == "lines":
         raise RnnlmError(

@@ -78,7 +78,7 @@ def fit_run_cache(run_dir: str | Path, text_paths: list[str | Path]) -> CacheSet
     """
     run = RunFolder(run_dir)
     config, model, segments = _read(run, text_paths)
-    settings = fit_cache(model, lanes(segments, EVALUATION_LANES, config.data.bptt_steps))
+    settings = fit_cache(model, lanes(segments, EVALUATION_LANES, config.data.bptt_steps), config.model.memory)
     settings.save(run.path)
     return settings
 
@@ -110,10 +110,10 @@ def score(model: keras.Model, config: Config, segments, batch_size: int = 256, c
     if config.data.mode == "bptt":
         text = lanes(segments, EVALUATION_LANES, config.data.bptt_steps)
         if cache is None:
-            tokens, cross_entropy, accuracy = score_lanes(model, text)
+            tokens, cross_entropy, accuracy = score_lanes(model, text, config.model.memory)
         else:
             tokens = text.num_targets
-            cross_entropy, cached, accuracy = cache_scores(model, text, cache)
+            cross_entropy, cached, accuracy = cache_scores(model, text, cache, config.model.memory)
             with_cache = {"cache": cache.describe(), "cache_cross_entropy": cached, "cache_perplexity": math.exp(cached)}
         scoring = (f"in order, {text.num_lanes} lanes side by side, the state carried token to token "
                    f"({config.data.bptt_steps} a step)")
@@ -140,18 +140,19 @@ def _score_windows(model: keras.Model, config: Config, segments, batch_size: int
     return stream.num_windows, scores["loss"], scores["accuracy"]
 
 
-def score_lanes(model: keras.Model, text: Lanes) -> tuple[int, float, float]:
+def score_lanes(model: keras.Model, text: Lanes, attention_memory: int = 0) -> tuple[int, float, float]:
     """Reads the lanes in order, each from zero state, the state carried from step to step.
 
     Args:
         model: A bptt-mode model (:func:`keras_rnnlm.model.build_model` without a window).
         text: The text in lanes; padding targets count for nothing.
+        attention_memory: A model with attention: outputs each lane remembers.
 
     Returns:
         (tokens scored, mean cross-entropy in nats, accuracy), summed over every target
         exactly, not averaged per step.
     """
-    reader = carried_state_model(model, text.num_lanes, text.bptt_steps)
+    reader = carried_state_model(model, text.num_lanes, text.bptt_steps, attention_memory)
 
     @tf.function
     def sums(inputs, targets, weights):  # (lanes, steps) each

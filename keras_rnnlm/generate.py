@@ -38,9 +38,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.arguments import check_text
+from keras_rnnlm.cache import cached_steps
 from keras_rnnlm.errors import printable
 from keras_rnnlm.inference import NextTokenLogits
-from keras_rnnlm.runs import RunFolder
+from keras_rnnlm.runs import CacheSettings, RunFolder
 from keras_rnnlm.sampling import Sampling, check_generation, next_ids
 from keras_rnnlm.tokenizer import Tokenizer
 from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID, UNK_ID, Vocabulary
@@ -71,16 +72,19 @@ class Generator:
             "lines"``): a prompt starts a line and a sample ends at its line break.
         parts: Independent parts a batch is written in (see :func:`generate_ids`).
             Defaults to :data:`PARTS`.
+        cache: A bptt-mode model's continuous cache settings: draw each token from the
+            model's distribution mixed with the cache's (:func:`keras_rnnlm.cache.cached_steps`).
+        attention_memory: A model with attention: outputs it remembers (``model.attention_memory``).
     """
 
     def __init__(self, model, vocabulary: Vocabulary, tokenizer: Tokenizer, window_size: int | None, line_mode: bool = False,
-                 parts: int = PARTS):
+                 parts: int = PARTS, cache: CacheSettings | None = None, attention_memory: int = 0):
         self.model = model
         self.vocabulary = vocabulary
         self.tokenizer = tokenizer
         self.window_size = window_size
         self.line_mode = line_mode
-        self.logits = NextTokenLogits(model, len(vocabulary), banned_ids=[PAD_ID, UNK_ID])
+        self.logits = NextTokenLogits(model, len(vocabulary), banned_ids=[PAD_ID, UNK_ID], attention_memory=attention_memory)
 
         # An explicit signature: one trace serves every batch size and setting, and the
         # same function can be exported in a SavedModel.
@@ -94,20 +98,23 @@ class Generator:
             tf.TensorSpec([], tf.int32, name="max_lines"),
         ])
         def compiled_generate_ids(windows, num_tokens, temperature, top_k, top_p, seed, max_lines):
-            return generate_ids(self.logits, windows, num_tokens, temperature, top_k, top_p, seed, max_lines, parts)
+            return generate_ids(self.logits, windows, num_tokens, temperature, top_k, top_p, seed, max_lines, parts, cache)
 
         self.generate_ids = compiled_generate_ids
 
     @classmethod
-    def from_run(cls, run_dir: str | Path) -> Generator:
-        """Loads the model, vocabulary and tokenizer of a run folder.
+    def from_run(cls, run_dir: str | Path, cache: bool = False) -> Generator:
+        """Loads the model, vocabulary and tokenizer of a run folder; with ``cache``, the
+        continuous cache a bptt run fitted too.
 
         Raises:
-            RnnlmError: The folder is missing or not a keras_rnnlm run.
+            RnnlmError: The folder is missing or not a keras_rnnlm run, or ``cache`` and
+                the run has none.
         """
         config, vocabulary, tokenizer, model = RunFolder(run_dir).load()
         window_size = config.data.window_size if config.data.mode == "windows" else None
-        return cls(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
+        return cls(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines",
+                   cache=CacheSettings.load(run_dir) if cache else None, attention_memory=config.model.memory)
 
     def windows_from_prompts(self, prompts: list[str]) -> np.ndarray:
         """Tokenizes prompts as in training: the last ``window_size`` ids of each, or for
@@ -184,7 +191,8 @@ class LoopState(NamedTuple):
     generated: tf.TensorArray  # int32 (batch,) per token written
 
 
-def generate_ids(next_token: NextTokenLogits, windows, num_tokens, temperature, top_k, top_p, seed, max_lines, parts=PARTS):
+def generate_ids(next_token: NextTokenLogits, windows, num_tokens, temperature, top_k, top_p, seed, max_lines, parts=PARTS,
+                 cache: CacheSettings | None = None):
     """Writes up to ``num_tokens`` tokens after each window (call inside a ``tf.function``).
 
     Args:
@@ -197,6 +205,8 @@ def generate_ids(next_token: NextTokenLogits, windows, num_tokens, temperature, 
         seed: int32 scalar; token ``i`` of every sample draws from the seed ``(seed, i)``.
         max_lines: int32 scalar; a sample that wrote this many line breaks stops (0: none do).
         parts: The batch's rows are written in this many independent parts (:data:`PARTS`).
+        cache: With settings, a bptt-mode model's tokens are drawn from its distribution
+            mixed with the continuous cache's (:func:`keras_rnnlm.cache.cached_steps`).
 
     Returns:
         int32 (batch, steps), steps <= num_tokens; a sample that stopped is padded with
@@ -204,6 +214,8 @@ def generate_ids(next_token: NextTokenLogits, windows, num_tokens, temperature, 
     """
     batch_size = tf.shape(windows)[0]
     steps = next_token.prepare()  # what every step shares, computed once per call
+    if cache is not None:
+        steps = cached_steps(steps, cache)
     bounds = [(batch_size * part) // parts for part in range(parts + 1)]
 
     def split(rows):  # the batch's rows in parts

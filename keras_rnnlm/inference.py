@@ -46,6 +46,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_rnnlm.attention import attend_one
 from keras_rnnlm.sampling import BLOCK
 from keras_rnnlm.speedups import lstm_cell
 from keras_rnnlm.vocab import PAD_ID
@@ -60,11 +61,14 @@ class TokenSteps(NamedTuple):
         logits: state -> float32 (batch, padded_size), the next token's logits; banned
             and padding ids are -inf.
         advance: (state, int32 ids (batch,)) -> the state after reading the ids.
+        features: A model of sequences: state -> float32 (batch, units), what the output
+            layer reads (the continuous cache remembers it); None for a window model.
     """
 
     start: Callable
     logits: Callable
     advance: Callable
+    features: Callable | None = None
 
 
 class NextTokenLogits:
@@ -75,17 +79,22 @@ class NextTokenLogits:
             probabilities (batch, vocabulary_size).
         vocabulary_size: Ids the model scores.
         banned_ids: Ids that must never be chosen (``<pad>``, ``<unk>``).
+        attention_memory: A model with attention (bptt mode): outputs it remembers
+            (``model.attention_memory``; :mod:`keras_rnnlm.attention`).
 
     Call :meth:`prepare` once inside a ``tf.function``, before the generation loop: it
     computes what every step shares and returns the step functions.
     """
 
-    def __init__(self, model, vocabulary_size: int, banned_ids: Sequence[int]):
+    def __init__(self, model, vocabulary_size: int, banned_ids: Sequence[int], attention_memory: int = 0):
         self.model = model
         self.vocabulary_size = vocabulary_size
         self.padded_size = -(-vocabulary_size // BLOCK) * BLOCK
         self.banned_ids = list(banned_ids)
-        layers = model.layers if isinstance(model, keras.Sequential) else []
+        self.attention_memory = attention_memory
+        layers = _stack(model)
+        if not attention_memory and any(isinstance(layer, keras.layers.MultiHeadAttention) for layer in layers):
+            raise ValueError(f"{model.name} attends over a memory: pass its size (model.attention_memory)")
         head = _softmax_head_size(layers, vocabulary_size)
         self.body = layers[:-head] if head else []  # the layers up to the output Dense
         self.output_layer = layers[-head] if head else None
@@ -155,15 +164,21 @@ class NextTokenLogits:
         def start(prompts):  # (batch, length), left-padded with <pad>
             def read(position, state):
                 ids = prompts[:, position]
-                is_token = (ids != PAD_ID)[:, tf.newaxis]  # padding leaves the state as it is
-                new_state = tf.nest.map_structure(lambda new, old: tf.where(is_token, new, old), advance(state, ids), state)
-                return position + 1, new_state
+                is_token = ids != PAD_ID  # padding leaves the state as it is
+
+                def kept(new, old):  # (batch, ...) each
+                    return tf.where(tf.reshape(is_token, [-1] + [1] * (new.shape.rank - 1)), new, old)
+
+                return position + 1, tf.nest.map_structure(kept, advance(state, ids), state)
 
             state = initial_state(tf.shape(prompts)[0])
             _, state = tf.while_loop(lambda position, _: position < tf.shape(prompts)[1], read, (tf.constant(0), state))
             return state
 
-        return TokenSteps(start, lambda state: logits_from_features(tf.cast(state[-1][0], tf.float32)), advance)
+        def features(state):
+            return tf.cast(state[-1][0], tf.float32)
+
+        return TokenSteps(start, lambda state: logits_from_features(features(state)), advance, features)
 
     def _lstm_step(self):
         """A plain LSTM stack's step, as the chains compute it (:func:`_lstm_advance`),
@@ -189,32 +204,46 @@ class NextTokenLogits:
         return table, weights, first.cell.units  # every layer has the same units
 
     def _cell_step(self):
-        """Any recurrent stack's step, through each layer's own Keras cell and the
+        """Any recurrent stack's step, through each layer's own Keras cell, the
         position-wise layers between them (layer normalization; dropout is off when
-        generating). The state is each cell's, then the features the output layer reads
-        (the top cell's output after the layers above it), so the logits read ``state[-1][0]``."""
-        embedding, *rest = [layer for layer in self.body if not isinstance(layer, keras.layers.Dropout)]
-        cells = [layer.cell for layer in rest if isinstance(layer, keras.layers.RNN)]
+        generating) and the attention block, which reads a memory of the last
+        ``attention_memory`` outputs and its own (:func:`~keras_rnnlm.attention.attend_one`).
+        The state is each cell's and the attention's memory, then the features the output
+        layer reads (the top of the stack), so the logits read ``state[-1][0]``."""
+        embedding, *rest = [layer for layer in self.body if not isinstance(layer, (keras.layers.Dropout, keras.layers.Add))]
+        # The attention block's residual add is attend_one's; its dropout is off.
         top = max(index for index, layer in enumerate(rest) if isinstance(layer, keras.layers.RNN))
+        units = rest[top].cell.units
+
+        def run(inputs, states, start):  # rest[start:] on inputs (batch, features), each stateful layer taking its state
+            new_states, states = [], iter(states)
+            for layer in rest[start:]:
+                if isinstance(layer, keras.layers.RNN):
+                    inputs, cell_state = layer.cell(inputs, list(next(states)), training=False)
+                    new_states.append(tuple(cell_state))
+                elif isinstance(layer, keras.layers.MultiHeadAttention):
+                    inputs, kept, filled = attend_one(layer, inputs, *next(states))
+                    new_states.append((kept, filled))
+                else:
+                    inputs = layer(inputs, training=False)
+            return inputs, new_states
 
         def initial_state(batch_size):
-            cell_states = tuple(tuple(cell.get_initial_state(batch_size)) for cell in cells)
-            features = cell_states[-1][0]  # the top cell's output before any token
-            for layer in rest[top + 1:]:
-                features = layer(features, training=False)
-            return (*cell_states, (features,))
+            states = [
+                tuple(layer.cell.get_initial_state(batch_size)) if isinstance(layer, keras.layers.RNN)
+                else (tf.zeros([batch_size, self.attention_memory, units], rest[top].compute_dtype),
+                      tf.zeros([batch_size, self.attention_memory], tf.bool))
+                for layer in rest if isinstance(layer, (keras.layers.RNN, keras.layers.MultiHeadAttention))
+            ]
+            cells = sum(isinstance(layer, keras.layers.RNN) for layer in rest)
+            features, _ = run(states[cells - 1][0], states[cells:], top + 1)  # the top cell's output before any token
+            return (*states, (features,))
 
         def advance(state, ids):  # ids: (batch,)
             # The embedding layer would attach its mask (a cell takes none): its rows instead.
             inputs = tf.cast(tf.gather(embedding.embeddings, ids), embedding.compute_dtype)  # (batch, embedding_dim)
-            new_state, cell_states = [], iter(state)
-            for layer in rest:
-                if isinstance(layer, keras.layers.RNN):
-                    inputs, cell_state = layer.cell(inputs, list(next(cell_states)), training=False)
-                    new_state.append(tuple(cell_state))
-                else:
-                    inputs = layer(inputs, training=False)
-            return (*new_state, (inputs,))
+            features, new_states = run(inputs, state[:-1], 0)
+            return (*new_states, (features,))
 
         return initial_state, advance
 
@@ -273,6 +302,17 @@ def _matmul(values, kernel):
 
 def _weight(variable):
     return tf.cast(variable, tf.float32)
+
+
+def _stack(model) -> list:
+    """The layers of a model :func:`keras_rnnlm.model.build_model` built: a
+    ``keras.Sequential``'s, or, with attention, the functional model's after its input;
+    [] for anything else (read through its probabilities)."""
+    if isinstance(model, keras.Sequential):
+        return model.layers
+    if isinstance(model, keras.Model) and any(isinstance(layer, keras.layers.MultiHeadAttention) for layer in model.layers):
+        return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    return []
 
 
 def _softmax_head_size(layers, vocabulary_size: int) -> int:

@@ -24,6 +24,7 @@ import keras
 from keras import layers
 
 from keras_rnnlm import regularization, speedups
+from keras_rnnlm.attention import CarriedMemoryAttention
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.keras_private import FitAcrossWorkers
@@ -94,9 +95,25 @@ def build_model(
         stack.append(layers.Dropout(config.dropout, noise_shape=noise_shape, name=f"dropout_{number + 1}"))
     # The output matmul runs at the compute precision (the largest in the model); the
     # softmax runs in float32, as small probabilities underflow in 16 bits.
-    stack.append(layers.Dense(vocabulary_size, name="next_token"))  # (batch, [time,] vocabulary): logits
-    stack.append(layers.Activation("softmax", dtype="float32", name="probabilities"))
-    return keras.Sequential(stack, name="rnnlm")
+    head = [
+        layers.Dense(vocabulary_size, name="next_token"),  # (batch, [time,] vocabulary): logits
+        layers.Activation("softmax", dtype="float32", name="probabilities"),
+    ]
+    if not config.attention:
+        return keras.Sequential(stack + head, name="rnnlm")
+    # The attention block needs two inputs (a residual add): a functional model of the
+    # same stock layers. Over the text it is given it attends causally to every position;
+    # reading in steps, to a memory of the last attention_memory (keras_rnnlm.attention).
+    features = stack[0]
+    for layer in stack[1:]:
+        features = layer(features)  # (batch, time, units)
+    attention = layers.MultiHeadAttention(config.attention_heads, key_dim=config.units // config.attention_heads, name="attention")
+    attended = attention(features, features, use_causal_mask=True)
+    attended = layers.Dropout(config.dropout, name="attention_dropout")(attended)
+    outputs = layers.Add(name="attention_residual")([features, attended])
+    for layer in head:
+        outputs = layer(outputs)
+    return keras.Model(stack[0], outputs, name="rnnlm")
 
 
 def load_model(path) -> keras.Sequential:
@@ -154,6 +171,7 @@ def compile_model(model: keras.Model, config: TrainConfig) -> None:
 def training_model(
     model: keras.Sequential, config: TrainConfig, lanes: int | None = None, bptt_steps: int | None = None,
     tie_embeddings: bool = False, sampled_candidates: int = 0, seed: int = 0, regularize: ModelConfig | None = None,
+    attention_memory: int = 0,
 ) -> keras.Model:
     """The model that trains ``model``'s weights, compiled for training.
 
@@ -178,6 +196,8 @@ def training_model(
         regularize: The model config whose training-only regularization to apply
             (weight drop, word dropout, AR and TAR: :mod:`keras_rnnlm.regularization`);
             None applies none.
+        attention_memory: A model with attention: outputs each lane remembers
+            (``model.attention_memory``; :mod:`keras_rnnlm.attention`).
 
     Returns:
         A model of ``model``'s layers (the same variables: training it trains ``model``)
@@ -187,7 +207,7 @@ def training_model(
         speed paths of :mod:`keras_rnnlm.speedups` are chosen, each beside the stock
         Keras piece it replaces.
     """
-    inputs, body, dense = _parts(model, lanes, bptt_steps)
+    inputs, body, dense = _parts(model, lanes, bptt_steps, attention_memory)
     if regularize is not None:
         body = regularized(body, regularize, stateful=lanes is not None, seed=seed)
     if tie_embeddings:
@@ -212,19 +232,21 @@ def training_model(
     return trainer
 
 
-def carried_state_model(model: keras.Sequential, lanes: int, bptt_steps: int) -> keras.Sequential:
+def carried_state_model(model: keras.Model, lanes: int, bptt_steps: int, attention_memory: int = 0) -> keras.Sequential:
     """``model``'s layers (the same variables) reading ``lanes`` lanes of ``bptt_steps``
     tokens a call, each recurrent layer carrying its state from one call to the next
-    (``stateful``), to float32 logits: how a bptt-mode model reads a text in order.
+    (``stateful``), and the attention block, if any, its memory of ``attention_memory``
+    outputs, to float32 logits: how a bptt-mode model reads a text in order.
     Uncompiled; ``reset_states`` starts every lane afresh."""
-    inputs, body, dense = _parts(model, lanes, bptt_steps)
+    inputs, body, dense = _parts(model, lanes, bptt_steps, attention_memory)
     return keras.Sequential([inputs, *body, dense, _logits()], name=f"{model.name}_lanes")
 
 
-def carried_state_features(model: keras.Sequential, lanes: int, bptt_steps: int) -> keras.Model:
+def carried_state_features(model: keras.Model, lanes: int, bptt_steps: int, attention_memory: int = 0) -> keras.Model:
     """:func:`carried_state_model` with two outputs: the features the output layer reads
-    (the last recurrent layer's output, at the compute precision) and the logits."""
-    inputs, body, dense = _parts(model, lanes, bptt_steps)
+    (the last recurrent layer's output or the attention block's, at the compute
+    precision) and the logits."""
+    inputs, body, dense = _parts(model, lanes, bptt_steps, attention_memory)
     features = inputs
     for layer in body:
         features = layer(features)
@@ -260,13 +282,20 @@ class TrainingModel(FitAcrossWorkers, keras.Sequential):
     (:class:`~keras_rnnlm.keras_private.FitAcrossWorkers`)."""
 
 
-def _parts(model: keras.Sequential, lanes: int | None, bptt_steps: int | None):
+def _parts(model: keras.Model, lanes: int | None, bptt_steps: int | None, memory: int = 0):
     """The input, the body (every layer up to the output ``Dense``) and the output
     ``Dense`` of a training model of ``model``: in lanes, the recurrent layers' cells in
-    layers that keep their state; else, the speed paths swapped in."""
-    *body, dense, softmax = model.layers
+    layers that keep their state, and the attention block reading a memory of the last
+    ``memory`` outputs (``model.attention_memory``); else, the speed paths swapped in."""
+    *body, dense, softmax = [layer for layer in model.layers if not isinstance(layer, layers.InputLayer)]
     if not (isinstance(softmax, layers.Activation) and isinstance(dense, layers.Dense)):
         raise ValueError(f"{model.name} does not end in a Dense layer and a softmax; build it with build_model")
+    block = []
+    if isinstance(body[-1], layers.Add):  # the attention block: attention, its dropout, the residual add
+        *body, attention, attention_dropout, _ = body
+        if lanes is None or not memory:
+            raise ValueError(f"{model.name} attends over a memory: read it in lanes, with the memory's size")
+        block = [CarriedMemoryAttention(attention, attention_dropout, memory, lanes)]
     stack = []
     for layer in body:
         if lanes is not None and isinstance(layer, keras.layers.RNN):
@@ -275,6 +304,7 @@ def _parts(model: keras.Sequential, lanes: int | None, bptt_steps: int | None):
         elif speedups.takes_window_path(layer):
             layer = speedups.WindowLSTM(layer)  # stock: the LSTM layer itself
         stack.append(layer)
+    stack += block
     if lanes is None:
         inputs = keras.Input(model.input_shape[1:], dtype="int32")
     else:

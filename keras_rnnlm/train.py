@@ -149,7 +149,8 @@ def _train(config: Config, run: RunFolder, cluster: Cluster, overwrite: bool, st
     model, trainer, resumed = build_models(config, len(vocabulary), strategy, run.backup_file if state == RESUME else None)
     out.keep_history(resumed.epoch if resumed else 0)  # a resumed run writes the later epochs' rows again
     window_size = None if config.data.mode == "bptt" else config.data.window_size
-    generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines")
+    generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines",
+                          attention_memory=config.model.memory)
     steps_per_epoch = config.train.steps_per_epoch or data.steps_per_pass
     callbacks = [FirstStepLog(started), *run_callbacks(config, out, model, trainer, generator, opening)]
     if config.train.max_minutes:
@@ -172,7 +173,7 @@ def _train(config: Config, run: RunFolder, cluster: Cluster, overwrite: bool, st
 def fitted_cache(run: RunFolder, config: Config, valid_segments: Segments, summary: dict) -> dict:
     """Fits the continuous cache of the saved model on the validation text, keeps its
     settings in the run folder and adds its figures to ``summary.json``."""
-    settings = fit_cache(run.load_model(), lanes(valid_segments, EVALUATION_LANES, config.data.bptt_steps))
+    settings = fit_cache(run.load_model(), lanes(valid_segments, EVALUATION_LANES, config.data.bptt_steps), config.model.memory)
     settings.save(run.path)
     summary = {**summary, "cache": dataclasses.asdict(settings), "cache_val_perplexity": math.exp(settings.valid_cross_entropy)}
     write_summary(run, summary)
@@ -222,7 +223,7 @@ def build_models(
                 model, config.train, lanes=config.data.batch_size if bptt else None,
                 bptt_steps=config.data.bptt_steps, tie_embeddings=config.model.tie_embeddings,
                 sampled_candidates=config.model.sampled_candidates if config.model.softmax == "sampled" else 0,
-                seed=config.train.seed, regularize=config.model,
+                seed=config.train.seed, regularize=config.model, attention_memory=config.model.memory,
             )
             resumed = restore_training_state(trainer, backup) if backup else None
     finally:  # the models keep their policy; the caller's next model gets theirs

@@ -106,3 +106,33 @@ def test_evaluate_with_the_cache_reads_the_text_once_and_agrees_with_the_plain_s
     text = lanes([np.random.default_rng(1).integers(3, 12, 97).astype(np.int32)], 3, 5)
     without, _, accuracy = cache_scores(untrained, text, CacheSettings(40, 0.5, 0.2))
     assert (text.num_targets, without, accuracy) == pytest.approx(score_lanes(untrained, text), rel=1e-5)
+
+
+def test_generating_with_the_cache_draws_from_the_mixture_it_scores_a_text_with():
+    from keras_rnnlm.cache import cached_steps
+    from keras_rnnlm.inference import NextTokenLogits
+    from keras_rnnlm.vocab import LINE_BREAK_ID
+
+    keras.utils.set_random_seed(5)
+    model = build_model(ModelConfig(embedding_dim=8, units=8, layers=2, dropout=0.0), None, vocabulary_size=12)
+    bias = model.get_layer("next_token").bias
+    bias.assign(bias.numpy() - 1e4 * (np.arange(12) == 0))  # <pad>, which generation bans, as good as never
+    tokens = np.tile(np.random.default_rng(1).integers(3, 12, 9).astype(np.int32), 4)  # a text that repeats
+    settings = CacheSettings(size=5, theta=1.5, lam=0.4)  # a memory shorter than the text: it slides
+    _, expected, _ = cache_scores(model, lanes([tokens], 1, 6), settings)
+
+    steps = cached_steps(NextTokenLogits(model, 12, banned_ids=[0]).prepare(), settings)
+    # Two rows read the same text: the second from a prompt holding its first three
+    # tokens, the first from a prompt left-padded by three, which must not count.
+    prompts = np.array([[0, 0, 0, LINE_BREAK_ID], [LINE_BREAK_ID, *tokens[:3]]], np.int32)
+    state, scores = steps.start(prompts), []
+    for position, token in enumerate(tokens):
+        scores.append(keras.ops.log_softmax(steps.logits(state)).numpy())
+        later = tokens[position + 3] if position + 3 < len(tokens) else token
+        state = steps.advance(state, np.array([token, later], np.int32))
+    first = np.array([row[0, token] for row, token in zip(scores, tokens)])
+    assert -first.mean() == pytest.approx(expected, rel=1e-4)
+    second = np.array([row[1, token] for row, token in zip(scores, tokens[3:])])
+    np.testing.assert_allclose(second, first[3:], atol=1e-4)  # the prompt filled the memory as reading does
+    without, _, _ = cache_scores(model, lanes([tokens], 1, 6), CacheSettings(size=5, theta=1.5, lam=0.0))
+    assert abs(expected - without) > 0.05  # the cache matters in this test

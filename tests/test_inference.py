@@ -65,15 +65,19 @@ def test_any_callable_that_returns_probabilities_works():
     np.testing.assert_allclose(tf.nn.softmax(logits)[:, :VOCABULARY_SIZE], np.tile(expected / expected.sum(), (4, 1)), atol=1e-6)
 
 
-@pytest.mark.parametrize("cell, layer_norm, fast", [("lstm", False, True), ("gru", False, False), ("lstm", True, False)],
-                         ids=["lstm", "gru", "layer_norm"])
-def test_a_bptt_models_carried_state_gives_the_keras_models_probabilities(cell, layer_norm, fast):
+@pytest.mark.parametrize(
+    "options, fast",
+    [({}, True), ({"cell": "gru"}, False), ({"layer_norm": True}, False), ({"attention": True, "attention_heads": 2}, False)],
+    ids=["lstm", "gru", "layer_norm", "attention"],
+)
+def test_a_bptt_models_carried_state_gives_the_keras_models_probabilities(options, fast):
     keras.utils.set_random_seed(2)
-    config = ModelConfig(embedding_dim=16, units=32, layers=2, cell=cell, layer_norm=layer_norm)
+    config = ModelConfig(embedding_dim=16, units=32, layers=2, **options)
     model = build_model(config, None, VOCABULARY_SIZE)
     for weights in model.weights:
         weights.assign(weights + tf.random.normal(weights.shape, stddev=0.3))
-    next_logits = NextTokenLogits(model, VOCABULARY_SIZE, BANNED)
+    # The memory holds the whole text, so the step reads what the Keras model reads.
+    next_logits = NextTokenLogits(model, VOCABULARY_SIZE, BANNED, attention_memory=config.memory and 16)
     assert next_logits.sequences and (next_logits.lstm_layers is not None) == fast
     steps = next_logits.prepare()
     rng = np.random.default_rng(3)
