@@ -31,9 +31,9 @@ import tensorflow as tf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keras_rnnlm.cache import cached_steps  # noqa: E402
 from keras_rnnlm.corpus import corpus_documents  # noqa: E402
 from keras_rnnlm.generate import Generator  # noqa: E402
+from keras_rnnlm.inference import cached_steps  # noqa: E402
 from keras_rnnlm.runs import CacheSettings, RunFolder  # noqa: E402
 from keras_rnnlm.splits import corpus_segments  # noqa: E402
 from keras_rnnlm.vocab import LINE_BREAK_ID, PAD_ID  # noqa: E402

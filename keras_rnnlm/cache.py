@@ -15,8 +15,9 @@ fitted on validation text by a small grid, as the paper does, at the end of a bp
 Each lane keeps its own memory, empty at the lane's start (as its state is zero); a
 token with nothing in memory yet is scored by the model alone.
 
-Generation can use it too (:func:`cached_steps`): the prompt and the text written so far
-fill the memory, and each token is drawn from the mixture.
+Generation can use it too (:func:`keras_rnnlm.inference.cached_steps`, held equal to
+this module's scoring by a test): the prompt and the text written so far fill the
+memory, and each token is drawn from the mixture.
 
 Example:
     >>> settings = fit_cache(model, validation_lanes)   # one pass, every setting of the grid
@@ -32,10 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.data import Lanes, lanes_dataset
-from keras_rnnlm.inference import TokenSteps
 from keras_rnnlm.model import carried_state_features
 from keras_rnnlm.runs import CacheSettings
-from keras_rnnlm.vocab import PAD_ID
 
 # The grid the settings are fitted on: the paper's sizes and the range of theta and
 # lambda its figures and gluon-nlp's fitted values fall in.
@@ -142,61 +141,3 @@ def cache_scores(model: keras.Model, text: Lanes, settings: CacheSettings, atten
     return without, float(grid[0, 0, 0]), accuracy
 
 
-
-def cached_steps(steps: TokenSteps, settings: CacheSettings) -> TokenSteps:
-    """A bptt-mode model's generation steps (:class:`~keras_rnnlm.inference.TokenSteps`)
-    with the cache mixed into every next token's distribution, as :func:`cache_scores`
-    scores a text: the last ``settings.size`` states of what was read and written so far
-    (the prompt first) each vote for the token that followed it. The logits are the
-    mixture's log-probabilities; banned ids stay -inf. With ``lam`` 0, ``steps`` itself.
-
-    The state is the model's, then the memory: the states (batch, size, units), the
-    tokens that followed them (batch, size) and which slots hold one (batch, size),
-    oldest first; and whether each row has read a token (the state before any has no
-    token before it to remember).
-    """
-    if settings.lam == 0:
-        return steps
-    size, theta = settings.size, settings.theta
-    log_lambda, log_rest = math.log(settings.lam), math.log1p(-settings.lam)
-
-    def advance(state, ids):
-        model_state, keys, followers, filled, started = state
-        keys = tf.concat([keys[:, 1:], steps.features(model_state)[:, None]], axis=1)
-        followers = tf.concat([followers[:, 1:], ids[:, None]], axis=1)
-        filled = tf.concat([filled[:, 1:], started[:, None]], axis=1)
-        return steps.advance(model_state, ids), keys, followers, filled, tf.ones_like(started)
-
-    def start(prompts):  # (batch, length), left-padded: padding leaves the state as it is
-        model_state = steps.start(prompts[:, :0])  # the state before any token
-        batch, units = tf.shape(prompts)[0], steps.features(model_state).shape[-1]
-        state = (model_state, tf.zeros([batch, size, units]), tf.zeros([batch, size], tf.int32),
-                 tf.zeros([batch, size], tf.bool), tf.zeros([batch], tf.bool))
-
-        def read(position, state):
-            ids = prompts[:, position]
-            is_token = ids != PAD_ID
-
-            def kept(new, old):
-                return tf.where(tf.reshape(is_token, [-1] + [1] * (new.shape.rank - 1)), new, old)
-
-            return position + 1, tf.nest.map_structure(kept, advance(state, ids), state)
-
-        _, state = tf.while_loop(lambda position, _: position < tf.shape(prompts)[1], read, (tf.constant(0), state))
-        return state
-
-    def logits(state):
-        model_state, keys, followers, filled, _ = state
-        model_logits = steps.logits(model_state)  # (batch, padded_size)
-        scores = tf.where(filled, theta * tf.einsum("bu,bsu->bs", steps.features(model_state), keys), -math.inf)
-        normalizer = tf.reduce_logsumexp(scores, axis=-1, keepdims=True)  # -inf: nothing remembered yet
-        remembered = tf.math.is_finite(normalizer)
-        votes = tf.exp(scores - tf.where(remembered, normalizer, 0.0))  # (batch, size), summing to 1
-        rows = tf.broadcast_to(tf.range(tf.shape(followers)[0])[:, None], tf.shape(followers))
-        cache = tf.scatter_nd(tf.stack([rows, followers], axis=-1), votes, tf.shape(model_logits))  # repeats add up
-        mixed = tf.reduce_logsumexp(tf.stack([log_rest + tf.nn.log_softmax(model_logits),
-                                              log_lambda + tf.math.log(cache)]), axis=0)
-        mixed = tf.where(remembered, mixed, model_logits)
-        return tf.where(tf.math.is_inf(model_logits), model_logits, mixed)  # banned ids and padding stay -inf
-
-    return TokenSteps(start, logits, advance, steps.features)

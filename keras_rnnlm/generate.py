@@ -38,9 +38,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.arguments import check_text
-from keras_rnnlm.cache import cached_steps
 from keras_rnnlm.errors import printable
-from keras_rnnlm.inference import NextTokenLogits
+from keras_rnnlm.inference import NextTokenLogits, cached_steps
 from keras_rnnlm.runs import CacheSettings, RunFolder
 from keras_rnnlm.sampling import Sampling, check_generation, next_ids
 from keras_rnnlm.tokenizer import Tokenizer
@@ -73,7 +72,7 @@ class Generator:
         parts: Independent parts a batch is written in (see :func:`generate_ids`).
             Defaults to :data:`PARTS`.
         cache: A bptt-mode model's continuous cache settings: draw each token from the
-            model's distribution mixed with the cache's (:func:`keras_rnnlm.cache.cached_steps`).
+            model's distribution mixed with the cache's (:func:`keras_rnnlm.inference.cached_steps`).
         attention_memory: A model with attention: outputs it remembers (``model.attention_memory``).
     """
 
@@ -206,7 +205,7 @@ def generate_ids(next_token: NextTokenLogits, windows, num_tokens, temperature, 
         max_lines: int32 scalar; a sample that wrote this many line breaks stops (0: none do).
         parts: The batch's rows are written in this many independent parts (:data:`PARTS`).
         cache: With settings, a bptt-mode model's tokens are drawn from its distribution
-            mixed with the continuous cache's (:func:`keras_rnnlm.cache.cached_steps`).
+            mixed with the continuous cache's (:func:`keras_rnnlm.inference.cached_steps`).
 
     Returns:
         int32 (batch, steps), steps <= num_tokens; a sample that stopped is padded with

@@ -39,6 +39,7 @@ How much this and the generator's other changes gained is measured by
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -47,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.attention import attend_one
+from keras_rnnlm.runs import CacheSettings
 from keras_rnnlm.sampling import BLOCK
 from keras_rnnlm.speedups import lstm_cell
 from keras_rnnlm.vocab import PAD_ID
@@ -252,6 +254,65 @@ class NextTokenLogits:
         banned = np.isin(np.arange(self.vocabulary_size), self.banned_ids)
         logits = tf.where(banned, -np.inf, tf.math.log(probabilities))
         return tf.pad(logits, [[0, 0], [0, self.padded_size - self.vocabulary_size]], constant_values=-np.inf)
+
+
+def cached_steps(steps: TokenSteps, settings: CacheSettings) -> TokenSteps:
+    """A bptt-mode model's generation steps (:class:`TokenSteps`)
+    with the continuous cache (:mod:`keras_rnnlm.cache`) mixed into every next token's distribution, as :func:`keras_rnnlm.cache.cache_scores`
+    scores a text: the last ``settings.size`` states of what was read and written so far
+    (the prompt first) each vote for the token that followed it. The logits are the
+    mixture's log-probabilities; banned ids stay -inf. With ``lam`` 0, ``steps`` itself.
+
+    The state is the model's, then the memory: the states (batch, size, units), the
+    tokens that followed them (batch, size) and which slots hold one (batch, size),
+    oldest first; and whether each row has read a token (the state before any has no
+    token before it to remember).
+    """
+    if settings.lam == 0:
+        return steps
+    size, theta = settings.size, settings.theta
+    log_lambda, log_rest = math.log(settings.lam), math.log1p(-settings.lam)
+
+    def advance(state, ids):
+        model_state, keys, followers, filled, started = state
+        keys = tf.concat([keys[:, 1:], steps.features(model_state)[:, None]], axis=1)
+        followers = tf.concat([followers[:, 1:], ids[:, None]], axis=1)
+        filled = tf.concat([filled[:, 1:], started[:, None]], axis=1)
+        return steps.advance(model_state, ids), keys, followers, filled, tf.ones_like(started)
+
+    def start(prompts):  # (batch, length), left-padded: padding leaves the state as it is
+        model_state = steps.start(prompts[:, :0])  # the state before any token
+        batch, units = tf.shape(prompts)[0], steps.features(model_state).shape[-1]
+        state = (model_state, tf.zeros([batch, size, units]), tf.zeros([batch, size], tf.int32),
+                 tf.zeros([batch, size], tf.bool), tf.zeros([batch], tf.bool))
+
+        def read(position, state):
+            ids = prompts[:, position]
+            is_token = ids != PAD_ID
+
+            def kept(new, old):
+                return tf.where(tf.reshape(is_token, [-1] + [1] * (new.shape.rank - 1)), new, old)
+
+            return position + 1, tf.nest.map_structure(kept, advance(state, ids), state)
+
+        _, state = tf.while_loop(lambda position, _: position < tf.shape(prompts)[1], read, (tf.constant(0), state))
+        return state
+
+    def logits(state):
+        model_state, keys, followers, filled, _ = state
+        model_logits = steps.logits(model_state)  # (batch, padded_size)
+        scores = tf.where(filled, theta * tf.einsum("bu,bsu->bs", steps.features(model_state), keys), -math.inf)
+        normalizer = tf.reduce_logsumexp(scores, axis=-1, keepdims=True)  # -inf: nothing remembered yet
+        remembered = tf.math.is_finite(normalizer)
+        votes = tf.exp(scores - tf.where(remembered, normalizer, 0.0))  # (batch, size), summing to 1
+        rows = tf.broadcast_to(tf.range(tf.shape(followers)[0])[:, None], tf.shape(followers))
+        cache = tf.scatter_nd(tf.stack([rows, followers], axis=-1), votes, tf.shape(model_logits))  # repeats add up
+        mixed = tf.reduce_logsumexp(tf.stack([log_rest + tf.nn.log_softmax(model_logits),
+                                              log_lambda + tf.math.log(cache)]), axis=0)
+        mixed = tf.where(remembered, mixed, model_logits)
+        return tf.where(tf.math.is_inf(model_logits), model_logits, mixed)  # banned ids and padding stay -inf
+
+    return TokenSteps(start, logits, advance, steps.features)
 
 
 def _window_steps(logits_from_windows) -> TokenSteps:

@@ -109,8 +109,7 @@ def test_evaluate_with_the_cache_reads_the_text_once_and_agrees_with_the_plain_s
 
 
 def test_generating_with_the_cache_draws_from_the_mixture_it_scores_a_text_with():
-    from keras_rnnlm.cache import cached_steps
-    from keras_rnnlm.inference import NextTokenLogits
+    from keras_rnnlm.inference import NextTokenLogits, cached_steps
     from keras_rnnlm.vocab import LINE_BREAK_ID
 
     keras.utils.set_random_seed(5)
