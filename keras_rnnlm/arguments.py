@@ -247,6 +247,8 @@ def generate_parser() -> ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="same seed, same text (default: 0)")
     parser.add_argument("--max-lines", type=int, help="stop each text after this many lines (default: 1 for a line-mode model, else no limit)")
     parser.add_argument("--interactive", action="store_true", help="read prompts from standard input, one a line")
+    parser.add_argument("--cache", action="store_true",
+                        help="bptt mode: mix the run's continuous cache into each token's distribution (docs/writing-text.md)")
     return parser
 
 
@@ -266,7 +268,12 @@ def generate(argv: list[str] | None = None) -> argparse.Namespace:
     if args.model is None:
         args.model = latest_run()
         args.latest = True
-    check_trained(RunFolder(args.model))
+    run = RunFolder(args.model)
+    config = check_trained(run)
+    if args.cache and config.data.mode != "bptt":
+        raise RnnlmError(f"--cache needs a bptt-mode run (it remembers the text read in order); {args.model} is a windows-mode run")
+    if args.cache:
+        CacheSettings.load(run.path)
     return args
 
 

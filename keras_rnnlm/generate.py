@@ -261,7 +261,7 @@ def main(args: argparse.Namespace) -> int:
     of standard input."""
     if getattr(args, "latest", False):
         logger.info("using %s (the most recent run; pass --model to choose another)", args.model)
-    generator = Generator.from_run(args.model)
+    generator = Generator.from_run(args.model, cache=args.cache)
     if args.interactive and hasattr(sys.stdin, "reconfigure"):
         sys.stdin.reconfigure(errors="surrogateescape")  # bytes that are not UTF-8 get a one-line error, not a traceback
     prompts = (line.rstrip("\n") for line in sys.stdin) if args.interactive else [args.prompt]

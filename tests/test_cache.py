@@ -88,6 +88,8 @@ def test_a_bptt_run_fits_its_cache_and_evaluate_scores_with_it(bptt_run, corpora
     (copy / "cache.json").unlink()
     assert cli.main("evaluate", ["--model", str(copy), "--text", str(held_out), "--cache"]) == 2
     assert "has no fitted cache (cache.json); fit one" in capfd.readouterr().err
+    assert cli.main("generate", ["--model", str(copy), "--cache"]) == 2
+    assert "has no fitted cache (cache.json); fit one" in capfd.readouterr().err
     assert cli.main("evaluate", ["--model", str(copy), "--text", str(held_out), "--fit-cache"]) == 0
     assert "cache fitted:" in capfd.readouterr().out and CacheSettings.load(copy).size in (100, 500, 2000)
 
@@ -98,40 +100,17 @@ def test_the_cache_of_a_run_without_one_or_of_a_windows_run_is_refused_in_one_li
     for flag in ("--cache", "--fit-cache"):
         assert cli.main("evaluate", ["--model", str(song_run), "--text", str(text), flag]) == 2
         assert "needs a bptt-mode run" in capfd.readouterr().err
+    assert cli.main("generate", ["--model", str(song_run), "--cache"]) == 2
+    assert "needs a bptt-mode run" in capfd.readouterr().err
 
 
-def test_evaluate_with_the_cache_reads_the_text_once_and_agrees_with_the_plain_scores(untrained):
-    from keras_rnnlm.evaluate import score_lanes
+def test_generate_with_the_cache_writes_from_the_mixture(bptt_run, tmp_path, capfd):
+    from keras_rnnlm.generate import Generator
 
-    text = lanes([np.random.default_rng(1).integers(3, 12, 97).astype(np.int32)], 3, 5)
-    without, _, accuracy = cache_scores(untrained, text, CacheSettings(40, 0.5, 0.2))
-    assert (text.num_targets, without, accuracy) == pytest.approx(score_lanes(untrained, text), rel=1e-5)
-
-
-def test_generating_with_the_cache_draws_from_the_mixture_it_scores_a_text_with():
-    from keras_rnnlm.inference import NextTokenLogits, cached_steps
-    from keras_rnnlm.vocab import LINE_BREAK_ID
-
-    keras.utils.set_random_seed(5)
-    model = build_model(ModelConfig(embedding_dim=8, units=8, layers=2, dropout=0.0), None, vocabulary_size=12)
-    bias = model.get_layer("next_token").bias
-    bias.assign(bias.numpy() - 1e4 * (np.arange(12) == 0))  # <pad>, which generation bans, as good as never
-    tokens = np.tile(np.random.default_rng(1).integers(3, 12, 9).astype(np.int32), 4)  # a text that repeats
-    settings = CacheSettings(size=5, theta=1.5, lam=0.4)  # a memory shorter than the text: it slides
-    _, expected, _ = cache_scores(model, lanes([tokens], 1, 6), settings)
-
-    steps = cached_steps(NextTokenLogits(model, 12, banned_ids=[0]).prepare(), settings)
-    # Two rows read the same text: the second from a prompt holding its first three
-    # tokens, the first from a prompt left-padded by three, which must not count.
-    prompts = np.array([[0, 0, 0, LINE_BREAK_ID], [LINE_BREAK_ID, *tokens[:3]]], np.int32)
-    state, scores = steps.start(prompts), []
-    for position, token in enumerate(tokens):
-        scores.append(keras.ops.log_softmax(steps.logits(state)).numpy())
-        later = tokens[position + 3] if position + 3 < len(tokens) else token
-        state = steps.advance(state, np.array([token, later], np.int32))
-    first = np.array([row[0, token] for row, token in zip(scores, tokens)])
-    assert -first.mean() == pytest.approx(expected, rel=1e-4)
-    second = np.array([row[1, token] for row, token in zip(scores, tokens[3:])])
-    np.testing.assert_allclose(second, first[3:], atol=1e-4)  # the prompt filled the memory as reading does
-    without, _, _ = cache_scores(model, lanes([tokens], 1, 6), CacheSettings(size=5, theta=1.5, lam=0.0))
-    assert abs(expected - without) > 0.05  # the cache matters in this test
+    run = shutil.copytree(bptt_run, tmp_path / "run")
+    CacheSettings(size=100, theta=1.0, lam=0.5).save(run)  # its own fit turned the cache off (lambda 0) on so easy a text
+    prompt = ["the cat sat on the mat and the cat sat"]
+    assert cli.main("generate", ["--model", str(run), "--prompt", prompt[0], "--cache", "--seed", "3"]) == 0
+    written = capfd.readouterr().out.strip()
+    assert written == Generator.from_run(run, cache=True).generate(prompt, 50, seed=3)[0]
+    assert written != Generator.from_run(run).generate(prompt, 50, seed=3)[0]  # the same seed, other draws
