@@ -153,6 +153,7 @@ RESUMED_MODES = {  # mode: (backup every this many steps, steps an epoch)
     "windows": (0, 0), "windows, backups inside epochs": (4, 0), "bptt": (4, 0),
     "windows, epochs of 10 steps": (4, 10),  # a pass is 39 steps
     "bptt, sampled softmax, tied embeddings": (4, 0),
+    "bptt, attention, layer norm": (4, 0),
 }
 
 
@@ -172,6 +173,8 @@ def uninterrupted(tmp_path_factory):
             model = {"dropout": 0.3}
             if "sampled" in mode:  # the candidates drawn at a step follow from the seed and the step
                 model.update(softmax="sampled", sampled_candidates=6, tie_embeddings=True, embedding_dim=32)
+            if "attention" in mode:  # the memory is carried state: backed up and restored with the lanes'
+                model.update(attention=True, attention_memory=8, layer_norm=True)
             config = small_config([folder / "song.txt"], data=data, model=model,
                                   train={"epochs": 8, "early_stopping_patience": 2, "reduce_lr_patience": 1,
                                          "learning_rate": 0.08, "backup_every_steps": every_steps,
@@ -191,10 +194,11 @@ def uninterrupted(tmp_path_factory):
      pytest.param("windows, backups inside epochs", {"at_epoch": 1, "validation_batch": 1}, marks=pytest.mark.slow),
      ("bptt", {"at_epoch": 2, "training_batch": 6}),
      pytest.param("windows, epochs of 10 steps", {"at_epoch": 3, "training_batch": 6}, marks=pytest.mark.slow),
-     pytest.param("bptt, sampled softmax, tied embeddings", {"at_epoch": 2, "training_batch": 6}, marks=pytest.mark.slow)],
+     pytest.param("bptt, sampled softmax, tied embeddings", {"at_epoch": 2, "training_batch": 6}, marks=pytest.mark.slow),
+     pytest.param("bptt, attention, layer norm", {"at_epoch": 2, "training_batch": 6}, marks=pytest.mark.slow)],
     ids=["inside an epoch", "inside an epoch, from its step 8", "inside validation, from the epoch's last backup",
          "bptt, inside an epoch, from its step 4", "epochs shorter than a pass, from step 34, across the pass' end at 39",
-         "bptt with sampled softmax and tied embeddings, from step 4"],
+         "bptt with sampled softmax and tied embeddings, from step 4", "bptt with attention and layer norm, from step 4"],
 )
 def test_an_interrupted_run_ends_exactly_where_the_uninterrupted_one_ends(uninterrupted, tmp_path, mode, interruption):
     config, whole_run = uninterrupted(mode)
