@@ -8,13 +8,13 @@ determined by a token 62 to 102 positions back, further than the 35 tokens a bpt
 reads, so the gradient never links the two. The task's floor there is 0 nats (accuracy
 100%); a model that cannot remember scores log(keys) (accuracy 1 / keys).
 
-Trains the same bptt config twice, for the same minutes (``train.max_minutes``), without
-and with ``model.attention`` (memory 128), then reads the validation episodes in order
+Trains the same bptt config twice, for the same minutes (``train.max_minutes``) or, with
+``--epochs``, the same epochs, without and with ``model.attention`` (memory 128), then reads the validation episodes in order
 (the state and memory carried, as ``evaluate`` reads) and reports, at the recall
 positions, the cross-entropy and accuracy; and over all tokens the perplexity.
 
 Usage (from the project root):
-    python benchmarks/long_range.py [--minutes 5] [--output-dir /tmp/keras_rnnlm_long_range]
+    python benchmarks/long_range.py [--minutes 5 | --epochs 10] [--output-dir /tmp/keras_rnnlm_long_range]
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def recall_scores(run: Path, text: Path) -> tuple[float, float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=5.0, help="training minutes of each variant (default: 5)")
+    parser.add_argument("--epochs", type=int, help="train each variant this many epochs instead (for a machine that is shared)")
     parser.add_argument("--episodes", type=int, default=4000, help="training episodes, about 84 tokens each")
     parser.add_argument("--keys", type=int, default=16)
     parser.add_argument("--fillers", type=int, default=50)
@@ -94,7 +95,8 @@ def main() -> int:
     for name, overrides in VARIANTS.items():
         run = output / name
         if not (run / "model.keras").is_file():
-            settings = [arg for setting in [*SETTINGS, *overrides, f"train.max_minutes={args.minutes}"] for arg in ("--set", setting)]
+            budget = f"train.epochs={args.epochs}" if args.epochs else f"train.max_minutes={args.minutes}"
+            settings = [arg for setting in [*SETTINGS, *overrides, budget] for arg in ("--set", setting)]
             subprocess.run([sys.executable, "-m", "keras_rnnlm.train", "--corpus", str(train), "--valid", str(valid),
                             "--output-dir", str(output), "--run-name", name, *settings], check=True)
         cross_entropy, accuracy, perplexity = recall_scores(run, valid)
