@@ -8,10 +8,16 @@ slide, repeat), interleaved in one run so machine noise hits all alike; reports 
 
 Usage:
     python benchmarks/generate_speed.py [--repeats 5] [--tokens 2000] [--parts 1 2] [--mode windows|bptt]
+        [--attention-memory 512] [--layer-norm]
 
 ``--mode bptt`` times a bptt run's model, which reads the prompt and carries its state
 through every token (one recurrent step a token); its naive loop calls ``model.predict``
 on the whole text so far.
+
+``--mode bptt --attention-memory 512`` also times, interleaved, the same model with the
+attention block of ``model.attention`` reading a memory of that many outputs (one
+attention read a token), and ``--layer-norm`` with ``model.layer_norm``; each against the
+plain model in the same run.
 
 ``--parts`` times the compiled loop with a batch written in each number of independent
 parts (keras_rnnlm.generate.PARTS); the first is the one compared with the naive loop.
@@ -70,6 +76,9 @@ def main() -> None:
     parser.add_argument("--parts", type=int, nargs="+", default=[PARTS], help=f"batch parts to time (default: {PARTS})")
     parser.add_argument("--mode", choices=("windows", "bptt"), default="windows",
                         help="the model of a windows run, or of a bptt run (reads whole texts, its state carried)")
+    parser.add_argument("--attention-memory", type=int, default=0,
+                        help="bptt mode: also time the model with attention over a memory of this many outputs")
+    parser.add_argument("--layer-norm", action="store_true", help="bptt mode: also time the model with layer normalization")
     args = parser.parse_args()
     bptt = args.mode == "bptt"
 
@@ -77,7 +86,15 @@ def main() -> None:
     window_size = None if bptt else WINDOW_SIZE
     model = build_model(ModelConfig(), window_size, VOCABULARY_SIZE)
     vocabulary = Vocabulary(["<pad>", "<unk>", "<eol>"] + [f"w{i}" for i in range(VOCABULARY_SIZE - 3)])
-    generators = {parts: Generator(model, vocabulary, Tokenizer(), window_size, parts=parts) for parts in args.parts}
+    generators = {("", parts): Generator(model, vocabulary, Tokenizer(), window_size, parts=parts) for parts in args.parts}
+    variants = {}
+    if args.attention_memory:
+        variants[f"attention {args.attention_memory}, "] = ModelConfig(attention=True, attention_memory=args.attention_memory)
+    if args.layer_norm:
+        variants["layer norm, "] = ModelConfig(layer_norm=True)
+    for name, config in variants.items():  # the first parts setting only
+        generators[(name, args.parts[0])] = Generator(build_model(config, window_size, VOCABULARY_SIZE), vocabulary, Tokenizer(),
+                                                      window_size, parts=args.parts[0], attention_memory=config.memory)
     rng = np.random.default_rng(0)
 
     # Warm-up: trace the compiled loops and let predict build its function.
@@ -88,9 +105,9 @@ def main() -> None:
     results = {"naive": []}
     for repeat in range(args.repeats):
         results["naive"].append(naive_tokens_per_second(model, args.naive_tokens, rng, bptt))
-        for parts, generator in generators.items():
-            results.setdefault(f"batch 1, {parts} parts", []).append(compiled_tokens_per_second(generator, 1, args.tokens, repeat))
-            results.setdefault(f"batch 64, {parts} parts", []).append(
+        for (name, parts), generator in generators.items():
+            results.setdefault(f"{name}batch 1, {parts} parts", []).append(compiled_tokens_per_second(generator, 1, args.tokens, repeat))
+            results.setdefault(f"{name}batch 64, {parts} parts", []).append(
                 compiled_tokens_per_second(generator, 64, max(args.tokens // 4, 1), repeat)
             )
 
@@ -98,10 +115,13 @@ def main() -> None:
     print(f"vocabulary {VOCABULARY_SIZE:,}, LSTM {ModelConfig().units}, {args.mode} mode; "
           f"{args.repeats} repeats, medians; {os.cpu_count()} CPUs; TensorFlow {tf.__version__}")
     for name, value in medians.items():
-        print(f"{name:>20}: {value:10,.0f} tokens/s")
+        print(f"{name:>34}: {value:10,.0f} tokens/s")
     first = args.parts[0]
     for batch in (1, 64):
         print(f"batch {batch} vs naive: {medians[f'batch {batch}, {first} parts'] / medians['naive']:.0f}x")
+        for name in variants:
+            print(f"{name}batch {batch} vs the plain model: "
+                  f"{medians[f'{name}batch {batch}, {first} parts'] / medians[f'batch {batch}, {first} parts']:.2f}x")
     print(json.dumps({"tokens_per_second": medians, "runs": results}))
 
 

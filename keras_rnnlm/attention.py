@@ -84,18 +84,28 @@ class CarriedMemoryAttention(layers.Layer):
         return mask
 
 
-def attend_one(attention: layers.MultiHeadAttention, features, kept, filled):
+def attend_one(attention: layers.MultiHeadAttention, features, keys, values, filled):
     """One token's attention block in generation: ``features`` (batch, units), the output
-    of the token just read, attends to the memory ``kept`` (batch, memory, units), slots
-    ``filled`` (batch, memory) bool, and to itself.
+    of the token just read, attends to the memory and to itself.
+
+    The memory keeps each remembered output's key and value projections, (batch, memory,
+    heads, key_dim) and (batch, memory, heads, value_dim), with ``filled`` (batch, memory)
+    bool: a token projects only itself, where calling the layer would project the whole
+    memory again at every token. The arithmetic is the layer's own (its public
+    ``query_dense``, ``key_dense``, ``value_dense`` and ``output_dense``, the scores scaled
+    by 1 / sqrt(key_dim)); a test holds the two equal.
 
     Returns:
-        (the block's output (batch, units), the memory and its filled slots with this
-        token's output added and the oldest dropped).
+        (the block's output (batch, units), the memory with this token added and the
+        oldest dropped: keys, values, filled).
     """
     query = features[:, None]  # (batch, 1, units)
-    keys = ops.concatenate([ops.cast(kept, features.dtype), query], axis=1)  # (batch, memory + 1, units)
-    now = ops.ones_like(filled[:, :1])
-    allowed = ops.concatenate([filled, now], axis=1)[:, None, :]  # (batch, 1, memory + 1)
-    attended = attention(query, keys, attention_mask=allowed, training=False)[:, 0]
-    return features + attended, keys[:, 1:], ops.concatenate([filled[:, 1:], now], axis=1)
+    keys = ops.concatenate([keys, ops.cast(attention.key_dense(query), keys.dtype)], axis=1)  # (batch, memory + 1, heads, key_dim)
+    values = ops.concatenate([values, ops.cast(attention.value_dense(query), values.dtype)], axis=1)
+    projected = attention.query_dense(query) / ops.cast(ops.sqrt(float(attention.key_dim)), features.dtype)  # (batch, 1, heads, key_dim)
+    scores = ops.einsum("bqhd,bkhd->bhqk", projected, ops.cast(keys, features.dtype))  # (batch, heads, 1, memory + 1)
+    allowed = ops.concatenate([filled, ops.ones_like(filled[:, :1])], axis=1)  # (batch, memory + 1)
+    scores = ops.where(allowed[:, None, None, :], ops.cast(scores, "float32"), -1e9)
+    weights = ops.cast(ops.softmax(scores, axis=-1), features.dtype)
+    attended = attention.output_dense(ops.einsum("bhqk,bkhd->bqhd", weights, ops.cast(values, features.dtype)))
+    return features + attended[:, 0], keys[:, 1:], values[:, 1:], allowed[:, 1:]

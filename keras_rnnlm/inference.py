@@ -215,7 +215,6 @@ class NextTokenLogits:
         embedding, *rest = [layer for layer in self.body if not isinstance(layer, (keras.layers.Dropout, keras.layers.Add))]
         # The attention block's residual add is attend_one's; its dropout is off.
         top = max(index for index, layer in enumerate(rest) if isinstance(layer, keras.layers.RNN))
-        units = rest[top].cell.units
 
         def run(inputs, states, start):  # rest[start:] on inputs (batch, features), each stateful layer taking its state
             new_states, states = [], iter(states)
@@ -224,8 +223,8 @@ class NextTokenLogits:
                     inputs, cell_state = layer.cell(inputs, list(next(states)), training=False)
                     new_states.append(tuple(cell_state))
                 elif isinstance(layer, keras.layers.MultiHeadAttention):
-                    inputs, kept, filled = attend_one(layer, inputs, *next(states))
-                    new_states.append((kept, filled))
+                    inputs, *memory = attend_one(layer, inputs, *next(states))
+                    new_states.append(tuple(memory))
                 else:
                     inputs = layer(inputs, training=False)
             return inputs, new_states
@@ -233,8 +232,7 @@ class NextTokenLogits:
         def initial_state(batch_size):
             states = [
                 tuple(layer.cell.get_initial_state(batch_size)) if isinstance(layer, keras.layers.RNN)
-                else (tf.zeros([batch_size, self.attention_memory, units], rest[top].compute_dtype),
-                      tf.zeros([batch_size, self.attention_memory], tf.bool))
+                else _empty_memory(layer, batch_size, self.attention_memory, rest[top].compute_dtype)
                 for layer in rest if isinstance(layer, (keras.layers.RNN, keras.layers.MultiHeadAttention))
             ]
             cells = sum(isinstance(layer, keras.layers.RNN) for layer in rest)
@@ -313,6 +311,15 @@ def cached_steps(steps: TokenSteps, settings: CacheSettings) -> TokenSteps:
         return tf.where(tf.math.is_inf(model_logits), model_logits, mixed)  # banned ids and padding stay -inf
 
     return TokenSteps(start, logits, advance, steps.features)
+
+
+def _empty_memory(attention: keras.layers.MultiHeadAttention, batch_size: int, size: int, dtype) -> tuple:
+    """The attention memory of :func:`~keras_rnnlm.attention.attend_one`, nothing in it:
+    keys, values, filled."""
+    heads = attention.num_heads
+    return (tf.zeros([batch_size, size, heads, attention.key_dim], dtype),
+            tf.zeros([batch_size, size, heads, attention.value_dim or attention.key_dim], dtype),
+            tf.zeros([batch_size, size], tf.bool))
 
 
 def _window_steps(logits_from_windows) -> TokenSteps:

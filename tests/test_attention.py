@@ -54,9 +54,10 @@ def test_one_token_at_a_time_reads_the_last_memory_outputs_and_its_own(attention
     carried = CarriedMemoryAttention(attention, keras.layers.Dropout(0.5), memory=MEMORY, lanes=LANES)
     text = features(9)
     expected = np.concatenate([carried(text[:, start:start + STEPS]).numpy() for start in range(0, 9, STEPS)], axis=1)
-    kept, filled = np.zeros((LANES, MEMORY, UNITS), np.float32), np.zeros((LANES, MEMORY), bool)
+    keys, values = (np.zeros((LANES, MEMORY, 2, 4), np.float32) for _ in range(2))  # memory, heads, key_dim
+    filled = np.zeros((LANES, MEMORY), bool)
     for position in range(9):
-        output, kept, filled = attend_one(attention, text[:, position], kept, filled)
+        output, keys, values, filled = attend_one(attention, text[:, position], keys, values, filled)
         window = text[:, max(0, position - MEMORY):position + 1]
         np.testing.assert_allclose(output.numpy(), stock_block(attention, window)[:, -1], atol=1e-5)
     # A step's later positions read its earlier ones besides the memory: their window is wider.
