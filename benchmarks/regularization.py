@@ -59,7 +59,9 @@ def evaluate(run: Path, text: str) -> tuple[float, float | None]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "psalms_bptt.toml"))
-    parser.add_argument("--minutes", type=float, default=6.0, help="training minutes of each variant (default: 6)")
+    parser.add_argument("--minutes", type=float, default=6.0,
+                        help="training minutes of each variant (default: 6); 0: each trains until early stopping "
+                             "(equal treatment on a machine that is shared)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--corpus", help="training text (default: the config's)")
     parser.add_argument("--valid", help="validation text (default: the config's held-out part)")
@@ -94,7 +96,7 @@ def main() -> int:
     def figure(value):
         return "—" if value is None else f"{value:.2f}"
 
-    print(f"\n{args.minutes:g} minutes each, {args.config}")
+    print(f"\n{f'{args.minutes:g} minutes' if args.minutes else 'until early stopping'} each, {args.config}")
     print("| variant | epochs (best) | validation | with the cache |" + (" test | test with the cache |" if args.test else ""))
     print("|---|---|---|---|" + ("---|---|" if args.test else ""))
     for row in rows:
