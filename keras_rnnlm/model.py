@@ -21,6 +21,7 @@ import logging
 import zipfile
 
 import keras
+import numpy as np
 from keras import layers
 
 from keras_rnnlm import regularization, speedups
@@ -30,6 +31,7 @@ from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.keras_private import FitAcrossWorkers
 from keras_rnnlm.optimizers import stock_optimizer, training_optimizer
 from keras_rnnlm.sampled_softmax import SampledSoftmaxTrainer
+from keras_rnnlm.vocab import UNK_ID
 
 logger = logging.getLogger("keras_rnnlm")
 
@@ -114,6 +116,34 @@ def build_model(
     for layer in head:
         outputs = layer(outputs)
     return keras.Model(stack[0], outputs, name="rnnlm")
+
+
+def with_vocabulary(model: keras.Model, config: ModelConfig, window_size: int | None, vocabulary_size: int) -> keras.Model:
+    """A trained ``model`` (built from ``config``) for a larger vocabulary whose first ids
+    are its own, as a fine-tune on new text extends it: every weight kept, and each added
+    token given ``<unk>``'s embedding row (the model read these words as ``<unk>``) and
+    output column, with ``<unk>``'s bias lowered by log(added + 1) for it and for each
+    of them: at the start the model predicts what it did, ``<unk>``'s probability shared
+    evenly among ``<unk>`` and the added tokens.
+
+    Returns:
+        A new model, uncompiled; ``model`` is unchanged.
+    """
+    grown = build_model(config, window_size, vocabulary_size)
+    added = vocabulary_size - model.get_layer("embedding").input_dim
+    share = np.log(added + 1.0)
+    for old, new in zip(model.layers, grown.layers, strict=True):
+        weights = old.get_weights()
+        if isinstance(old, layers.Embedding):
+            weights = [np.concatenate([weights[0], np.repeat(weights[0][UNK_ID:UNK_ID + 1], added, axis=0)])]
+        elif old.name == "next_token":
+            kernel, bias = weights
+            bias = bias.copy()
+            bias[UNK_ID] -= share
+            weights = [np.concatenate([kernel, np.repeat(kernel[:, UNK_ID:UNK_ID + 1], added, axis=1)], axis=1),
+                       np.concatenate([bias, np.full(added, bias[UNK_ID], bias.dtype)])]
+        new.set_weights(weights)
+    return grown
 
 
 def load_model(path) -> keras.Sequential:

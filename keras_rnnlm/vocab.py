@@ -119,7 +119,7 @@ def build_vocabulary(
 
 
 def vocabulary_from_counts(
-    types: Sequence[str], counts: np.ndarray, max_size: int, min_count: int = 1
+    types: Sequence[str], counts: np.ndarray, max_size: int, min_count: int = 1, base: Vocabulary | None = None
 ) -> tuple[Vocabulary, np.ndarray]:
     """The vocabulary of a corpus read into provisional ids, and the final id of each.
 
@@ -129,20 +129,32 @@ def vocabulary_from_counts(
         counts: int64 (len(types),): each type's count in the corpus.
         max_size: Most tokens in the vocabulary, the three reserved tokens included.
         min_count: Tokens seen fewer times become ``<unk>``.
+        base: A trained model's vocabulary to extend (a fine-tune): its tokens keep their
+            ids, whatever their counts here, and the corpus' other tokens follow, up to
+            ``max_size`` in all.
 
     Returns:
         The vocabulary and int32 (len(types),): the final id of each provisional id
         (``<unk>`` for a type left out). Also logs the vocabulary's size and coverage.
     """
+    known = [base.id_from_token(token) if base else UNK_ID for token in types]
+    known[: len(RESERVED_TOKENS)] = range(len(RESERVED_TOKENS))
+    known = np.asarray(known, dtype=np.int32)
+    first = len(base) if base else len(RESERVED_TOKENS)
     # Most frequent first; a stable sort keeps first-appearance order among ties.
     candidates = np.arange(len(RESERVED_TOKENS), len(types))
-    candidates = candidates[counts[candidates] >= min_count]
-    candidates = candidates[np.argsort(-counts[candidates], kind="stable")][: max_size - len(RESERVED_TOKENS)]
-    vocabulary = Vocabulary(list(RESERVED_TOKENS) + [types[number] for number in candidates])
+    candidates = candidates[(counts[candidates] >= min_count) & (known[candidates] == UNK_ID)]
+    candidates = candidates[np.argsort(-counts[candidates], kind="stable")][: max(max_size - first, 0)]
+    vocabulary = Vocabulary([*(base.tokens if base else RESERVED_TOKENS), *(types[number] for number in candidates)])
 
-    final_ids = np.full(len(types), UNK_ID, dtype=np.int32)
-    final_ids[: len(RESERVED_TOKENS)] = np.arange(len(RESERVED_TOKENS))
-    final_ids[candidates] = np.arange(len(RESERVED_TOKENS), len(vocabulary))
+    final_ids = known.copy()
+    final_ids[candidates] = np.arange(first, len(vocabulary))
+    if base:
+        unknown_before = int(counts[known == UNK_ID].sum()) - int(counts[UNK_ID])
+        logger.info("vocabulary: %s tokens added to the %s of the model started from; <unk> %.2f%% of the corpus "
+                    "with its vocabulary, %.2f%% now", f"{len(vocabulary) - first:,}", f"{first:,}",
+                    100.0 * unknown_before / max(int(counts.sum()), 1),
+                    100.0 * int(counts[final_ids == UNK_ID].sum() - counts[UNK_ID]) / max(int(counts.sum()), 1))
 
     total = int(counts.sum())
     unknown = int(counts[final_ids == UNK_ID].sum())

@@ -114,3 +114,23 @@ def test_tied_embeddings_are_one_variable_and_the_saved_model_computes_the_same(
         if getattr(layer, "stateful", False):
             layer.reset_states()
     np.testing.assert_allclose(keras.ops.softmax(trainer.predict_on_batch(ids)), model.predict(ids, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"tie_embeddings": True, "embedding_dim": 16}], ids=["plain", "tied"])
+def test_a_model_grown_for_added_tokens_predicts_as_before_with_unks_share_split_among_them(options):
+    from keras_rnnlm.model import with_vocabulary
+    from keras_rnnlm.vocab import UNK_ID
+
+    config = ModelConfig(**{"embedding_dim": 8, "units": 16, **options})
+    model = build_model(config, None, vocabulary_size=30)
+    for weights in model.weights:
+        weights.assign(weights + np.random.default_rng(0).normal(size=weights.shape, scale=0.3))
+    grown = with_vocabulary(model, config, None, vocabulary_size=34)  # four tokens added
+    text = np.random.default_rng(1).integers(1, 30, (2, 7)).astype(np.int32)
+    text[0, 2] = UNK_ID
+    before, after = model(text).numpy(), grown(text).numpy()
+    kept = [number for number in range(30) if number != UNK_ID]
+    np.testing.assert_allclose(after[..., kept], before[..., kept], rtol=1e-5)
+    np.testing.assert_allclose(after[..., [UNK_ID, 30, 31, 32, 33]], np.repeat(before[..., [UNK_ID]] / 5, 5, axis=-1), rtol=1e-5)
+    with_new_word = np.where(text == UNK_ID, 32, text)  # an added token reads as <unk> did
+    np.testing.assert_allclose(grown(with_new_word).numpy(), after, rtol=1e-5)

@@ -40,3 +40,19 @@ def test_fixed_vocabulary_encodes_unknown_words_as_unk():
     (ids,) = encode_documents([Document("d", text="baby now never")], Tokenizer(), vocabulary)
     assert ids.dtype == np.int32
     assert list(ids) == [3, 4, UNK_ID, LINE_BREAK_ID]
+
+
+def test_extending_a_trained_models_vocabulary_keeps_its_ids_and_adds_the_frequent_new_tokens(caplog):
+    from keras_rnnlm.tokenizer import RESERVED_TOKENS
+    from keras_rnnlm.vocab import UNK_ID, Vocabulary, vocabulary_from_counts
+
+    base = Vocabulary([*RESERVED_TOKENS, "a", "b"])
+    types = [*RESERVED_TOKENS, "c", "a", "d", "e"]
+    counts = np.array([0, 0, 4, 5, 1, 3, 1])  # "a" is rare here, "b" absent: both keep their ids
+    with caplog.at_level("INFO", logger="keras_rnnlm"):
+        vocabulary, final_ids = vocabulary_from_counts(types, counts, max_size=7, min_count=2, base=base)
+    assert vocabulary.tokens == [*RESERVED_TOKENS, "a", "b", "c", "d"]
+    assert final_ids.tolist() == [0, 1, 2, 5, 3, 6, UNK_ID]
+    assert "2 tokens added to the 5 of the model started from; <unk> 64.29% of the corpus with its vocabulary, 7.14% now" in caplog.text
+    assert vocabulary_from_counts(types, counts, max_size=6, min_count=2, base=base)[0].tokens[-1] == "c"  # the most frequent
+    assert vocabulary_from_counts(types, counts, max_size=5, min_count=1, base=base)[0] == base  # full: nothing added
