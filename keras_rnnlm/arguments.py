@@ -89,6 +89,10 @@ def train_parser() -> ArgumentParser:
     parser.add_argument("--epochs", type=int, help="most epochs (default: from the config)")
     parser.add_argument("--export", nargs="?", const="", metavar="DIR",
                         help="then export a TensorFlow SavedModel to DIR (default DIR: <run folder>/saved_model)")
+    parser.add_argument("--init-from", metavar="RUN",
+                        help="start from a trained run's weights: a fine-tune on your text (docs/fine-tuning.md)")
+    parser.add_argument("--keep-vocabulary", action="store_true",
+                        help="with --init-from: read words the run does not know as <unk> instead of adding them")
     return parser
 
 
@@ -113,6 +117,13 @@ def train(argv: list[str] | None = None) -> argparse.Namespace:
         check_corpus_text(args.config)
     if args.cluster.workers:
         args.config.check_replicas(len(args.cluster.workers), len(args.cluster.workers))
+    if args.keep_vocabulary and not args.config.train.init_from:
+        raise RnnlmError("--keep-vocabulary keeps the vocabulary of the run --init-from starts from; pass --init-from RUN too")
+    if args.config.train.init_from:
+        check_trained(RunFolder(args.config.train.init_from))
+        if Path(args.config.train.init_from).resolve() == args.run_dir.resolve():
+            raise RnnlmError(f"--init-from {args.config.train.init_from} is the run folder this run trains into; "
+                             "give the fine-tune its own with --run-name")
     RunFolder(args.run_dir).state(args.config, args.overwrite)  # refuses a folder that holds something else
     if args.export:
         check_export_folder(Path(args.export), "--export")
@@ -122,7 +133,10 @@ def train(argv: list[str] | None = None) -> argparse.Namespace:
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config file, then ``--set`` overrides, then the dedicated flags and paths."""
     overrides = list(args.set)
-    for flag, key in (("device", "train.device"), ("seed", "train.seed"), ("epochs", "train.epochs"), ("run_name", "name")):
+    if getattr(args, "keep_vocabulary", False):
+        overrides.append("vocab.extend=false")
+    for flag, key in (("device", "train.device"), ("seed", "train.seed"), ("epochs", "train.epochs"), ("run_name", "name"),
+                      ("init_from", "train.init_from")):
         value = getattr(args, flag, None)  # prepare has no --device, --epochs or --run-name
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")  # A JSON string or integer is valid TOML.

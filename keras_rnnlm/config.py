@@ -67,6 +67,9 @@ class VocabConfig:
     max_size: int = 10_000
     # Tokens seen fewer times than this become <unk>.
     min_count: int = 1
+    # A fine-tune (train.init_from): add the new text's words to the vocabulary of the
+    # model started from (up to max_size); false keeps it as it is, new words read as <unk>.
+    extend: bool = True
 
 
 # data.batch_size when a config leaves it at 0: per mode. With 256 lanes a 300k-token
@@ -212,6 +215,10 @@ class TrainConfig:
     # Bptt mode: when the run ends, fit a continuous cache's settings on the validation
     # text (<run>/cache.json) for `evaluate --cache` (docs/evaluating.md).
     fit_cache: bool = True
+    # A trained run folder to start from (a fine-tune, docs/fine-tuning.md): its weights,
+    # its tokenization and architecture (FINE_TUNE_INHERITED), its vocabulary extended by
+    # the new text's words. "" = start from random weights.
+    init_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -314,6 +321,32 @@ RANGES = {
 }
 
 
+# The file a run folder keeps its config in.
+RUN_CONFIG = "config.toml"
+
+# A fine-tune (train.init_from) reads text as the model it starts from read it and keeps
+# its architecture: these keys come from that run, and a config or --set that gives them
+# another value is refused. Every other key is the fine-tune's own: the learning rate,
+# the dropouts and regularization, epochs, batch size, the softmax, the time budget.
+FINE_TUNE_INHERITED = (
+    "corpus.level", "corpus.split", "corpus.lowercase", "corpus.sequences",
+    "data.mode", "data.window_size", "data.bptt_steps",
+    "model.cell", "model.embedding_dim", "model.units", "model.layers", "model.tie_embeddings", "model.layer_norm",
+    "model.attention", "model.attention_heads", "model.attention_memory",
+)
+# Taken from that run unless given: how large the extended vocabulary may grow, the
+# regularization, the softmax, the lanes and the optimizer.
+FINE_TUNE_DEFAULTS = (
+    "vocab.max_size", "vocab.min_count", "data.batch_size",
+    "model.dropout", "model.recurrent_dropout", "model.embedding_dropout", "model.locked_dropout", "model.weight_dropout",
+    "model.word_dropout", "model.activation_regularization", "model.temporal_activation_regularization",
+    "model.softmax", "model.sampled_candidates", "train.optimizer", "train.clipnorm",
+)
+# Unless given, a fine-tune's step size is this share of the run's: it starts from trained
+# weights that a full step would shake, on a text small enough to overfit fast.
+FINE_TUNE_LEARNING_RATE = 0.1
+
+
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
     """Reads a TOML config and applies ``section.key=value`` overrides.
 
@@ -339,7 +372,38 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
             if not isinstance(table, dict):
                 raise RnnlmError(f"cannot set {key}: {section} is a value, not a section")
         table[name] = value
+    if init_from := values.get("train", {}).get("init_from") if isinstance(values.get("train"), dict) else None:
+        if not (Path(init_from) / RUN_CONFIG).is_file():
+            raise RnnlmError(f"train.init_from = {init_from} is not a run folder (it has no {RUN_CONFIG}); "
+                             "pass a trained run, such as saved_models/psalms")
+        values = fine_tune_values(values, read_toml(Path(init_from) / RUN_CONFIG), init_from)
     return config_from_dict(values)
+
+
+def fine_tune_values(values: dict, started_from: dict, run: str) -> dict:
+    """``values`` (a config's tables, as given) for a fine-tune of the run whose config is
+    ``started_from``: its :data:`FINE_TUNE_INHERITED` keys set from that run's, its
+    :data:`FINE_TUNE_DEFAULTS` too where not given.
+
+    Raises:
+        RnnlmError: A key of FINE_TUNE_INHERITED given another value than the run's.
+    """
+    values = {section: dict(table) if isinstance(table, dict) else table for section, table in values.items()}
+    for key in (*FINE_TUNE_INHERITED, *FINE_TUNE_DEFAULTS):
+        section, name = key.split(".")
+        if name not in started_from.get(section, {}):
+            continue  # a run of an earlier version: the key's default
+        kept = started_from[section][name]
+        table = values.setdefault(section, {})
+        if key in FINE_TUNE_INHERITED and name in table and table[name] != kept:
+            raise RnnlmError(
+                f"{key} = {table[name]!r} contradicts the model train.init_from starts from ({run}: {kept!r}); a fine-tune "
+                "reads text as that model did and keeps its architecture: leave the key out"
+            )
+        table.setdefault(name, kept)
+    if "learning_rate" in started_from.get("train", {}):
+        values["train"].setdefault("learning_rate", FINE_TUNE_LEARNING_RATE * started_from["train"]["learning_rate"])
+    return values
 
 
 def read_toml(path: str | Path, what: str = "config file", example: str = "configs/default.toml") -> dict:

@@ -132,7 +132,10 @@ def with_vocabulary(model: keras.Model, config: ModelConfig, window_size: int | 
     grown = build_model(config, window_size, vocabulary_size)
     added = vocabulary_size - model.get_layer("embedding").input_dim
     share = np.log(added + 1.0)
-    for old, new in zip(model.layers, grown.layers, strict=True):
+    for new in grown.layers:
+        if not new.weights:
+            continue  # dropout, whose rate the fine-tune may change: the layers are matched by name
+        old = model.get_layer(new.name)
         weights = old.get_weights()
         if isinstance(old, layers.Embedding):
             weights = [np.concatenate([weights[0], np.repeat(weights[0][UNK_ID:UNK_ID + 1], added, axis=0)])]

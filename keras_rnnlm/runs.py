@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from keras_rnnlm.config import Config, config_from_dict, config_to_dict, config_to_toml, read_toml
+from keras_rnnlm.config import RUN_CONFIG, Config, config_from_dict, config_to_dict, config_to_toml, read_toml
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.files import LOCK_SUFFIX, Owned, not_a_file, write_atomically, written_atomically, written_folder
 from keras_rnnlm.tokenizer import Tokenizer
@@ -43,7 +43,7 @@ class RunFolder:
         self.path = Path(path)
         self.model = self.path / "model.keras"
         self.vocabulary = self.path / "vocabulary.txt"
-        self.config = self.path / "config.toml"
+        self.config = self.path / RUN_CONFIG
         self.history = self.path / "history.csv"
         self.curves = self.path / "curves.png"
         self.summary = self.path / "summary.json"

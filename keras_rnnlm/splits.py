@@ -197,7 +197,7 @@ def line_ends(stream: np.ndarray) -> np.ndarray:
 
 
 def corpus_segments(
-    config, documents: Sequence[Document], vocabulary: Vocabulary | None = None
+    config, documents: Sequence[Document], vocabulary: Vocabulary | None = None, extend: Vocabulary | None = None
 ) -> tuple[Segments, Segments, Vocabulary]:
     """Reads and encodes a corpus and splits it as :func:`segment_plan` says.
 
@@ -207,13 +207,15 @@ def corpus_segments(
         documents: The corpus (:func:`keras_rnnlm.corpus.corpus_documents`).
         vocabulary: The vocabulary to encode with (a resumed run's); None builds it from
             the documents.
+        extend: With ``vocabulary`` None, a trained model's vocabulary to build on (a
+            fine-tune): its ids kept, the documents' other words after them.
 
     Returns:
         The training and the validation segments, and the vocabulary.
     """
     tokenizer = Tokenizer.from_config(config.corpus)
     if vocabulary is None:
-        vocabulary, encoded = build_vocabulary(documents, tokenizer, config.vocab.max_size, config.vocab.min_count)
+        vocabulary, encoded = build_vocabulary(documents, tokenizer, config.vocab.max_size, config.vocab.min_count, extend)
     else:
         encoded = encode_documents(documents, tokenizer, vocabulary)
     valid_encoded = encode_documents(find_documents(config.corpus.valid_paths), tokenizer, vocabulary)

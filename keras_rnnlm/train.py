@@ -24,6 +24,7 @@ import argparse
 import atexit
 import contextlib
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -43,7 +44,7 @@ from keras_rnnlm.callbacks import (
     StopOnNaN, TimeBudget,
 )
 from keras_rnnlm.cache import fit_cache
-from keras_rnnlm.config import Config
+from keras_rnnlm.config import FINE_TUNE_LEARNING_RATE, Config
 from keras_rnnlm.corpus import corpus_documents
 from keras_rnnlm.data import EVALUATION_LANES, TrainingData, lanes, training_data
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
@@ -51,7 +52,7 @@ from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.export import export_run
 from keras_rnnlm.files import Owned
 from keras_rnnlm.generate import Generator
-from keras_rnnlm.model import build_model, compile_model, output_rows, training_model
+from keras_rnnlm.model import build_model, compile_model, output_rows, training_model, with_vocabulary
 from keras_rnnlm.multiworker import Cluster, lost_workers_named, worker_batches
 from keras_rnnlm.runs import FINISHED, NEW, RESUME, RunFolder, write_summary
 from keras_rnnlm.shards import PreparedCorpus, prepared_corpus_path
@@ -146,7 +147,10 @@ def _train(config: Config, run: RunFolder, cluster: Cluster, overwrite: bool, st
         out.create(config, vocabulary)
     else:
         Owned(run.path, "run").claim()  # a run begun by an earlier version gets its marker
-    model, trainer, resumed = build_models(config, len(vocabulary), strategy, run.backup_file if state == RESUME else None)
+    started_from = fine_tune_start(config) if config.train.init_from else None
+    weights = starting_weights(config, len(vocabulary)) if started_from and state == NEW else None
+    model, trainer, resumed = build_models(config, len(vocabulary), strategy, run.backup_file if state == RESUME else None,
+                                           weights)
     out.keep_history(resumed.epoch if resumed else 0)  # a resumed run writes the later epochs' rows again
     window_size = None if config.data.mode == "bptt" else config.data.window_size
     generator = Generator(model, vocabulary, tokenizer, window_size, line_mode=config.corpus.sequences == "lines",
@@ -165,9 +169,31 @@ def _train(config: Config, run: RunFolder, cluster: Cluster, overwrite: bool, st
     if losses and not math.isfinite(losses[-1]):  # StopOnNaN stopped it.
         _stop_after_nan(run)
     summary = summarize(run, config, len(vocabulary), data, steps_per_epoch, started)
+    if started_from:
+        summary = {**summary, "init_from": started_from}
+        write_summary(run, summary)
     if config.data.mode == "bptt" and config.train.fit_cache:
         summary = fitted_cache(run, config, valid_segments, summary)
     return summary
+
+
+def fine_tune_start(config: Config) -> dict:
+    """Where a fine-tune starts (``train.init_from``), for its summary: the run and the
+    SHA-256 of its ``model.keras``. Logs what the fine-tune took from it."""
+    base = RunFolder(config.train.init_from)
+    digest = hashlib.sha256(base.model.read_bytes()).hexdigest()
+    logger.info("fine-tuning %s (model.keras sha256 %s…): its tokenization and architecture; learning rate %g "
+                "(train.learning_rate: %g of the run's unless set), early stopping on this text's held-out part",
+                base.path, digest[:12], config.train.learning_rate, FINE_TUNE_LEARNING_RATE)
+    return {"run": str(base.path.resolve()), "model_sha256": digest}
+
+
+def starting_weights(config: Config, vocabulary_size: int) -> list:
+    """A fine-tune's first weights: ``train.init_from``'s model, grown for the vocabulary
+    extended by the new text (:func:`~keras_rnnlm.model.with_vocabulary`)."""
+    window_size = None if config.data.mode == "bptt" else config.data.window_size
+    started_from = RunFolder(config.train.init_from).load_model()
+    return with_vocabulary(started_from, config.model, window_size, vocabulary_size).get_weights()
 
 
 def fitted_cache(run: RunFolder, config: Config, valid_segments: Segments, summary: dict) -> dict:
@@ -200,13 +226,15 @@ def placement(config: Config, cluster: Cluster, strategy: tf.distribute.Strategy
 
 
 def build_models(
-    config: Config, vocabulary_size: int, strategy: tf.distribute.Strategy, backup: Path | None = None
-) -> tuple[keras.Sequential, keras.Model, TrainingState | None]:
+    config: Config, vocabulary_size: int, strategy: tf.distribute.Strategy, backup: Path | None = None,
+    weights: list | None = None,
+) -> tuple[keras.Model, keras.Model, TrainingState | None]:
     """The model ``model.keras`` keeps (stock Keras layers, loss, optimizer and metrics)
     and the model that trains its weights (the same layers, in lanes that carry their
     state in bptt mode, the output tied to the embeddings if asked, speed paths swapped
     in), under ``strategy`` and the configured precision; with a ``backup``, the training
-    model goes on from it, exactly (:func:`~keras_rnnlm.backup.restore_training_state`).
+    model goes on from it, exactly (:func:`~keras_rnnlm.backup.restore_training_state`);
+    with ``weights`` (a fine-tune's start), the model starts from them.
 
     Returns:
         The model, the training model and the state restored from the backup (None without one).
@@ -219,6 +247,8 @@ def build_models(
             model = build_model(config.model, None if bptt else config.data.window_size, vocabulary_size,
                                 unroll=not on_gpu(strategy))
             compile_model(model, config.train)
+            if weights is not None:  # before the training model copies any (the sampled softmax's rows)
+                model.set_weights(weights)
             trainer = training_model(
                 model, config.train, lanes=config.data.batch_size if bptt else None,
                 bptt_steps=config.data.bptt_steps, tie_embeddings=config.model.tie_embeddings,
@@ -325,7 +355,11 @@ def read_corpus(config: Config, run: RunFolder, state: str) -> tuple[Vocabulary,
         RnnlmError: Unreadable text; a prepared corpus damaged, prepared with other
             settings, or whose vocabulary is not the resumed run's.
     """
+    started_from = Vocabulary.load(RunFolder(config.train.init_from).vocabulary) if config.train.init_from else None
     if prepared_path := prepared_corpus_path(config):
+        if started_from:
+            raise RnnlmError("train.init_from reads the text with the vocabulary of the model it starts from, and a "
+                             "prepared corpus has its own; pass the text with --corpus instead of --data")
         prepared = PreparedCorpus(prepared_path)
         prepared.check_settings(config)
         prepared.check_files()
@@ -347,9 +381,13 @@ def read_corpus(config: Config, run: RunFolder, state: str) -> tuple[Vocabulary,
             "python -m keras_rnnlm.prepare (the same --corpus, --config and --set, and --out DIR) does it once, "
             "then train --data DIR starts in seconds", f"{size / 1e6:,.0f}",
         )
-    train_segments, valid_segments, vocabulary = corpus_segments(
-        config, documents, None if state == NEW else Vocabulary.load(run.vocabulary)
-    )
+    if state != NEW:
+        vocabulary, extend = Vocabulary.load(run.vocabulary), None  # a resumed run keeps its own
+    elif started_from and not config.vocab.extend:
+        vocabulary, extend = started_from, None  # new words read as <unk>
+    else:
+        vocabulary, extend = None, started_from
+    train_segments, valid_segments, vocabulary = corpus_segments(config, documents, vocabulary, extend)
     return vocabulary, train_segments, valid_segments
 
 

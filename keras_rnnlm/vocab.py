@@ -90,7 +90,7 @@ class Vocabulary:
 
 
 def build_vocabulary(
-    documents: Sequence[Document], tokenizer: Tokenizer, max_size: int, min_count: int = 1
+    documents: Sequence[Document], tokenizer: Tokenizer, max_size: int, min_count: int = 1, base: Vocabulary | None = None
 ) -> tuple[Vocabulary, list[np.ndarray]]:
     """Reads the documents once, builds the vocabulary and encodes every document.
 
@@ -103,6 +103,7 @@ def build_vocabulary(
         tokenizer: How lines become tokens.
         max_size: Most tokens in the vocabulary, the three reserved tokens included.
         min_count: Tokens seen fewer times become ``<unk>``. Defaults to 1.
+        base: A trained model's vocabulary to extend (:func:`vocabulary_from_counts`).
 
     Returns:
         The vocabulary and one int32 id array per document.
@@ -112,7 +113,7 @@ def build_vocabulary(
     counts = np.zeros(len(provisional), dtype=np.int64)
     for ids in encoded:  # document by document: no second copy of the corpus
         counts += np.bincount(ids, minlength=len(provisional))
-    vocabulary, final_ids = vocabulary_from_counts(list(provisional), counts, max_size, min_count)
+    vocabulary, final_ids = vocabulary_from_counts(list(provisional), counts, max_size, min_count, base)
     for ids in encoded:
         _map_in_place(ids, final_ids)
     return vocabulary, encoded
@@ -156,6 +157,8 @@ def vocabulary_from_counts(
                     100.0 * unknown_before / max(int(counts.sum()), 1),
                     100.0 * int(counts[final_ids == UNK_ID].sum() - counts[UNK_ID]) / max(int(counts.sum()), 1))
 
+    if base:
+        return vocabulary, final_ids
     total = int(counts.sum())
     unknown = int(counts[final_ids == UNK_ID].sum())
     logger.info(
