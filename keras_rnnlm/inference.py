@@ -257,9 +257,10 @@ class NextTokenLogits:
 def cached_steps(steps: TokenSteps, settings: CacheSettings) -> TokenSteps:
     """A bptt-mode model's generation steps (:class:`TokenSteps`) with the continuous
     cache (:mod:`keras_rnnlm.cache`) mixed into every next token's distribution, as
-    :func:`keras_rnnlm.cache.cache_scores` scores a text: the last ``settings.size`` states of what was read and written so far
-    (the prompt first) each vote for the token that followed it. The logits are the
-    mixture's log-probabilities; banned ids stay -inf. With ``lam`` 0, ``steps`` itself.
+    :func:`keras_rnnlm.cache.cache_scores` scores a text: the last ``settings.size``
+    states of what was read and written so far (the prompt first) each vote for the
+    token that followed it. The logits are the mixture's log-probabilities; banned ids
+    stay -inf. With ``lam`` 0, ``steps`` itself.
 
     The state is the model's, then the memory: the states (batch, size, units), the
     tokens that followed them (batch, size) and which slots hold one (batch, size),
