@@ -118,8 +118,11 @@ class RunBackup(keras.callbacks.Callback):
 
 def state_variables(model: keras.Model) -> list:
     """The model's variables and, in bptt mode, the lanes' carried state (which Keras'
-    stateful RNN layers keep outside their variables)."""
-    return model.variables + [state for layer in stateful_layers(model) for state in layer.states]
+    stateful RNN layers keep outside their variables; the attention memory is among the
+    variables already, so it is not listed twice)."""
+    variables = model.variables
+    known = {id(variable) for variable in variables}
+    return variables + [state for layer in stateful_layers(model) for state in layer.states if id(state) not in known]
 
 
 def stateful_layers(model: keras.Model) -> list[keras.layers.Layer]:
