@@ -1,0 +1,222 @@
+"""Fine-tuning a trained model on a small text against training on that text alone (issue 29).
+
+Two pairs from ``../shared/data``:
+
+- word level: a WikiText-2 bptt run (``--word-base``, for example the run
+  ``python benchmarks/wikitext2.py --config configs/wikitext2_awd.toml`` leaves) fine-tuned
+  on Shakespeare's sonnets. The sonnets are first cut as WikiText-2 is (punctuation
+  apart from words, case kept) so the base reads them as it read its own text.
+- character level: a baby-name model (``--char-base``; without it, ``configs/names.toml``
+  is trained here for ``--base-minutes``) fine-tuned on the dinosaur names.
+
+The small text is split in order: its first 90% lines train, its last 10% are the
+held-out text every run is judged on. Each variant trains in its own process for the same
+``--minutes`` (``train.max_minutes``: it stops after the first epoch that ends past the
+budget; early stopping may end it sooner), from the base run's own config with the corpus
+swapped, so from-scratch and fine-tuned runs share every setting but the start and the
+learning rate:
+
+- ``scratch``: random weights, the base's learning rate;
+- ``lr0.1`` / ``lr0.3`` / ``lr1``: from the base, at that share of the base's learning
+  rate (0.1 is what a fine-tune uses when none is given);
+- ``frozen``: as the default fine-tune, the embedding matrix (and the output layer tied
+  to it) held at its starting values through the first epoch;
+- ``keep``: as the default fine-tune, ``--keep-vocabulary``.
+
+Reported per variant: the best held-out perplexity (nats/char at character level), the
+epoch it came at, the held-out text's share of ``<unk>`` under the run's vocabulary (a
+run with more ``<unk>`` has an easier text to predict: from scratch a word seen only in
+the base's text is ``<unk>``), the first epoch a fine-tune beat the from-scratch best,
+and samples.
+
+Usage (from the project root):
+    python benchmarks/fine_tune.py --word-base RUN [--char-base RUN] [--pairs word,char]
+        [--variants scratch,lr0.1,lr0.3,lr1,frozen,keep] [--minutes 4] [--output-dir /tmp/keras_rnnlm_fine_tune]
+
+Rerunning the same command skips the runs already finished (their folders are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+
+PAIRS = {
+    "word": {"text": "sonnets/sonnets.txt", "generate": ["--prompt", "Shall I compare thee", "--words", "60",
+                                                         "--num-samples", "2", "--temperature", "0.8"]},
+    "char": {"text": "dinos/dinos.txt", "generate": ["--num-samples", "12"], "base_config": "configs/names.toml",
+             "base_text": "names/names.txt"},
+}
+LEARNING_RATE_SHARES = {"lr0.1": 0.1, "lr0.3": 0.3, "lr1": 1.0}
+VARIANTS = ("scratch", *LEARNING_RATE_SHARES, "frozen", "keep")
+
+
+def split_text(source: Path, out: Path, cut_as_wikitext: bool) -> tuple[Path, Path]:
+    """The small text's first 90% lines and last 10%, written under ``out``."""
+    lines = source.read_text(encoding="utf-8").splitlines()
+    if cut_as_wikitext:
+        from keras_rnnlm.tokenizer import Tokenizer
+
+        tokenizer = Tokenizer(level="word", split="punctuation", lowercase=False)
+        lines = [" ".join(tokenizer.tokens_from_line(line)) for line in lines]
+    cut = int(len(lines) * 0.9)
+    train, held_out = out / f"{source.stem}.train.txt", out / f"{source.stem}.held_out.txt"
+    out.mkdir(parents=True, exist_ok=True)
+    train.write_text("\n".join(lines[:cut]) + "\n", encoding="utf-8")
+    held_out.write_text("\n".join(lines[cut:]) + "\n", encoding="utf-8")
+    return train, held_out
+
+
+def train(args: list[str], freeze_first_epoch: bool = False) -> None:
+    command = [sys.executable, "-m", "keras_rnnlm.train"] if not freeze_first_epoch else [sys.executable, __file__, "--frozen-child"]
+    subprocess.run([*command, *args], check=True)
+
+
+def unk_share(run: Path, text: Path) -> float:
+    """The share of ``text``'s tokens the run reads as ``<unk>``."""
+    from keras_rnnlm.config import load_config
+    from keras_rnnlm.tokenizer import UNK, Tokenizer
+    from keras_rnnlm.vocab import Vocabulary
+
+    tokenizer = Tokenizer.from_config(load_config(run / "config.toml").corpus)
+    vocabulary = Vocabulary.load(run / "vocabulary.txt")
+    tokens = tokenizer.tokens_from_text(text.read_text(encoding="utf-8"))
+    unk = vocabulary.id_from_token(UNK)
+    return float((vocabulary.ids_from_tokens(tokens) == unk).mean())
+
+
+def history(run: Path) -> list[float]:
+    with open(run / "history.csv", encoding="utf-8") as rows:
+        return [float(row["val_loss"]) for row in csv.DictReader(rows)]
+
+
+def samples(run: Path, options: list[str]) -> str:
+    return subprocess.run([sys.executable, "-m", "keras_rnnlm.generate", "--model", str(run), "--seed", "0", *options],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def frozen_child(argv: list[str]) -> int:
+    """``python -m keras_rnnlm.train`` with the embeddings held through the first epoch."""
+    import keras
+
+    from keras_rnnlm import arguments, cli
+    from keras_rnnlm import train as training
+
+    class FreezeEmbeddingsFirstEpoch(keras.callbacks.Callback):
+        """Puts the embedding matrix back after every step of the first epoch: with SGD
+        that is exactly a frozen matrix; Adam's moments still gather its gradients."""
+
+        def on_train_begin(self, logs=None):
+            self.held = [(variable, variable.numpy()) for variable in self.model.trainable_variables
+                         if "embedding" in variable.path]
+            assert self.held, [variable.path for variable in self.model.trainable_variables]
+
+        def on_train_batch_end(self, batch, logs=None):
+            for variable, value in self.held:
+                variable.assign(value)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.held = []
+
+    def run(argv):
+        checked = arguments.train(argv)
+        training.train(checked.config, checked.run_dir, extra_callbacks=[FreezeEmbeddingsFirstEpoch()])
+        return 0
+
+    return cli.run(run, argv)
+
+
+def main() -> int:
+    if sys.argv[1:2] == ["--frozen-child"]:
+        return frozen_child(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--word-base", help="a trained WikiText-2 run (word level, punctuation apart, case kept)")
+    parser.add_argument("--char-base", help="a trained baby-name run (default: train configs/names.toml here)")
+    parser.add_argument("--pairs", default="word,char")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--minutes", type=float, default=4.0, help="training minutes of every variant (default: 4)")
+    parser.add_argument("--base-minutes", type=float, default=10.0, help="training minutes of the baby-name base (default: 10)")
+    parser.add_argument("--data", default=str(DATA))
+    parser.add_argument("--output-dir", default="/tmp/keras_rnnlm_fine_tune")
+    args = parser.parse_args()
+    variants = args.variants.split(",")
+    if unknown := [name for name in variants if name not in VARIANTS]:
+        parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    pairs = args.pairs.split(",")
+    if "word" in pairs and not args.word_base:
+        parser.error("the word pair needs --word-base RUN: python benchmarks/wikitext2.py --config configs/wikitext2_awd.toml")
+    out = Path(args.output_dir)
+
+    for pair in pairs:
+        spec = PAIRS[pair]
+        train_text, held_out = split_text(Path(args.data) / spec["text"], out / pair, cut_as_wikitext=pair == "word")
+        if pair == "word":
+            base = Path(args.word_base)
+        elif args.char_base:
+            base = Path(args.char_base)
+        else:
+            base = out / pair / "base"
+            train(["--config", str(ROOT / spec["base_config"]), "--corpus", str(Path(args.data) / spec["base_text"]),
+                   "--run-name", "base", "--output-dir", str(out / pair), "--set", "train.epochs=1000",
+                   "--set", f"train.max_minutes={args.base_minutes}", "--set", "train.sample_length=0"])
+        base_rate = _base_config(base)["train"]["learning_rate"]
+        common = ["--config", str(base / "config.toml"), "--corpus", str(train_text), "--valid", str(held_out),
+                  "--output-dir", str(out / pair), "--set", "train.epochs=1000", "--set", f"train.max_minutes={args.minutes}",
+                  "--set", "train.sample_length=0", "--set", "train.early_stopping_patience=3"]
+        rows = []
+        for name in variants:
+            run = out / pair / name
+            start = [] if name == "scratch" else ["--init-from", str(base)]
+            rate = base_rate * LEARNING_RATE_SHARES.get(name, 0.1 if name != "scratch" else 1.0)
+            extra = ["--keep-vocabulary"] if name == "keep" else []
+            if not (run / "summary.json").is_file():
+                train([*common, *start, *extra, "--run-name", name, "--set", f"train.learning_rate={rate}"],
+                      freeze_first_epoch=name == "frozen")
+            summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+            rows.append({"variant": name, "learning_rate": rate, "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
+                         "seconds": summary.get("seconds_this_session"), "val_loss": summary["val_loss"],
+                         "val_perplexity": summary["val_perplexity"], "unk_share": unk_share(run, held_out),
+                         "val_losses": history(run), "samples": samples(run, spec["generate"])})
+            print(json.dumps({key: value for key, value in rows[-1].items() if key != "samples"}), flush=True)
+        report(pair, base, rows, args.minutes)
+    return 0
+
+
+def _base_config(base: Path) -> dict:
+    import tomllib
+
+    return tomllib.loads((base / "config.toml").read_text(encoding="utf-8"))
+
+
+def report(pair: str, base: Path, rows: list[dict], minutes: float) -> None:
+    scratch = next((row for row in rows if row["variant"] == "scratch"), None)
+    unit = "nats/char" if pair == "char" else "perplexity"
+    print(f"\n{pair} level, from {base}, {minutes:g} minutes each; held out: the small text's last 10% lines")
+    print(f"| variant | learning rate | epochs (best) | seconds | held-out {unit} | <unk> in held-out | beat scratch's best at epoch |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        figure = f"{row['val_loss']:.3f}" if pair == "char" else f"{row['val_perplexity']:.1f}"
+        beat = "—"
+        if scratch and row is not scratch:
+            beat = next((str(epoch + 1) for epoch, loss in enumerate(row["val_losses"]) if loss < scratch["val_loss"]), "never")
+        print(f"| {row['variant']} | {row['learning_rate']:g} | {row['epochs']} ({row['best_epoch']}) | {row['seconds']} "
+              f"| {figure} | {row['unk_share']:.2%} | {beat} |")
+    if scratch:
+        for row in rows:
+            if row is not scratch:
+                change = (f"{row['val_loss'] - scratch['val_loss']:+.3f} nats/char" if pair == "char"
+                          else f"{row['val_perplexity'] / scratch['val_perplexity'] - 1:+.1%} perplexity")
+                print(f"{row['variant']} against scratch: {change}")
+    for row in rows:
+        print(f"\n{row['variant']} samples:\n{row['samples']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
