@@ -319,19 +319,26 @@ def evaluate(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# export's formats, and the folder each writes in the run folder by default.
+EXPORT_FORMATS = {"saved_model": "saved_model", "web": "web"}
+
+
 def export(argv: list[str] | None = None) -> argparse.Namespace:
     """The export command's arguments, ``out`` the folder to write, checked.
 
     Raises:
         RnnlmError: The first mistake found.
     """
-    parser = _parser("export", "Export a trained run as a TensorFlow SavedModel that serves text without keras_rnnlm.",
-                     model=RUN_FOLDER)
-    parser.add_argument("--out", help="SavedModel folder to write (default: <run folder>/saved_model)")
+    parser = _parser("export", "Export a trained run: a TensorFlow SavedModel that serves text without keras_rnnlm, "
+                     "or a static web page that writes with the model in the browser.", model=RUN_FOLDER)
+    parser.add_argument("--format", choices=EXPORT_FORMATS, default="saved_model",
+                        help="saved_model (default): for TensorFlow and TensorFlow Serving; web: a folder of static files "
+                             "(index.html, the model in JavaScript, its weights) that any web server serves")
+    parser.add_argument("--out", help="folder to write (default: <run folder>/saved_model, or <run folder>/web)")
     args = parser.parse_args(argv)
-    args.out = Path(args.out) if args.out else Path(args.model) / "saved_model"
+    args.out = Path(args.out) if args.out else Path(args.model) / EXPORT_FORMATS[args.format]
     check_trained(RunFolder(args.model))
-    check_export_folder(args.out, "--out")
+    check_export_folder(args.out, "--out", "web export" if args.format == "web" else "export")
     return args
 
 
@@ -377,8 +384,8 @@ def check_trained(run: RunFolder) -> Config:
     return config
 
 
-def check_export_folder(out: Path, flag: str) -> None:
-    """Refuses an export folder that cannot be written, or that holds anything but a
-    SavedModel that keras_rnnlm exported."""
+def check_export_folder(out: Path, flag: str, kind: str = "export") -> None:
+    """Refuses an export folder that cannot be written, or that holds anything but an
+    export of this ``kind`` ("export": a SavedModel; "web export") that keras_rnnlm wrote."""
     check_folder_path(out, flag)
-    Owned(out, "export").check(f"choose another {flag}")
+    Owned(out, kind).check(f"choose another {flag}")

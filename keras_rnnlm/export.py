@@ -222,5 +222,10 @@ TensorFlow Serving REST (POST /v1/models/<name>:predict):
 
 def main(args: argparse.Namespace) -> int:
     """``python -m keras_rnnlm.export``, its arguments checked (:func:`keras_rnnlm.arguments.export`)."""
-    export_run(args.model, args.out)
+    if args.format == "web":
+        from keras_rnnlm.web import export_web
+
+        export_web(args.model, args.out)
+    else:
+        export_run(args.model, args.out)
     return 0

@@ -159,6 +159,7 @@ LAYOUTS = {
             "cache.json", "backup/latest.npz", "logs/train/events.out.tfevents.*", "logs/validation/events.out.tfevents.*"),
     "export": ("saved_model.pb", "fingerprint.pb", "README.txt", "variables/variables.index",
                "variables/variables.data-*-of-*", "assets/*"),
+    "web export": ("index.html", "rnnlm.js", "model.json", "weights.bin", "README.txt"),
     "prepared corpus": ("manifest.json", "vocabulary.txt", "train-[0-9][0-9][0-9][0-9][0-9].bin",
                         "valid-[0-9][0-9][0-9][0-9][0-9].bin", "train-segments.npy", "valid-segments.npy",
                         "work/ids.u32", "work/types.txt", "work/job.json", "work/state.json"),
@@ -170,6 +171,7 @@ LAYOUTS = {
 SIGNATURES = {
     "run": [[("config.toml", b"\n[corpus]\n"), ("vocabulary.txt", b"<pad>\n<unk>\n<eol>\n")]],
     "export": [[("saved_model.pb", b""), ("README.txt", b"A keras_rnnlm language model exported from")]],
+    "web export": [],  # always written with a marker
     "prepared corpus": [[("manifest.json", b'"keras_rnnlm prepared corpus"')], [("work/job.json", b'"valid_sources"')]],
     "search": [[("tune.json", b'"strategy"'), ("tune.json", b'"trials"')]],
 }
