@@ -18,6 +18,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import socket
 from pathlib import Path
 
 from keras_rnnlm.config import Config, load_config
@@ -339,6 +340,36 @@ def export(argv: list[str] | None = None) -> argparse.Namespace:
     args.out = Path(args.out) if args.out else Path(args.model) / EXPORT_FORMATS[args.format]
     check_trained(RunFolder(args.model))
     check_export_folder(args.out, "--out", "web export" if args.format == "web" else "export")
+    return args
+
+
+def serve(argv: list[str] | None = None) -> argparse.Namespace:
+    """The serve command's arguments (``model`` the run folder, the most recent run when
+    none is given), checked: the web extra installed, the run trained, the port free.
+
+    Raises:
+        RnnlmError: The first mistake found.
+    """
+    parser = _parser("serve", "A local web page to write with a trained model (needs pip install \".[serve]\").",
+                     model=LATEST_RUN)
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only; 0.0.0.0: every network it is on)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.port <= 65535:
+        raise RnnlmError(f"--port must be between 1 and 65535, got {args.port}")
+    missing = [name for name in ("starlette", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RnnlmError(f"serve needs {' and '.join(missing)}: pip install \"keras_rnnlm[serve]\" (in a checkout: pip install \".[serve]\")")
+    if args.model is None:
+        args.model = latest_run()
+    check_trained(RunFolder(args.model))
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    with socket.socket(family) as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as error:
+            raise RnnlmError(f"cannot listen on {args.host}:{args.port} ({error.strerror}); pass --port with another port") from None
     return args
 
 

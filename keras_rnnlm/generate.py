@@ -32,6 +32,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -84,6 +85,15 @@ class Generator:
         self.window_size = window_size
         self.line_mode = line_mode
         self.logits = NextTokenLogits(model, len(vocabulary), banned_ids=[PAD_ID, UNK_ID], attention_memory=attention_memory)
+        self.cache = cache
+        self._stepper = None  # stream's compiled functions, made at its first call
+
+        @tf.function(input_signature=[tf.TensorSpec([None, window_size], tf.int32, name="windows")])
+        def next_probabilities(windows):  # (batch, vocabulary): the Keras model's softmax after each window
+            probabilities = tf.cast(model(windows, training=False), tf.float32)
+            return probabilities if window_size else probabilities[:, -1]  # a bptt model predicts after every token
+
+        self.next_probabilities = next_probabilities
 
         # An explicit signature: one trace serves every batch size and setting, and the
         # same function can be exported in a SavedModel.
@@ -174,6 +184,58 @@ class Generator:
             tf.constant(max_lines, tf.int32),
         ).numpy()
         return [self.text_from_ids(prompt, ids) for prompt, ids in zip(prompts, new_ids)]
+
+    def stream(
+        self, prompts: list[str], num_tokens: int, sampling: Sampling = Sampling(), seed: int = 0, max_lines: int | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Writes what :meth:`generate` writes (the same tokens for the same settings and
+        seed), one token at a time: a caller shows each as it comes, and stops when it likes.
+
+        Yields:
+            int32 (len(prompts),): the next token of each prompt; ``<pad>`` for a sample
+            that stopped at its last line. Ends when every sample stopped, or after ``num_tokens``.
+
+        Raises:
+            RnnlmError: The token or line count is out of range.
+        """
+        check_generation(num_tokens, max_lines, seed)
+        if max_lines is None:
+            max_lines = 1 if self.line_mode else 0
+        start, step = self._stepper or self._compiled_steps()
+        state = start(tf.constant(self.windows_from_prompts(prompts)))
+        lines = tf.zeros([len(prompts)], tf.int32)
+        settings = [tf.constant(value, dtype) for value, dtype in ((sampling.temperature, tf.float32), (sampling.top_k, tf.int32),
+                                                                   (sampling.top_p, tf.float32), (seed, tf.int32), (max_lines, tf.int32))]
+        for index in range(num_tokens):
+            ids, state, lines = step(state, lines, tf.constant(index), *settings)
+            yield ids.numpy()
+            if max_lines and bool(np.all(lines.numpy() >= max_lines)):
+                return
+
+    def _compiled_steps(self):
+        """stream's functions: the state after the prompts, and one step of
+        :func:`generate_ids`' loop (the same draws: token ``i`` from the seed ``(seed, i)``)."""
+        steps = self.logits.prepare()  # what every step shares, computed once
+        if self.cache is not None:
+            steps = cached_steps(steps, self.cache)
+
+        @tf.function(reduce_retracing=True)
+        def step(state, lines, index, temperature, top_k, top_p, seed, max_lines):
+            uniform = tf.random.stateless_uniform([tf.shape(lines)[0], 2], seed=tf.stack([seed, index]))
+            ids = next_ids(steps.logits(state), temperature, top_k, top_p, uniform)
+            ids = tf.where((max_lines > 0) & (lines >= max_lines), PAD_ID, ids)
+            return ids, steps.advance(state, ids), lines + tf.cast(ids == LINE_BREAK_ID, tf.int32)
+
+        self._stepper = tf.function(steps.start, reduce_retracing=True), step
+        return self._stepper
+
+    def next_words(self, prompt: str, k: int) -> list[tuple[str, float]]:
+        """The ``k`` likeliest next tokens after ``prompt`` and their probabilities (the
+        model's softmax), ``<pad>`` and ``<unk>`` left out, as the exported ``next_words``."""
+        probabilities = self.next_probabilities(tf.constant(self.windows_from_prompts([prompt]))).numpy()[0]
+        probabilities[[PAD_ID, UNK_ID]] = -1.0
+        best = np.argsort(-probabilities, kind="stable")[:k]
+        return [(self.vocabulary.tokens[index], float(probabilities[index])) for index in best]
 
     def text_from_ids(self, prompt: str, ids: np.ndarray) -> str:
         """The prompt followed by the generated ids, detokenized; padding marks a sample that stopped."""
