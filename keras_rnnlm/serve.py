@@ -4,7 +4,8 @@ The page (``keras_rnnlm/page/index.html``, the same one ``export --format web`` 
 talks to a small JSON API; the model runs here, in this process:
 
 - ``GET /api/runs``: the runs to switch between (the run folder's siblings), each with
-  its corpus, size, validation perplexity and date.
+  its corpus, size, validation perplexity and date; and the generations running or
+  waiting, and the tokens written since the server started.
 - ``POST /api/next_words`` ``{"text", "k": 8, "run"}``: the k likeliest next tokens and
   their probabilities, ``<pad>`` and ``<unk>`` left out.
 - ``POST /api/generate`` ``{"text", "num_tokens": 50, "strategy": "temperature",
@@ -129,6 +130,7 @@ class Turns:
     def __init__(self):
         self.running = asyncio.Semaphore(MAX_RUNNING)
         self.holders = 0  # running or waiting
+        self.tokens_written = 0  # since the server started
 
     def check(self) -> None:
         if self.holders >= MAX_RUNNING + MAX_WAITING:
@@ -230,13 +232,15 @@ def create_app(default_run: str | Path) -> Starlette:
                     for sample, id_ in enumerate(ids.tolist()):
                         if id_:  # <pad>: that sample stopped
                             written += 1
+                            turns.tokens_written += 1
                             yield json.dumps({"sample": sample, "token": generator.vocabulary.tokens[id_]}) + "\n"
             yield json.dumps({"done": True, "tokens": written, "seconds": round(time.perf_counter() - started, 3)}) + "\n"
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     async def list_runs(request: Request) -> Response:
-        return JSONResponse({"default": runs.default.name, "runs": await run_in_threadpool(runs.describe)})
+        return JSONResponse({"default": runs.default.name, "runs": await run_in_threadpool(runs.describe),
+                             "generations": turns.holders, "tokens_written": turns.tokens_written})
 
     async def http_error(request: Request, error: HTTPError) -> Response:
         return JSONResponse({"error": str(error)}, status_code=error.status)

@@ -157,3 +157,42 @@ def test_several_samples_are_offered_to_choose_from(page):
     assert second.startswith(PROMPT) and len(second) > len(PROMPT)
     choices.nth(1).locator("button").click()
     assert page.input_value("#text") == second
+
+
+PARITY = """async ([prompts, tokens]) => {
+  const [manifest, weights] = await Promise.all([fetch("model.json").then((r) => r.json()), fetch("weights.bin").then((r) => r.arrayBuffer())]);
+  const model = new RNNLM.Model(manifest, weights);
+  return prompts.map((prompt) => {
+    const greedy = Array.from(model.tokens(prompt, { numTokens: tokens, temperature: 0 }));
+    return { probabilities: Array.from(model.probabilities(model.start(model.idsFromText(prompt)))), text: model.text(prompt, greedy) };
+  });
+}"""
+
+
+@pytest.mark.parametrize("run, prompts", [
+    ("song_run", ["cause baby now we got", "", "You KNOW, it used zebra"]),  # word level, windows
+    ("names_run", ["an", "", "Hann"]),  # character level, windows, line mode
+    ("bptt_run", ["the cat sat on the", "", "The HAT, the mat"]),  # word level, bptt, tied embeddings
+])
+def test_the_browser_predicts_and_writes_what_keras_does(browser, run, prompts, request, tmp_path):
+    import numpy as np
+
+    run = request.getfixturevalue(run)
+    folder = export_web(run, tmp_path / "web")
+    port = free_port()
+    server = started([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], f"http://127.0.0.1:{port}/",
+                     cwd=folder)
+    try:
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/")
+        answers = page.evaluate(PARITY, [prompts, 50])
+        page.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    generator = Generator.from_run(run)
+    for prompt, answer in zip(prompts, answers):
+        probabilities = generator.model.predict(generator.windows_from_prompts([prompt]), verbose=0)
+        probabilities = probabilities[0] if generator.window_size else probabilities[0, -1]
+        np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-4, rtol=0)
+        assert answer["text"] == generator.generate([prompt], 50, Sampling(temperature=0.0))[0]
