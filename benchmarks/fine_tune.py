@@ -32,6 +32,7 @@ and samples.
 Usage (from the project root):
     python benchmarks/fine_tune.py --word-base RUN [--char-base RUN] [--pairs word,char]
         [--variants scratch,lr0.1,lr0.3,lr1,frozen,keep] [--minutes 4] [--output-dir /tmp/keras_rnnlm_fine_tune]
+        [--set key=value ...]
 
 Rerunning the same command skips the runs already finished (their folders are kept).
 """
@@ -145,6 +146,7 @@ def main() -> int:
     parser.add_argument("--base-minutes", type=float, default=10.0, help="training minutes of the baby-name base (default: 10)")
     parser.add_argument("--data", default=str(DATA))
     parser.add_argument("--output-dir", default="/tmp/keras_rnnlm_fine_tune")
+    parser.add_argument("--set", action="append", default=[], help="config overrides for every variant (not the base)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     if unknown := [name for name in variants if name not in VARIANTS]:
@@ -169,7 +171,8 @@ def main() -> int:
         base_rate = _base_config(base)["train"]["learning_rate"]
         common = ["--config", str(base / "config.toml"), "--corpus", str(train_text), "--valid", str(held_out),
                   "--output-dir", str(out / pair), "--set", "train.epochs=1000", "--set", f"train.max_minutes={args.minutes}",
-                  "--set", "train.sample_length=0", "--set", "train.early_stopping_patience=3"]
+                  "--set", "train.sample_length=0", "--set", "train.early_stopping_patience=3",
+                  *(arg for override in args.set for arg in ("--set", override))]
         rows = []
         for name in variants:
             run = out / pair / name

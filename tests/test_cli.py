@@ -32,6 +32,9 @@ def write(path, data):
         ("keras_rnnlm.generate", ["--model", "untrained", "--prompt", "caf\udce9"], "error: the prompt is not valid UTF-8 (at character 4)"),
         ("keras_rnnlm.generate", ["--model", "untrained", "--num-samples", "1000000"], "error: --num-samples must be between 1 and 1,000"),
         ("keras_rnnlm.generate", ["--model", "untrained", "--seed", "99999999999"], "error: the seed must be between 0 and 2,147,483,647"),
+        ("keras_rnnlm.serve", ["--model", "untrained"], "error: untrained has no model.keras yet"),
+        ("keras_rnnlm.serve", ["--model", "untrained", "--port", "0"], "error: --port must be between 1 and 65535, got 0"),
+        ("keras_rnnlm.export", ["--model", "untrained", "--format", "html"], "error: argument --format: invalid choice: 'html'"),
         ("keras_rnnlm.train", ["--set", "data.window_size=100000000"], "error: data.window_size = 100000000 is out of range"),
     ],
 )
