@@ -122,6 +122,14 @@ def bptt_run(corpora, shared):
     return trained_once(shared, "bptt", config)
 
 
+@pytest.fixture(scope="session")
+def char_bptt_run(corpora, shared):
+    """A bptt-mode character model of the names: two GRU layers with layer normalization."""
+    config = small_config([corpora / "names.txt"], corpus={"level": "char"}, data={"mode": "bptt", "batch_size": 4, "bptt_steps": 8},
+                          model={"cell": "gru", "layers": 2, "layer_norm": True}, train={"epochs": 1})
+    return trained_once(shared, "char_bptt", config)
+
+
 # Runs a command as `python -m` does, then records whether TensorFlow was imported and the
 # exit status in the file named by its first argument (stdout and stderr stay the command's).
 AS_MAIN = textwrap.dedent("""

@@ -173,6 +173,7 @@ PARITY = """async ([prompts, tokens]) => {
     ("song_run", ["cause baby now we got", "", "You KNOW, it used zebra"]),  # word level, windows
     ("names_run", ["an", "", "Hann"]),  # character level, windows, line mode
     ("bptt_run", ["the cat sat on the", "", "The HAT, the mat"]),  # word level, bptt, tied embeddings
+    ("char_bptt_run", ["an", "", "Hann"]),  # character level, bptt, two GRU layers, layer normalization
 ])
 def test_the_browser_predicts_and_writes_what_keras_does(browser, run, prompts, request, tmp_path):
     import numpy as np

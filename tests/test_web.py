@@ -38,17 +38,15 @@ def node(request: dict) -> list:
 
 
 @pytest.fixture(scope="module")
-def variants(song_run, names_run, bptt_run, corpora, shared):
+def variants(song_run, names_run, bptt_run, char_bptt_run, corpora, shared):
     """Runs of every kind the page runs: word and character level, windows and bptt mode,
     tied and untied, LSTM, GRU and SimpleRNN, with and without layer normalization."""
-    gru = small_config([corpora / "names.txt"], corpus={"level": "char"}, data={"mode": "bptt", "batch_size": 4, "bptt_steps": 8},
-                       model={"cell": "gru", "layers": 2, "layer_norm": True}, train={"epochs": 1})
     simple = small_config([corpora / "song.txt"], model={"cell": "simple_rnn", "layer_norm": True}, train={"epochs": 1})
     return {
         "word, windows, lstm": (song_run, "word"),
         "char, windows, lines": (names_run, "char"),
         "word, bptt, tied": (bptt_run, "word"),
-        "char, bptt, gru, 2 layers, layer norm": (trained_once(shared, "web_gru", gru), "char"),
+        "char, bptt, gru, 2 layers, layer norm": (char_bptt_run, "char"),
         "word, windows, simple_rnn, layer norm": (trained_once(shared, "web_simple_rnn", simple), "word"),
     }
 
