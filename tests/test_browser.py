@@ -197,3 +197,17 @@ def test_the_browser_predicts_and_writes_what_keras_does(browser, run, prompts, 
         probabilities = probabilities[0] if generator.window_size else probabilities[0, -1]
         np.testing.assert_allclose(answer["probabilities"], probabilities, atol=1e-4, rtol=0)
         assert answer["text"] == generator.generate([prompt], 50, Sampling(temperature=0.0))[0]
+
+
+def test_the_served_page_switches_between_runs(page, site, names_run):
+    if site[0] == "static":
+        pytest.skip("a static page holds one model")
+    options = page.locator("#run option")
+    expect(options.filter(has_text=names_run.name)).to_have_count(1)
+    assert "perplexity" in options.filter(has_text=names_run.name).inner_text()
+    page.select_option("#run", names_run.name)
+    expect(page.locator("#model")).to_contain_text("char level")
+    page.fill("#text", "ann")
+    page.locator("#text").dispatch_event("input")
+    expect(page.locator("#suggestions button").first).to_have_attribute("data-word", "a", timeout=30_000)  # anna
+    assert write(page, "ann", strategy="greedy", length=10) == Generator.from_run(names_run).generate(["ann"], 10, Sampling(0.0))[0]

@@ -19,7 +19,12 @@ window.rnnlmBackend = async function () {
   let tokenizer = new RNNLM.Tokenizer(current.tokenizer);
   return {
     get tokenizer() { return tokenizer; },
-    runs: () => listed.runs,
+    // Each run for the page's list: its name, and its corpus, size, validation perplexity and date.
+    runs: () => listed.runs.map((run) => ({
+      name: run.name,
+      label: `${run.name}: ${run.corpus}, ${run.model_megabytes} MB` +
+        `${run.val_perplexity ? `, perplexity ${run.val_perplexity.toFixed(1)}` : ""}, ${run.saved.slice(0, 10)}`,
+    })),
     current: () => current.name,
     switchTo(name) {
       current = listed.runs.find((run) => run.name === name);
