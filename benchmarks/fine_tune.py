@@ -21,7 +21,13 @@ learning rate:
   rate (0.1 is what a fine-tune uses when none is given);
 - ``frozen``: as the default fine-tune, the embedding matrix (and the output layer tied
   to it) held at its starting values through the first epoch;
-- ``keep``: as the default fine-tune, ``--keep-vocabulary``.
+- ``keep``: as the default fine-tune, ``--keep-vocabulary``;
+- ``scratch_vocabulary``: random weights, at the base's learning rate, with the
+  fine-tune's vocabulary (the base's and the small text's words): a from-scratch model
+  that reads the held-out text with the same tokens, and the same ``<unk>``, as a
+  fine-tune. (A from-scratch model whose vocabulary is the small text's alone reads more
+  of the held-out text as ``<unk>``, which is easier to predict: its perplexity is not
+  comparable with the fine-tune's.)
 
 Reported per variant: the best held-out perplexity (nats/char at character level), the
 epoch it came at, the held-out text's share of ``<unk>`` under the run's vocabulary (a
@@ -31,7 +37,7 @@ and samples.
 
 Usage (from the project root):
     python benchmarks/fine_tune.py --word-base RUN [--char-base RUN] [--pairs word,char]
-        [--variants scratch,lr0.1,lr0.3,lr1,frozen,keep] [--minutes 4] [--output-dir /tmp/keras_rnnlm_fine_tune]
+        [--variants scratch,lr0.1,lr0.3,lr1,frozen,keep,scratch_vocabulary] [--minutes 4] [--output-dir /tmp/keras_rnnlm_fine_tune]
         [--set key=value ...]
 
 Rerunning the same command skips the runs already finished (their folders are kept).
@@ -56,7 +62,8 @@ PAIRS = {
              "base_text": "names/names.txt"},
 }
 LEARNING_RATE_SHARES = {"lr0.1": 0.1, "lr0.3": 0.3, "lr1": 1.0}
-VARIANTS = ("scratch", *LEARNING_RATE_SHARES, "frozen", "keep")
+VARIANTS = ("scratch", *LEARNING_RATE_SHARES, "frozen", "keep", "scratch_vocabulary")
+CHILDREN = {"frozen": "--frozen-child", "scratch_vocabulary": "--random-child"}  # variants that patch train.py
 
 
 def split_text(source: Path, out: Path, cut_as_wikitext: bool) -> tuple[Path, Path]:
@@ -75,8 +82,8 @@ def split_text(source: Path, out: Path, cut_as_wikitext: bool) -> tuple[Path, Pa
     return train, held_out
 
 
-def train(args: list[str], freeze_first_epoch: bool = False) -> None:
-    command = [sys.executable, "-m", "keras_rnnlm.train"] if not freeze_first_epoch else [sys.executable, __file__, "--frozen-child"]
+def train(args: list[str], child: str | None = None) -> None:
+    command = [sys.executable, __file__, child] if child else [sys.executable, "-m", "keras_rnnlm.train"]
     subprocess.run([*command, *args], check=True)
 
 
@@ -101,6 +108,26 @@ def history(run: Path) -> list[float]:
 def samples(run: Path, options: list[str]) -> str:
     return subprocess.run([sys.executable, "-m", "keras_rnnlm.generate", "--model", str(run), "--seed", "0", *options],
                           check=True, capture_output=True, text=True).stdout.strip()
+
+
+def random_child(argv: list[str]) -> int:
+    """``python -m keras_rnnlm.train --init-from RUN`` (the fine-tune's vocabulary) from random weights."""
+    from keras_rnnlm import arguments, cli
+    from keras_rnnlm import train as training
+    from keras_rnnlm.model import build_model
+
+    def random_weights(config, vocabulary_size):
+        window_size = None if config.data.mode == "bptt" else config.data.window_size
+        return build_model(config.model, window_size, vocabulary_size).get_weights()
+
+    training.starting_weights = random_weights
+
+    def run(argv):
+        checked = arguments.train(argv)
+        training.train(checked.config, checked.run_dir)
+        return 0
+
+    return cli.run(run, argv)
 
 
 def frozen_child(argv: list[str]) -> int:
@@ -137,6 +164,8 @@ def frozen_child(argv: list[str]) -> int:
 def main() -> int:
     if sys.argv[1:2] == ["--frozen-child"]:
         return frozen_child(sys.argv[2:])
+    if sys.argv[1:2] == ["--random-child"]:
+        return random_child(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--word-base", help="a trained WikiText-2 run (word level, punctuation apart, case kept)")
     parser.add_argument("--char-base", help="a trained baby-name run (default: train configs/names.toml here)")
@@ -177,11 +206,10 @@ def main() -> int:
         for name in variants:
             run = out / pair / name
             start = [] if name == "scratch" else ["--init-from", str(base)]
-            rate = base_rate * LEARNING_RATE_SHARES.get(name, 0.1 if name != "scratch" else 1.0)
+            rate = base_rate * LEARNING_RATE_SHARES.get(name, 1.0 if name.startswith("scratch") else 0.1)
             extra = ["--keep-vocabulary"] if name == "keep" else []
             if not (run / "summary.json").is_file():
-                train([*common, *start, *extra, "--run-name", name, "--set", f"train.learning_rate={rate}"],
-                      freeze_first_epoch=name == "frozen")
+                train([*common, *start, *extra, "--run-name", name, "--set", f"train.learning_rate={rate}"], CHILDREN.get(name))
             summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
             rows.append({"variant": name, "learning_rate": rate, "epochs": summary["epochs"], "best_epoch": summary["best_epoch"],
                          "seconds": summary.get("seconds_this_session"), "val_loss": summary["val_loss"],
@@ -199,16 +227,22 @@ def _base_config(base: Path) -> dict:
 
 
 def report(pair: str, base: Path, rows: list[dict], minutes: float) -> None:
-    scratch = next((row for row in rows if row["variant"] == "scratch"), None)
+    """The table; the fine-tunes are compared with the from-scratch model that reads the
+    held-out text as they do (scratch_vocabulary) when it was trained, else with scratch."""
+    named = {row["variant"]: row for row in rows}
+    scratch = named.get("scratch_vocabulary") or named.get("scratch")
     unit = "nats/char" if pair == "char" else "perplexity"
-    print(f"\n{pair} level, from {base}, {minutes:g} minutes each; held out: the small text's last 10% lines")
+    print(f"\n{pair} level, from {base}, {minutes:g} minutes each; held out: the small text's last 10% lines; "
+          f"compared with {scratch['variant'] if scratch else 'no scratch run'}")
     print(f"| variant | learning rate | epochs (best) | seconds | held-out {unit} | <unk> in held-out | beat scratch's best at epoch |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         figure = f"{row['val_loss']:.3f}" if pair == "char" else f"{row['val_perplexity']:.1f}"
         beat = "—"
         if scratch and row is not scratch:
-            beat = next((str(epoch + 1) for epoch, loss in enumerate(row["val_losses"]) if loss < scratch["val_loss"]), "never")
+            seconds_an_epoch = (row["seconds"] or 0) / row["epochs"]
+            beat = next((f"{epoch + 1} (about {(epoch + 1) * seconds_an_epoch:.0f} s)"
+                         for epoch, loss in enumerate(row["val_losses"]) if loss < scratch["val_loss"]), "never")
         print(f"| {row['variant']} | {row['learning_rate']:g} | {row['epochs']} ({row['best_epoch']}) | {row['seconds']} "
               f"| {figure} | {row['unk_share']:.2%} | {beat} |")
     if scratch:
@@ -216,7 +250,7 @@ def report(pair: str, base: Path, rows: list[dict], minutes: float) -> None:
             if row is not scratch:
                 change = (f"{row['val_loss'] - scratch['val_loss']:+.3f} nats/char" if pair == "char"
                           else f"{row['val_perplexity'] / scratch['val_perplexity'] - 1:+.1%} perplexity")
-                print(f"{row['variant']} against scratch: {change}")
+                print(f"{row['variant']} against {scratch['variant']}: {change}")
     for row in rows:
         print(f"\n{row['variant']} samples:\n{row['samples']}")
 

@@ -88,7 +88,13 @@ class Runs:
         return sorted(path.name for path in trained if (path / "config.toml").is_file() and (path / "vocabulary.txt").is_file())
 
     def describe(self) -> list[dict]:
-        return [describe_run(self.folder / name) for name in self.names()]
+        described = []
+        for name in self.names():
+            try:
+                described.append(describe_run(self.folder / name))
+            except RnnlmError as error:  # a damaged run is left out of the list, and said in the log
+                logger.warning("warning: %s", error)
+        return described
 
     def generator(self, name: str | None) -> Generator:
         name = name or self.default.name
