@@ -1,13 +1,15 @@
 """Fine-tuning a trained model on a small text against training on that text alone (issue 29).
 
-Two pairs from ``../shared/data``:
+Three pairs from ``../shared/data``:
 
-- word level: a WikiText-2 bptt run (``--word-base``, for example the run
+- word level: a WikiText-2 bptt run (``--base word=RUN``, for example the run
   ``python benchmarks/wikitext2.py --config configs/wikitext2_awd.toml`` leaves) fine-tuned
   on Shakespeare's sonnets. The sonnets are first cut as WikiText-2 is (punctuation
   apart from words, case kept) so the base reads them as it read its own text.
-- character level: a baby-name model (``--char-base``; without it, ``configs/names.toml``
-  is trained here for ``--base-minutes``) fine-tuned on the dinosaur names.
+- character level: a baby-name model (``--base char=RUN``; without it, ``configs/names.toml``
+  is trained here for ``--base-minutes``) fine-tuned on the dinosaur names;
+- character level (``sonnets_char``): a tiny Shakespeare model (``--base sonnets_char=RUN``,
+  else ``configs/tinyshakespeare_char.toml`` trained here) fine-tuned on the sonnets.
 
 The small text is split in order: its first 90% lines train, its last 10% are the
 held-out text every run is judged on. Each variant trains in its own process for the same
@@ -36,7 +38,7 @@ the base's text is ``<unk>``), the first epoch a fine-tune beat the from-scratch
 and samples.
 
 Usage (from the project root):
-    python benchmarks/fine_tune.py --word-base RUN [--char-base RUN] [--pairs word,char]
+    python benchmarks/fine_tune.py --base word=RUN [--base char=RUN] [--pairs word,char,sonnets_char]
         [--variants scratch,lr0.1,lr0.3,lr1,frozen,keep,scratch_vocabulary] [--minutes 4] [--output-dir /tmp/keras_rnnlm_fine_tune]
         [--set key=value ...]
 
@@ -56,10 +58,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 
 PAIRS = {
-    "word": {"text": "sonnets/sonnets.txt", "generate": ["--prompt", "Shall I compare thee", "--words", "60",
-                                                         "--num-samples", "2", "--temperature", "0.8"]},
-    "char": {"text": "dinos/dinos.txt", "generate": ["--num-samples", "12"], "base_config": "configs/names.toml",
-             "base_text": "names/names.txt"},
+    "word": {"level": "word", "text": "sonnets/sonnets.txt",
+             "generate": ["--prompt", "Shall I compare thee", "--words", "60", "--num-samples", "2", "--temperature", "0.8"]},
+    "char": {"level": "char", "text": "dinos/dinos.txt", "generate": ["--num-samples", "12"],
+             "base_config": "configs/names.toml", "base_text": "names/names.txt"},
+    "sonnets_char": {"level": "char", "text": "sonnets/sonnets.txt",
+                     "generate": ["--prompt", "Shall I compare thee", "--words", "300", "--temperature", "0.8"],
+                     "base_config": "configs/tinyshakespeare_char.toml", "base_text": "tinyshakespeare/input.txt"},
 }
 LEARNING_RATE_SHARES = {"lr0.1": 0.1, "lr0.3": 0.3, "lr1": 1.0}
 VARIANTS = ("scratch", *LEARNING_RATE_SHARES, "frozen", "keep", "scratch_vocabulary")
@@ -167,9 +172,10 @@ def main() -> int:
     if sys.argv[1:2] == ["--random-child"]:
         return random_child(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--word-base", help="a trained WikiText-2 run (word level, punctuation apart, case kept)")
-    parser.add_argument("--char-base", help="a trained baby-name run (default: train configs/names.toml here)")
-    parser.add_argument("--pairs", default="word,char")
+    parser.add_argument("--base", action="append", default=[], metavar="PAIR=RUN",
+                        help="the run a pair starts from: word (a WikiText-2 run: required), char, sonnets_char "
+                             "(default: trained here)")
+    parser.add_argument("--pairs", default="word,char,sonnets_char")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--minutes", type=float, default=4.0, help="training minutes of every variant (default: 4)")
     parser.add_argument("--base-minutes", type=float, default=10.0, help="training minutes of the baby-name base (default: 10)")
@@ -181,17 +187,16 @@ def main() -> int:
     if unknown := [name for name in variants if name not in VARIANTS]:
         parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     pairs = args.pairs.split(",")
-    if "word" in pairs and not args.word_base:
-        parser.error("the word pair needs --word-base RUN: python benchmarks/wikitext2.py --config configs/wikitext2_awd.toml")
+    bases = dict(given.split("=", 1) for given in args.base)
+    if "word" in pairs and "word" not in bases:
+        parser.error("the word pair needs --base word=RUN: python benchmarks/wikitext2.py --config configs/wikitext2_awd.toml")
     out = Path(args.output_dir)
 
     for pair in pairs:
         spec = PAIRS[pair]
         train_text, held_out = split_text(Path(args.data) / spec["text"], out / pair, cut_as_wikitext=pair == "word")
-        if pair == "word":
-            base = Path(args.word_base)
-        elif args.char_base:
-            base = Path(args.char_base)
+        if pair in bases:
+            base = Path(bases[pair])
         else:
             base = out / pair / "base"
             train(["--config", str(ROOT / spec["base_config"]), "--corpus", str(Path(args.data) / spec["base_text"]),
@@ -216,7 +221,7 @@ def main() -> int:
                          "val_perplexity": summary["val_perplexity"], "unk_share": unk_share(run, held_out),
                          "val_losses": history(run), "samples": samples(run, spec["generate"])})
             print(json.dumps({key: value for key, value in rows[-1].items() if key != "samples"}), flush=True)
-        report(pair, base, rows, args.minutes)
+        report(spec["level"], base, rows, args.minutes)
     return 0
 
 
@@ -226,18 +231,18 @@ def _base_config(base: Path) -> dict:
     return tomllib.loads((base / "config.toml").read_text(encoding="utf-8"))
 
 
-def report(pair: str, base: Path, rows: list[dict], minutes: float) -> None:
+def report(level: str, base: Path, rows: list[dict], minutes: float) -> None:
     """The table; the fine-tunes are compared with the from-scratch model that reads the
     held-out text as they do (scratch_vocabulary) when it was trained, else with scratch."""
     named = {row["variant"]: row for row in rows}
     scratch = named.get("scratch_vocabulary") or named.get("scratch")
-    unit = "nats/char" if pair == "char" else "perplexity"
-    print(f"\n{pair} level, from {base}, {minutes:g} minutes each; held out: the small text's last 10% lines; "
+    unit = "nats/char" if level == "char" else "perplexity"
+    print(f"\n{level} level, from {base}, {minutes:g} minutes each; held out: the small text's last 10% lines; "
           f"compared with {scratch['variant'] if scratch else 'no scratch run'}")
     print(f"| variant | learning rate | epochs (best) | seconds | held-out {unit} | <unk> in held-out | beat scratch's best at epoch |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
-        figure = f"{row['val_loss']:.3f}" if pair == "char" else f"{row['val_perplexity']:.1f}"
+        figure = f"{row['val_loss']:.3f}" if level == "char" else f"{row['val_perplexity']:.1f}"
         beat = "—"
         if scratch and row is not scratch:
             seconds_an_epoch = (row["seconds"] or 0) / row["epochs"]
@@ -248,7 +253,7 @@ def report(pair: str, base: Path, rows: list[dict], minutes: float) -> None:
     if scratch:
         for row in rows:
             if row is not scratch:
-                change = (f"{row['val_loss'] - scratch['val_loss']:+.3f} nats/char" if pair == "char"
+                change = (f"{row['val_loss'] - scratch['val_loss']:+.3f} nats/char" if level == "char"
                           else f"{row['val_perplexity'] / scratch['val_perplexity'] - 1:+.1%} perplexity")
                 print(f"{row['variant']} against {scratch['variant']}: {change}")
     for row in rows:
