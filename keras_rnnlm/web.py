@@ -86,7 +86,7 @@ def model_manifest(model: keras.Model, config) -> tuple[dict, list[np.ndarray]]:
 
     def add(name: str, array: np.ndarray) -> None:
         nonlocal offset
-        array = np.asarray(array, dtype=np.float32)
+        array = np.ascontiguousarray(array, dtype=np.float32)
         weights[name] = {"offset": offset, "shape": list(array.shape)}
         arrays.append(array)
         offset += array.size
@@ -100,8 +100,9 @@ def model_manifest(model: keras.Model, config) -> tuple[dict, list[np.ndarray]]:
             raise RnnlmError(f"{cell.name} is a GRU without reset_after, which export --format web does not run")
         name = cell.name
         kernel, recurrent_kernel, bias = (variable.numpy() for variable in cell.cell.weights)
-        add(f"{name}/kernel", kernel)
-        add(f"{name}/recurrent_kernel", recurrent_kernel)
+        # Kernels transposed, (out, in): rnnlm.js sums each output along contiguous memory.
+        add(f"{name}/kernel_t", kernel.T)
+        add(f"{name}/recurrent_kernel_t", recurrent_kernel.T)
         add(f"{name}/bias", bias.reshape(-1))  # a GRU's (2, 3 units): the input bias, then the recurrent one
         layer = {"name": name, "cell": config.model.cell, "units": config.model.units, "layer_norm": None}
         if config.model.layer_norm:
@@ -114,7 +115,7 @@ def model_manifest(model: keras.Model, config) -> tuple[dict, list[np.ndarray]]:
     kernel = output.kernel.numpy()
     tied = kernel.shape == embedding.T.shape and np.array_equal(kernel, embedding.T)
     if not tied:  # tied embeddings are kept once: the page reads the embedding matrix for both
-        add("next_token/kernel", kernel)
+        add("next_token/kernel_t", kernel.T)
     add("next_token/bias", output.bias.numpy())
     return {"layers": layers, "tied": bool(tied), "weights": weights}, arrays
 

@@ -72,13 +72,21 @@
     }
   }
 
-  // y (out) = x (in) . kernel (in, out) + bias, row-major; accumulated in float64.
-  function matvecAdd(x, kernel, outSize, y) {
-    for (let i = 0; i < x.length; i++) {
-      const xi = x[i];
-      if (xi === 0) continue;
-      const row = i * outSize;
-      for (let j = 0; j < outSize; j++) y[j] += xi * kernel[row + j];
+  // y[j] += x . rows[j] for each of y's entries: rows is a kernel stored transposed,
+  // (out, in) row-major, so each sum runs along contiguous memory in registers (about
+  // twice as fast in V8 as adding x[i] * kernel[i][j] into y, which stores at every step).
+  function addProducts(x, rows, y) {
+    const n = x.length;
+    for (let j = 0, row = 0; j < y.length; j++, row += n) {
+      let a = 0, b = 0, c = 0, d = 0, i = 0;
+      for (; i + 3 < n; i += 4) {
+        a += x[i] * rows[row + i];
+        b += x[i + 1] * rows[row + i + 1];
+        c += x[i + 2] * rows[row + i + 2];
+        d += x[i + 3] * rows[row + i + 3];
+      }
+      for (; i < n; i++) a += x[i] * rows[row + i];
+      y[j] += a + b + c + d;
     }
     return y;
   }
@@ -88,9 +96,9 @@
   function cellStep(layer, x, state) {
     const u = layer.units;
     if (layer.type === "lstm") {
-      const z = Float64Array.from(layer.bias);
-      matvecAdd(x, layer.kernel, 4 * u, z);
-      matvecAdd(state.h, layer.recurrent, 4 * u, z);
+      const z = new Float64Array(layer.bias);
+      addProducts(x, layer.kernel, z);
+      addProducts(state.h, layer.recurrent, z);
       const h = new Float64Array(u);
       const c = new Float64Array(u);
       for (let j = 0; j < u; j++) {
@@ -100,10 +108,8 @@
       return { h, c };
     }
     if (layer.type === "gru") {  // Keras' reset_after form: the reset gate scales the recurrent part
-      const inner = Float64Array.from(layer.bias.subarray(0, 3 * u));
-      matvecAdd(x, layer.kernel, 3 * u, inner);
-      const recurrent = Float64Array.from(layer.bias.subarray(3 * u));
-      matvecAdd(state.h, layer.recurrent, 3 * u, recurrent);
+      const inner = addProducts(x, layer.kernel, new Float64Array(layer.bias.subarray(0, 3 * u)));
+      const recurrent = addProducts(state.h, layer.recurrent, new Float64Array(layer.bias.subarray(3 * u)));
       const h = new Float64Array(u);
       for (let j = 0; j < u; j++) {
         const update = sigmoid(inner[j] + recurrent[j]);
@@ -113,9 +119,8 @@
       }
       return { h };
     }
-    const z = Float64Array.from(layer.bias);  // simple_rnn
-    matvecAdd(x, layer.kernel, u, z);
-    matvecAdd(state.h, layer.recurrent, u, z);
+    const z = addProducts(x, layer.kernel, new Float64Array(layer.bias));  // simple_rnn
+    addProducts(state.h, layer.recurrent, z);
     return { h: z.map(Math.tanh) };
   }
 
@@ -150,8 +155,8 @@
       this.layers = manifest.layers.map((layer) => ({
         type: layer.cell,
         units: layer.units,
-        kernel: weight(`${layer.name}/kernel`),
-        recurrent: weight(`${layer.name}/recurrent_kernel`),
+        kernel: weight(`${layer.name}/kernel_t`),
+        recurrent: weight(`${layer.name}/recurrent_kernel_t`),
         bias: weight(`${layer.name}/bias`),
         norm: layer.layer_norm && {
           epsilon: layer.layer_norm.epsilon,
@@ -159,8 +164,8 @@
           beta: weight(`${layer.layer_norm.name}/beta`),
         },
       }));
-      this.tied = manifest.tied;  // the output kernel is the embedding matrix, transposed
-      this.outputKernel = this.tied ? null : weight("next_token/kernel");
+      // Kernels are stored transposed, (out, in); a tied output kernel is the embedding matrix.
+      this.outputRows = manifest.tied ? this.embedding : weight("next_token/kernel_t");
       this.outputBias = weight("next_token/bias");
     }
 
@@ -207,21 +212,8 @@
     }
 
     logits(state) {
-      const features = this.features(state);
-      const size = this.vocabulary.length;
-      const logits = Float64Array.from(this.outputBias);
-      if (this.tied) {
-        const d = this.embeddingDim;
-        for (let j = 0; j < size; j++) {
-          let sum = 0;
-          const row = j * d;
-          for (let i = 0; i < d; i++) sum += features[i] * this.embedding[row + i];
-          logits[j] += sum;
-        }
-      } else {
-        matvecAdd(features, this.outputKernel, size, logits);
-      }
-      return logits;
+      // The output kernel's rows are the embedding matrix's when they are tied.
+      return addProducts(this.features(state), this.outputRows, new Float64Array(this.outputBias));
     }
 
     // The next token's distribution (every id, as the Keras model's softmax gives it).
