@@ -55,6 +55,10 @@ logger = logging.getLogger("keras_rnnlm")
 # --parts 1 2; figures in benchmarks/RESULTS.md). So one part by default. On more cores
 # more parts may pay; that is not measured.
 PARTS = 1
+# Tokens Generator.stream computes per call: each call costs about 2 ms of Python and
+# TensorFlow dispatch, several times a token's own work at batch 1 (benchmarks/serve_load.py
+# against benchmarks/web_speed.py's Generator.generate; figures in benchmarks/RESULTS.md).
+STREAM_CHUNK = 8
 
 
 class Generator:
@@ -201,32 +205,39 @@ class Generator:
         check_generation(num_tokens, max_lines, seed)
         if max_lines is None:
             max_lines = 1 if self.line_mode else 0
-        start, step = self._stepper or self._compiled_steps()
+        start, steps = self._stepper or self._compiled_steps()
         state = start(tf.constant(self.windows_from_prompts(prompts)))
-        lines = tf.zeros([len(prompts)], tf.int32)
+        lines = np.zeros(len(prompts), np.int32)
         settings = [tf.constant(value, dtype) for value, dtype in ((sampling.temperature, tf.float32), (sampling.top_k, tf.int32),
                                                                    (sampling.top_p, tf.float32), (seed, tf.int32), (max_lines, tf.int32))]
-        for index in range(num_tokens):
-            ids, state, lines = step(state, lines, tf.constant(index), *settings)
-            yield ids.numpy()
-            if max_lines and bool(np.all(lines.numpy() >= max_lines)):
-                return
+        for index in range(0, num_tokens, STREAM_CHUNK):
+            chunk, state = steps(state, tf.constant(lines), tf.constant(index), *settings)
+            for ids in chunk.numpy()[: num_tokens - index]:
+                yield ids
+                lines += ids == LINE_BREAK_ID
+                if max_lines and bool(np.all(lines >= max_lines)):
+                    return
 
     def _compiled_steps(self):
-        """stream's functions: the state after the prompts, and one step of
-        :func:`generate_ids`' loop (the same draws: token ``i`` from the seed ``(seed, i)``)."""
+        """stream's functions: the state after the prompts, and :data:`STREAM_CHUNK` steps
+        of :func:`generate_ids`' loop (the same draws: token ``i`` from the seed ``(seed, i)``)."""
         steps = self.logits.prepare()  # what every step shares, computed once
         if self.cache is not None:
             steps = cached_steps(steps, self.cache)
 
         @tf.function(reduce_retracing=True)
-        def step(state, lines, index, temperature, top_k, top_p, seed, max_lines):
-            uniform = tf.random.stateless_uniform([tf.shape(lines)[0], 2], seed=tf.stack([seed, index]))
-            ids = next_ids(steps.logits(state), temperature, top_k, top_p, uniform)
-            ids = tf.where((max_lines > 0) & (lines >= max_lines), PAD_ID, ids)
-            return ids, steps.advance(state, ids), lines + tf.cast(ids == LINE_BREAK_ID, tf.int32)
+        def chunk(state, lines, index, temperature, top_k, top_p, seed, max_lines):
+            written = []
+            for offset in range(STREAM_CHUNK):
+                uniform = tf.random.stateless_uniform([tf.shape(lines)[0], 2], seed=tf.stack([seed, index + offset]))
+                ids = next_ids(steps.logits(state), temperature, top_k, top_p, uniform)
+                ids = tf.where((max_lines > 0) & (lines >= max_lines), PAD_ID, ids)
+                state = steps.advance(state, ids)
+                lines += tf.cast(ids == LINE_BREAK_ID, tf.int32)
+                written.append(ids)
+            return tf.stack(written), state  # (STREAM_CHUNK, batch)
 
-        self._stepper = tf.function(steps.start, reduce_retracing=True), step
+        self._stepper = tf.function(steps.start, reduce_retracing=True), chunk
         return self._stepper
 
     def next_words(self, prompt: str, k: int) -> list[tuple[str, float]]:

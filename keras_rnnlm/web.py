@@ -10,7 +10,7 @@ settings, the vocabulary, the layers and where each weight lies in ``weights.bin
 Why a hand-written runtime: TensorFlow.js cannot read Keras 3 models, and an ONNX
 runtime for the browser is a WebAssembly binary of several megabytes, more than the
 default run's weights; the model is an embedding, a few recurrent cells and one matrix
-product, about 200 lines of JavaScript (tested equal to Keras: tests/test_web.py).
+product, about 300 lines of JavaScript (tested equal to Keras: tests/test_web.py).
 """
 
 from __future__ import annotations
