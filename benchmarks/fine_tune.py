@@ -54,6 +54,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
 
@@ -103,6 +105,37 @@ def unk_share(run: Path, text: Path) -> float:
     tokens = tokenizer.tokens_from_text(text.read_text(encoding="utf-8"))
     unk = vocabulary.id_from_token(UNK)
     return float((vocabulary.ids_from_tokens(tokens) == unk).mean())
+
+
+def log_probabilities(run: Path, text: Path) -> tuple[list[str], np.ndarray]:
+    """A bptt run's log-probability of each token of ``text`` read in order from a line
+    break, the state carried (one lane), and the tokens."""
+    import keras
+
+    from keras_rnnlm.runs import RunFolder
+    from keras_rnnlm.tokenizer import Tokenizer
+
+    config, vocabulary, tokenizer, model = RunFolder(run).load()
+    tokens = Tokenizer.from_config(config.corpus).tokens_from_text(text.read_text(encoding="utf-8"))
+    ids = vocabulary.ids_from_tokens(tokens)
+    inputs = np.concatenate([[2], ids[:-1]])[np.newaxis].astype(np.int32)  # 2: the line break a text starts after
+    probabilities = keras.ops.convert_to_numpy(model(inputs, training=False))[0]  # (tokens, vocabulary)
+    return tokens, np.log(probabilities[np.arange(len(ids)), ids])
+
+
+def shared_word_perplexities(runs: dict[str, Path], text: Path) -> tuple[dict[str, float], float]:
+    """Each bptt run's perplexity over the tokens of ``text`` that every run's vocabulary
+    holds, so that no run scores a word as the easier ``<unk>`` that another must name;
+    and the share of the text's tokens that counts."""
+    from keras_rnnlm.vocab import Vocabulary
+
+    known = set.intersection(*(set(Vocabulary.load(run / "vocabulary.txt").tokens) for run in runs.values())) - {"<unk>"}
+    perplexities, share = {}, 0.0
+    for name, run in runs.items():
+        tokens, logs = log_probabilities(run, text)
+        kept = np.array([token in known for token in tokens])
+        perplexities[name], share = float(np.exp(-logs[kept].mean())), float(kept.mean())
+    return perplexities, share
 
 
 def history(run: Path) -> list[float]:
@@ -222,6 +255,11 @@ def main() -> int:
                          "val_losses": history(run), "samples": samples(run, spec["generate"])})
             print(json.dumps({key: value for key, value in rows[-1].items() if key != "samples"}), flush=True)
         report(spec["level"], base, rows, args.minutes)
+        if spec["level"] == "word" and _base_config(base)["data"]["mode"] == "bptt":
+            perplexities, share = shared_word_perplexities({name: out / pair / name for name in variants}, held_out)
+            print(f"\nperplexity over the held-out tokens every variant's vocabulary holds ({share:.1%} of them):")
+            for name, perplexity in perplexities.items():
+                print(f"| {name} | {perplexity:.1f} |")
     return 0
 
 
