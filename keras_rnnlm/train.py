@@ -44,7 +44,7 @@ from keras_rnnlm.callbacks import (
     StopOnNaN, TimeBudget,
 )
 from keras_rnnlm.cache import fit_cache
-from keras_rnnlm.config import FINE_TUNE_LEARNING_RATE, Config
+from keras_rnnlm.config import Config
 from keras_rnnlm.corpus import corpus_documents
 from keras_rnnlm.data import EVALUATION_LANES, TrainingData, lanes, training_data
 from keras_rnnlm.devices import on_gpu, select_strategy, set_precision
@@ -183,8 +183,8 @@ def fine_tune_start(config: Config) -> dict:
     base = RunFolder(config.train.init_from)
     digest = hashlib.sha256(base.model.read_bytes()).hexdigest()
     logger.info("fine-tuning %s (model.keras sha256 %s…): its tokenization and architecture; learning rate %g "
-                "(train.learning_rate: %g of the run's unless set), early stopping on this text's held-out part",
-                base.path, digest[:12], config.train.learning_rate, FINE_TUNE_LEARNING_RATE)
+                "(train.learning_rate: the run's own unless set), early stopping on this text's held-out part",
+                base.path, digest[:12], config.train.learning_rate)
     return {"run": str(base.path.resolve()), "model_sha256": digest}
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_rnnlm import cli
-from keras_rnnlm.config import FINE_TUNE_LEARNING_RATE, load_config
+from keras_rnnlm.config import load_config
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.model import load_model
 from keras_rnnlm.runs import RunFolder
@@ -20,7 +20,8 @@ def test_a_fine_tune_takes_the_runs_architecture_and_refuses_to_contradict_it(bp
     assert (config.data.mode, config.model.units, config.model.tie_embeddings) == (
         started_from.data.mode, started_from.model.units, started_from.model.tie_embeddings)
     assert config.model.dropout == 0.4 and config.data.batch_size == started_from.data.batch_size
-    assert config.train.learning_rate == pytest.approx(FINE_TUNE_LEARNING_RATE * started_from.train.learning_rate)
+    assert config.train.learning_rate == started_from.train.learning_rate
+    assert load_config(None, [f"train.init_from={bptt_run}", "train.learning_rate=0.5"]).train.learning_rate == 0.5
     with pytest.raises(RnnlmError, match=r"^model\.units = 64 contradicts the model train\.init_from starts from"):
         load_config(None, [f"train.init_from={bptt_run}", "model.units=64"])
     with pytest.raises(RnnlmError, match="is not a run folder"):
