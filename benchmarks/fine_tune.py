@@ -1,11 +1,14 @@
 """Fine-tuning a trained model on a small text against training on that text alone (issue 29).
 
-Three pairs from ``../shared/data``:
+Four pairs from ``../shared/data``:
 
 - word level: a WikiText-2 bptt run (``--base word=RUN``, for example the run
   ``python benchmarks/wikitext2.py --config configs/wikitext2_awd.toml`` leaves) fine-tuned
   on Shakespeare's sonnets. The sonnets are first cut as WikiText-2 is (punctuation
   apart from words, case kept) so the base reads them as it read its own text.
+- word level (``word_kjv``): a model of the built-in corpus (``--base word_kjv=RUN``, for
+  example ``python -m keras_rnnlm.train``'s), whose English is the sonnets' age,
+  fine-tuned on the sonnets as they are (the base's own tokenizer cuts them);
 - character level: a baby-name model (``--base char=RUN``; without it, ``configs/names.toml``
   is trained here for ``--base-minutes``) fine-tuned on the dinosaur names;
 - character level (``sonnets_char``): a tiny Shakespeare model (``--base sonnets_char=RUN``,
@@ -64,6 +67,8 @@ PAIRS = {
              "generate": ["--prompt", "Shall I compare thee", "--words", "60", "--num-samples", "2", "--temperature", "0.8"]},
     "char": {"level": "char", "text": "dinos/dinos.txt", "generate": ["--num-samples", "12"],
              "base_config": "configs/names.toml", "base_text": "names/names.txt"},
+    "word_kjv": {"level": "word", "text": "sonnets/sonnets.txt",
+                 "generate": ["--prompt", "shall i compare thee", "--words", "60", "--num-samples", "2", "--temperature", "0.8"]},
     "sonnets_char": {"level": "char", "text": "sonnets/sonnets.txt",
                      "generate": ["--prompt", "Shall I compare thee", "--words", "300", "--temperature", "0.8"],
                      "base_config": "configs/tinyshakespeare_char.toml", "base_text": "tinyshakespeare/input.txt"},
@@ -108,8 +113,9 @@ def unk_share(run: Path, text: Path) -> float:
 
 
 def log_probabilities(run: Path, text: Path) -> tuple[list[str], np.ndarray]:
-    """A bptt run's log-probability of each token of ``text`` read in order from a line
-    break, the state carried (one lane), and the tokens."""
+    """A run's log-probability of each token of ``text``, and the tokens: a bptt run reads
+    the text in order from a line break, the state carried (one lane); a windows run reads
+    the window_size tokens before each (left-padded with <pad> at the start)."""
     import keras
 
     from keras_rnnlm.runs import RunFolder
@@ -118,8 +124,14 @@ def log_probabilities(run: Path, text: Path) -> tuple[list[str], np.ndarray]:
     config, vocabulary, tokenizer, model = RunFolder(run).load()
     tokens = Tokenizer.from_config(config.corpus).tokens_from_text(text.read_text(encoding="utf-8"))
     ids = vocabulary.ids_from_tokens(tokens)
-    inputs = np.concatenate([[2], ids[:-1]])[np.newaxis].astype(np.int32)  # 2: the line break a text starts after
-    probabilities = keras.ops.convert_to_numpy(model(inputs, training=False))[0]  # (tokens, vocabulary)
+    if config.data.mode == "bptt":
+        inputs = np.concatenate([[2], ids[:-1]])[np.newaxis].astype(np.int32)  # 2: the line break a text starts after
+        probabilities = keras.ops.convert_to_numpy(model(inputs, training=False))[0]  # (tokens, vocabulary)
+    else:
+        size = config.data.window_size
+        padded = np.concatenate([np.zeros(size, np.int32), ids])
+        windows = np.stack([padded[start:start + size] for start in range(len(ids))]).astype(np.int32)
+        probabilities = model.predict(windows, batch_size=256, verbose=0)  # (tokens, vocabulary)
     return tokens, np.log(probabilities[np.arange(len(ids)), ids])
 
 
@@ -223,6 +235,8 @@ def main() -> int:
     bases = dict(given.split("=", 1) for given in args.base)
     if "word" in pairs and "word" not in bases:
         parser.error("the word pair needs --base word=RUN: python benchmarks/wikitext2.py --config configs/wikitext2_awd.toml")
+    if "word_kjv" in pairs and "word_kjv" not in bases:
+        parser.error("the word_kjv pair needs --base word_kjv=RUN: python -m keras_rnnlm.train (the built-in corpus)")
     out = Path(args.output_dir)
 
     for pair in pairs:
@@ -255,7 +269,7 @@ def main() -> int:
                          "val_losses": history(run), "samples": samples(run, spec["generate"])})
             print(json.dumps({key: value for key, value in rows[-1].items() if key != "samples"}), flush=True)
         report(spec["level"], base, rows, args.minutes)
-        if spec["level"] == "word" and _base_config(base)["data"]["mode"] == "bptt":
+        if spec["level"] == "word":
             perplexities, share = shared_word_perplexities({name: out / pair / name for name in variants}, held_out)
             print(f"\nperplexity over the held-out tokens every variant's vocabulary holds ({share:.1%} of them):")
             for name, perplexity in perplexities.items():
