@@ -335,15 +335,17 @@ FINE_TUNE_INHERITED = (
     "model.attention", "model.attention_heads", "model.attention_memory",
 )
 # Taken from that run unless given: how large the extended vocabulary may grow, the
-# regularization, the softmax, the lanes, the optimizer and its step size. (The run's own
-# step size: a tenth or three tenths of it fine-tuned worse on both pairs measured,
-# benchmarks/fine_tune.py. Weight averaging is not taken: over the few steps of a small
-# text, the run's 0.999 kept the saved weights near the start, 445 against 246.)
+# regularization, the lanes, the optimizer and its step size. Measured on the sonnets
+# from a WikiText-2 run (benchmarks/fine_tune.py): a tenth or three tenths of the run's
+# step size fine-tuned worse, on every pair; the run's sampled softmax is not taken (the
+# full softmax, 204 against 246: on a small text the steps are few, and each must push
+# down every word the text does not use), nor its weight averaging (over a few hundred
+# steps its 0.999 kept the saved weights near the start: 445 against 246).
 FINE_TUNE_DEFAULTS = (
     "vocab.max_size", "vocab.min_count", "data.batch_size",
     "model.dropout", "model.recurrent_dropout", "model.embedding_dropout", "model.locked_dropout", "model.weight_dropout",
     "model.word_dropout", "model.activation_regularization", "model.temporal_activation_regularization",
-    "model.softmax", "model.sampled_candidates", "train.optimizer", "train.learning_rate", "train.clipnorm",
+    "train.optimizer", "train.learning_rate", "train.clipnorm",
 )
 
 
