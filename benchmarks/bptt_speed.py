@@ -20,6 +20,8 @@ Paths:
 Usage:
     pip install ".[bench]"      # PyTorch (CPU)
     python benchmarks/bptt_speed.py [--repeats 5] [--steps 100] [--paths keras_rnnlm_float32 torch ...]
+    python benchmarks/bptt_speed.py --paths keras_rnnlm_float32 keras_rnnlm_layer_norm keras_rnnlm_attention \\
+        keras_rnnlm_attention_layer_norm    # issue 28's options, against without, in one run
 """
 
 from __future__ import annotations
@@ -43,22 +45,29 @@ from keras_rnnlm.data import lanes, training_lanes  # noqa: E402
 from keras_rnnlm.devices import select_strategy, set_precision  # noqa: E402
 from keras_rnnlm.model import build_model, compile_model, training_model  # noqa: E402
 
-PATHS = ("keras_rnnlm_float32", "keras_rnnlm_mixed", "torch", "torch_bfloat16")
+PATHS = ("keras_rnnlm_float32", "keras_rnnlm_mixed", "torch", "torch_bfloat16",
+         "keras_rnnlm_layer_norm", "keras_rnnlm_attention", "keras_rnnlm_attention_layer_norm")
+# The architecture options of issue 28, in float32: not part of the default paths.
+DEFAULT_PATHS = PATHS[:4]
 
 
-def model_config(args) -> ModelConfig:
-    return ModelConfig(embedding_dim=args.units, units=args.units, layers=args.layers, dropout=0.2, tie_embeddings=True)
+def model_config(args, **options) -> ModelConfig:
+    return ModelConfig(embedding_dim=args.units, units=args.units, layers=args.layers, dropout=0.2, tie_embeddings=True,
+                       **options)
 
 
-def keras_rnnlm_training(ids, args, precision: str):
-    """keras_rnnlm's bptt training; returns (tokens per epoch, train(epochs, callback))."""
+def keras_rnnlm_training(ids, args, precision: str, **options):
+    """keras_rnnlm's bptt training (``options``: more ModelConfig fields, such as
+    attention or layer_norm); returns (tokens per epoch, train(epochs, callback))."""
     train_config = TrainConfig(optimizer="sgd", learning_rate=20.0, clipnorm=0.25)
     strategy = select_strategy("cpu")
     set_precision(precision, strategy)
+    config = model_config(args, **options)
     with strategy.scope():
-        model = build_model(model_config(args), None, args.vocabulary)
+        model = build_model(config, None, args.vocabulary)
         compile_model(model, train_config)
-        trainer = training_model(model, train_config, lanes=args.lanes, bptt_steps=args.bptt, tie_embeddings=True)
+        trainer = training_model(model, train_config, lanes=args.lanes, bptt_steps=args.bptt, tie_embeddings=True,
+                                 attention_memory=config.memory)
     keras.mixed_precision.set_global_policy("float32")
     text = lanes([ids[1:]], args.lanes, args.bptt)
     feed, steps_per_epoch = training_lanes(text), text.num_steps
@@ -135,6 +144,11 @@ def _worker(connection, path: str, settings: dict) -> None:
         "keras_rnnlm_mixed": lambda: keras_rnnlm_training(ids, args, "mixed"),
         "torch": lambda: torch_training(ids, args, bfloat16=False),
         "torch_bfloat16": lambda: torch_training(ids, args, bfloat16=True),
+        "keras_rnnlm_layer_norm": lambda: keras_rnnlm_training(ids, args, "float32", layer_norm=True),
+        "keras_rnnlm_attention": lambda: keras_rnnlm_training(ids, args, "float32", attention=True,
+                                                              attention_memory=args.attention_memory),
+        "keras_rnnlm_attention_layer_norm": lambda: keras_rnnlm_training(ids, args, "float32", attention=True, layer_norm=True,
+                                                                         attention_memory=args.attention_memory),
     }
     tokens, train = builders[path]()
     train(args.repeats + 1, _Turns(connection, tokens))
@@ -142,7 +156,8 @@ def _worker(connection, path: str, settings: dict) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(DEFAULT_PATHS))
+    parser.add_argument("--attention-memory", type=int, default=512, help="outputs the attention paths remember (default: 512)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100, help="steps per measured epoch")
     parser.add_argument("--vocabulary", type=int, default=33_278)
@@ -161,7 +176,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"SGD; {args.repeats} repeats of {args.steps} steps, medians; {os.cpu_count()} CPUs; TensorFlow {tf.__version__}")
     print(f"float32 matmul peak: {peak / 1e9:,.0f} GFLOPS; training FLOPs per token: {flops / 1e6:.1f} M")
     for path, value in medians.items():
-        print(f"{path:>20}: {value:9,.0f} tokens/s  ({value * flops / peak:5.1%} of the float32 matmul peak)")
+        print(f"{path:>32}: {value:9,.0f} tokens/s  ({value * flops / peak:5.1%} of the float32 matmul peak)")
+    for option in PATHS[4:]:
+        if option in medians and "keras_rnnlm_float32" in medians:
+            print(f"{option} vs keras_rnnlm_float32: {medians[option] / medians['keras_rnnlm_float32']:.2f}x")
     for ours in ("keras_rnnlm_float32", "keras_rnnlm_mixed"):
         for theirs in ("torch", "torch_bfloat16"):
             if ours in medians and theirs in medians:

@@ -82,7 +82,7 @@ def test_train_speed_runs_at_a_tiny_size():
 
 @pytest.mark.slow
 def test_bptt_speed_runs_at_a_tiny_size():
-    paths = ["keras_rnnlm_mixed"] + (["torch_bfloat16"] if HAS_TORCH else [])  # the float32 paths differ by a flag
+    paths = ["keras_rnnlm_mixed", "keras_rnnlm_attention_layer_norm"] + (["torch_bfloat16"] if HAS_TORCH else [])
     result = run_benchmark("bptt_speed.py", "--repeats", "1", "--steps", "2", "--vocabulary", "50", "--units", "8",
                            "--lanes", "2", "--bptt", "3", "--matmul-size", "128", "--paths", *paths)
     assert set(result["tokens_per_second"]) == set(paths)
