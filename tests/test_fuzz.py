@@ -93,6 +93,7 @@ def own_folders(song_run, corpora, tmp_path_factory):
     return {"song_run": song_run, "prepared": folder / "prepared", "exported": folder / "exported"}
 
 
+@pytest.mark.slow  # 14 commands on folders of every kind: half a minute
 @settings(max_examples=14, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(
     command=st.sampled_from(sorted(COMMANDS)),

@@ -154,6 +154,7 @@ def unused_port():
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow  # starts the command in a process of its own
 def test_serve_refuses_a_busy_port_and_warns_before_listening_on_every_network(song_run, capsys, unused_port):
     import socket
 

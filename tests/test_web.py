@@ -53,7 +53,8 @@ def variants(song_run, names_run, bptt_run, char_bptt_run, corpora, shared):
 
 @needs_node
 @pytest.mark.parametrize("kind", ["word, windows, lstm", "char, windows, lines", "word, bptt, tied",
-                                  "char, bptt, gru, 2 layers, layer norm", "word, windows, simple_rnn, layer norm"])
+                                  "char, bptt, gru, 2 layers, layer norm",
+                                  pytest.param("word, windows, simple_rnn, layer norm", marks=pytest.mark.slow)])
 def test_the_page_model_predicts_and_writes_what_keras_does(variants, kind, tmp_path):
     run, level = variants[kind]
     folder = export_web(run, tmp_path / "web")
