@@ -12,6 +12,9 @@ from keras_rnnlm.export import SIGNATURES, export_run
 from keras_rnnlm.generate import Generator
 from keras_rnnlm.sampling import Sampling
 
+# Exporting three runs as SavedModels takes half a minute of the suite's three: CI runs these after it.
+pytestmark = pytest.mark.slow
+
 # Runs in a fresh process that cannot import keras or keras_rnnlm: it reads requests
 # (SavedModel folder, signature name, inputs) as JSON on stdin and prints each result, or
 # the error's message.

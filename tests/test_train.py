@@ -315,6 +315,7 @@ def test_both_modes_at_both_levels_through_the_cli(capsys, tmp_path, level, sequ
     assert (out / "tiny" / "model.keras").is_file()
 
 
+@pytest.mark.slow  # half a minute: the command line's whole run, export included
 def test_cli_end_to_end_on_the_tiny_config(song_file, tmp_path, capsys):
     """The real command, in a fresh process, as a user runs it (exporting at the end); then
     the evaluation command's entry point."""
