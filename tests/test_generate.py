@@ -163,6 +163,7 @@ def test_a_folder_that_is_not_a_run_is_a_clear_error(tmp_path, capsys):
     assert status == 2 and "is not a keras_rnnlm run" in err
 
 
+@pytest.mark.slow  # two more processes, each loading TensorFlow
 def test_same_seed_same_text_across_processes(song_run, song):
     command = [sys.executable, "-m", "keras_rnnlm.generate", "--model", str(song_run), "--prompt", "you know",
                "--words", "25", "--temperature", "3", "--num-samples", "3", "--seed", "11"]

@@ -189,8 +189,8 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.parametrize(
     "mode, interruption",
     [("windows", {"at_epoch": 2, "training_batch": 3}),
-     ("windows, backups inside epochs", {"at_epoch": 2, "training_batch": 10}),
      # The rarer paths run with the slow tests (CI runs them after the README's command).
+     pytest.param("windows, backups inside epochs", {"at_epoch": 2, "training_batch": 10}, marks=pytest.mark.slow),
      pytest.param("windows, backups inside epochs", {"at_epoch": 1, "validation_batch": 1}, marks=pytest.mark.slow),
      ("bptt", {"at_epoch": 2, "training_batch": 6}),
      pytest.param("windows, epochs of 10 steps", {"at_epoch": 3, "training_batch": 6}, marks=pytest.mark.slow),
