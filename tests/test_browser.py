@@ -140,9 +140,17 @@ def test_stop_ends_a_long_generation(page):
     page.select_option("#strategy", "temperature")
     page.fill("#length", "2000")
     page.click("#continue")
-    expect(page.locator("#stop")).to_be_enabled()
-    page.wait_for_function(f"document.getElementById('text').value.length > {len(PROMPT) + 20}")
-    page.click("#stop")
+    # Clicked from inside the page the moment text appears: the served page writes 2,000
+    # tokens in about a second, faster than a click from here would land.
+    page.evaluate(f"""() => new Promise((done) => {{
+        const poll = setInterval(() => {{
+            if (document.getElementById("text").value.length > {len(PROMPT) + 20}) {{
+                document.getElementById("stop").click();
+                clearInterval(poll);
+                done();
+            }}
+        }}, 1);
+    }})""")
     expect(page.locator("#continue")).to_be_enabled(timeout=30_000)
     expect(page.locator("#status")).to_contain_text("stopped")
     written = int(page.locator("#status").inner_text().split()[0])
