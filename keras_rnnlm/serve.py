@@ -98,7 +98,7 @@ class Runs:
 
     def generator(self, name: str | None) -> Generator:
         name = name or self.default.name
-        if name not in self.names():
+        if name not in self.loaded and name not in self.names():  # a loaded run needs no look at the folder
             raise HTTPError(404, f"no trained run named {name!r} in {self.folder}; GET /api/runs lists them")
         with self.lock:  # one load at a time; a model loads in seconds
             if name not in self.loaded:
