@@ -23,10 +23,11 @@ learning rate:
 
 - ``scratch``: random weights, the base's learning rate;
 - ``lr0.1`` / ``lr0.3`` / ``lr1``: from the base, at that share of the base's learning
-  rate (0.1 is what a fine-tune uses when none is given);
-- ``frozen``: as the default fine-tune, the embedding matrix (and the output layer tied
+  rate (a fine-tune given none takes the base's own, as ``lr1``; it took a tenth before
+  these measurements);
+- ``frozen``: as ``lr0.1``, the embedding matrix (and the output layer tied
   to it) held at its starting values through the first epoch;
-- ``keep``: as the default fine-tune, ``--keep-vocabulary``;
+- ``keep``: as ``lr0.1``, with ``--keep-vocabulary``;
 - ``scratch_vocabulary``: random weights, at the base's learning rate, with the
   fine-tune's vocabulary (the base's and the small text's words): a from-scratch model
   that reads the held-out text with the same tokens, and the same ``<unk>``, as a
