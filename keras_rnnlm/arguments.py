@@ -26,7 +26,7 @@ from keras_rnnlm.corpus import check_readable, corpus_documents, find_documents
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.files import Owned, check_folder_path, check_name
 from keras_rnnlm.multiworker import Cluster
-from keras_rnnlm.runs import CacheSettings, RunFolder, latest_run
+from keras_rnnlm.runs import CacheSettings, DynamicSettings, RunFolder, latest_run
 from keras_rnnlm.sampling import DEFAULT_TOP_K, DEFAULT_TOP_P, STRATEGIES, Sampling, check_generation
 from keras_rnnlm.search_space import read_search
 from keras_rnnlm.shards import PreparedCorpus, is_prepared, prepared_corpus_path
@@ -306,16 +306,27 @@ def evaluate(argv: list[str] | None = None) -> argparse.Namespace:
                        help="bptt mode: also score with the run's fitted continuous cache (docs/evaluating.md)")
     cache.add_argument("--fit-cache", action="store_true",
                        help="bptt mode: fit the cache's settings on this (validation) text and keep them in the run folder")
+    cache.add_argument("--fit-dynamic", action="store_true",
+                       help="bptt mode: fit dynamic evaluation's settings on this (validation) text, a pass per setting tried, "
+                            "and keep them in the run folder")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="bptt mode: also score by dynamic evaluation, the model learning from the text as it scores it, "
+                             "with the run's fitted settings (docs/evaluating.md)")
     args = parser.parse_args(argv)
     if not 1 <= args.batch_size <= 1_000_000:
         raise RnnlmError(f"--batch-size must be between 1 and 1,000,000, got {args.batch_size}")
     run = RunFolder(args.model)
     config = check_trained(run)
-    if (args.cache or args.fit_cache) and config.data.mode != "bptt":
-        flag = "--cache" if args.cache else "--fit-cache"
+    if args.dynamic and (args.fit_cache or args.fit_dynamic):
+        raise RnnlmError("--dynamic scores with fitted settings and a --fit-... flag fits them; give one of them at a time")
+    flags = [flag for flag in ("cache", "fit_cache", "dynamic", "fit_dynamic") if getattr(args, flag)]
+    if flags and config.data.mode != "bptt":
+        flag = "--" + flags[0].replace("_", "-")
         raise RnnlmError(f"{flag} needs a bptt-mode run (it reads the text in order); {args.model} is a windows-mode run")
     if args.cache:
         CacheSettings.load(run.path)
+    if args.dynamic:
+        DynamicSettings.load(run.path)
     check_readable(find_documents(args.text))
     return args
 

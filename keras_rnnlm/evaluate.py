@@ -10,7 +10,9 @@ WikiText-2 and Penn Treebank numbers; every token is predicted once.
 
 With ``--cache`` a bptt run is also scored with its continuous cache
 (:mod:`keras_rnnlm.cache`), whose settings a bptt run fits on its validation text when it
-finishes, or ``--fit-cache`` fits on the text given.
+finishes, or ``--fit-cache`` fits on the text given. With ``--dynamic`` it is also scored
+by dynamic evaluation (:mod:`keras_rnnlm.dynamic`: the model goes on learning from the
+text it has scored), whose settings ``--fit-dynamic`` fits on the (validation) text given.
 
 Example:
     python -m keras_rnnlm.evaluate --model saved_models/psalms --text my_psalm.txt
@@ -38,12 +40,14 @@ from keras_rnnlm.corpus import find_documents
 from keras_rnnlm.data import EVALUATION_LANES, Lanes, lanes, lanes_dataset, windowed_stream, windows_dataset
 from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.model import carried_state_model, make_metrics
-from keras_rnnlm.runs import CACHE_FILE, CacheSettings, RunFolder
+from keras_rnnlm.dynamic import dynamic_scores, fit_dynamic
+from keras_rnnlm.runs import CacheSettings, DynamicSettings, RunFolder
 from keras_rnnlm.splits import segments_for_evaluation
 from keras_rnnlm.vocab import encode_documents
 
 
-def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int = 256, cache: bool = False) -> dict:
+def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int = 256, cache: bool = False,
+             dynamic: bool = False) -> dict:
     """Scores a run's model on text files.
 
     Args:
@@ -52,21 +56,34 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
         batch_size: Windows per step (windows mode). Defaults to 256.
         cache: Bptt mode: also score with the run's fitted continuous cache
             (:mod:`keras_rnnlm.cache`).
+        dynamic: Bptt mode: also score by dynamic evaluation with the run's fitted
+            settings (:mod:`keras_rnnlm.dynamic`).
 
     Returns:
         ``tokens``, ``cross_entropy`` (nats per token: per character for a character
         model), ``bits_per_token``, ``perplexity``, ``accuracy``, ``level`` and ``scoring``
         (how the tokens were read, in words); with ``cache``, also ``cache`` (its
-        settings, in words), ``cache_cross_entropy`` and ``cache_perplexity``.
+        settings, in words), ``cache_cross_entropy`` and ``cache_perplexity``; with
+        ``dynamic``, ``dynamic`` (its settings), ``dynamic_cross_entropy`` and
+        ``dynamic_perplexity``.
 
     Raises:
         RnnlmError: The run folder or a text file is missing or unreadable; with
-            ``cache``, the run has no fitted cache.
+            ``cache`` or ``dynamic``, the run has no fitted settings for it.
     """
     run = RunFolder(run_dir)
-    settings = CacheSettings.load(run.path) if cache else None
+    cache_settings = CacheSettings.load(run.path) if cache else None
+    dynamic_settings = DynamicSettings.load(run.path) if dynamic else None
     config, model, segments = _read(run, text_paths)
-    return score(model, config, segments, batch_size, settings)
+    scores = score(model, config, segments, batch_size, cache_settings)
+    if dynamic_settings is not None:
+        cross_entropy = scores["cross_entropy"]  # learning rate 0: fitted as off
+        if dynamic_settings.learning_rate:
+            text = lanes(segments, EVALUATION_LANES, config.data.bptt_steps)
+            cross_entropy, _ = dynamic_scores(model, text, dynamic_settings, config.model.memory)
+        scores.update(dynamic=dynamic_settings.describe(), dynamic_cross_entropy=cross_entropy,
+                      dynamic_perplexity=math.exp(min(cross_entropy, 700.0)))
+    return scores
 
 
 def fit_run_cache(run_dir: str | Path, text_paths: list[str | Path]) -> CacheSettings:
@@ -79,6 +96,23 @@ def fit_run_cache(run_dir: str | Path, text_paths: list[str | Path]) -> CacheSet
     run = RunFolder(run_dir)
     config, model, segments = _read(run, text_paths)
     settings = fit_cache(model, lanes(segments, EVALUATION_LANES, config.data.bptt_steps), config.model.memory)
+    settings.save(run.path)
+    return settings
+
+
+def fit_run_dynamic(run_dir: str | Path, text_paths: list[str | Path]) -> DynamicSettings:
+    """Fits a bptt run's dynamic evaluation on validation text (a pass per setting of
+    :data:`keras_rnnlm.dynamic.LEARNING_RATES` and ``DECAYS``) and keeps the settings
+    in the run folder (``dynamic.json``), where ``evaluate --dynamic`` reads them.
+
+    Raises:
+        RnnlmError: As :func:`evaluate`.
+    """
+    run = RunFolder(run_dir)
+    config, model, segments = _read(run, text_paths)
+    text = lanes(segments, EVALUATION_LANES, config.data.bptt_steps)
+    _, without, _ = score_lanes(model, text, config.model.memory)
+    settings = fit_dynamic(model, text, without, config.model.memory)
     settings.save(run.path)
     return settings
 
@@ -171,13 +205,13 @@ def score_lanes(model: keras.Model, text: Lanes, attention_memory: int = 0) -> t
 
 def main(args: argparse.Namespace) -> int:
     """``python -m keras_rnnlm.evaluate``, its arguments checked (:func:`keras_rnnlm.arguments.evaluate`)."""
-    if args.fit_cache:
-        settings = fit_run_cache(args.model, args.text)
-        print(f"cache fitted:     {settings.describe()} (kept in {Path(args.model) / CACHE_FILE})")
-        print(f"perplexity:       {math.exp(settings.valid_cross_entropy_without):.2f} without the cache, "
+    if args.fit_cache or args.fit_dynamic:
+        settings = fit_run_cache(args.model, args.text) if args.fit_cache else fit_run_dynamic(args.model, args.text)
+        print(f"{settings.WHAT} fitted: {settings.describe()} (kept in {Path(args.model) / settings.FILE})")
+        print(f"perplexity:       {math.exp(settings.valid_cross_entropy_without):.2f} without it, "
               f"{math.exp(settings.valid_cross_entropy):.2f} with it")
         return 0
-    scores = evaluate(args.model, args.text, args.batch_size, cache=args.cache)
+    scores = evaluate(args.model, args.text, args.batch_size, cache=args.cache, dynamic=args.dynamic)
     unit = "character" if scores["level"] == "char" else "token"
     print(f"{unit}s evaluated: {scores['tokens']:,} ({scores['scoring']})")
     print(f"cross-entropy:    {scores['cross_entropy']:.4f} nats/{unit} ({scores['bits_per_token']:.4f} bits/{unit})")
@@ -186,4 +220,7 @@ def main(args: argparse.Namespace) -> int:
     if args.cache:
         print(f"with the cache:   {scores['cache_cross_entropy']:.4f} nats/{unit}, perplexity "
               f"{scores['cache_perplexity']:.2f} ({scores['cache']})")
+    if args.dynamic:
+        print(f"dynamic:          {scores['dynamic_cross_entropy']:.4f} nats/{unit}, perplexity "
+              f"{scores['dynamic_perplexity']:.2f} ({scores['dynamic']})")
     return 0

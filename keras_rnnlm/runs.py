@@ -17,6 +17,7 @@ import json
 import math
 import os
 import socket
+import typing
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from keras_rnnlm.vocab import Vocabulary
 
 NEW, RESUME, FINISHED = "new", "resume", "finished"
 CACHE_FILE = "cache.json"
+DYNAMIC_FILE = "dynamic.json"
 
 
 class RunFolder:
@@ -287,12 +289,54 @@ def _differences(before: Config, after: Config) -> str:
     return "; ".join(changes)
 
 
+class FittedSettings:
+    """Settings ``evaluate`` fits on validation text and keeps in a run folder as JSON:
+    a subclass is a frozen dataclass naming its ``FILE``, the ``FLAG`` that fits it and
+    ``WHAT`` it sets, and saying which values are sound (``sound``)."""
+
+    FILE: typing.ClassVar[str]
+    FLAG: typing.ClassVar[str]
+    WHAT: typing.ClassVar[str]
+
+    def save(self, run_dir: str | Path) -> None:
+        """Keeps the settings in the run folder (listed in its marker first: a run from
+        before they existed has a marker without them)."""
+        Owned(run_dir, "run").claim(self.FILE)
+        write_atomically(Path(run_dir) / self.FILE, json.dumps(dataclasses.asdict(self), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, run_dir: str | Path):
+        """The settings fitted for a run.
+
+        Raises:
+            RnnlmError: The run has none, or the file is damaged.
+        """
+        path = Path(run_dir) / cls.FILE
+        if not path.is_file():
+            raise RnnlmError(f"{run_dir} has no fitted {cls.WHAT} ({cls.FILE}); fit one on validation text first: "
+                             f"python -m keras_rnnlm.evaluate --model {run_dir} --text VALID.txt {cls.FLAG}")
+        try:
+            settings = cls(**json.loads(path.read_text(encoding="utf-8")))
+            if not settings.sound():
+                raise ValueError
+            return settings
+        except (ValueError, TypeError, OSError):
+            raise RnnlmError(f"{path} is damaged; fit the {cls.WHAT} again with evaluate {cls.FLAG}") from None
+
+    def sound(self) -> bool:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class CacheSettings:
+class CacheSettings(FittedSettings):
     """How a run's continuous cache (:mod:`keras_rnnlm.cache`) scores: ``size`` states
     remembered per lane, the sharpness ``theta`` of their vote, the share ``lam``
     (lambda) of the cache in the mixture; and the validation cross-entropies (nats per
     token) with and without it that chose them."""
+
+    FILE: typing.ClassVar[str] = CACHE_FILE
+    FLAG: typing.ClassVar[str] = "--fit-cache"
+    WHAT: typing.ClassVar[str] = "cache"
 
     size: int
     theta: float
@@ -300,31 +344,31 @@ class CacheSettings:
     valid_cross_entropy: float = math.nan
     valid_cross_entropy_without: float = math.nan
 
-    def save(self, run_dir: str | Path) -> None:
-        """Keeps the settings in the run folder (listed in its marker first: a run from
-        before the cache existed has a marker without it)."""
-        Owned(run_dir, "run").claim(CACHE_FILE)
-        write_atomically(Path(run_dir) / CACHE_FILE, json.dumps(dataclasses.asdict(self), indent=1) + "\n")
-
-    @classmethod
-    def load(cls, run_dir: str | Path) -> CacheSettings:
-        """The settings fitted for a run.
-
-        Raises:
-            RnnlmError: The run has none, or the file is damaged.
-        """
-        path = Path(run_dir) / CACHE_FILE
-        if not path.is_file():
-            raise RnnlmError(f"{run_dir} has no fitted cache ({CACHE_FILE}); fit one on validation text first: "
-                             f"python -m keras_rnnlm.evaluate --model {run_dir} --text VALID.txt --fit-cache")
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-            settings = cls(**values)
-            if not (settings.size >= 1 and settings.theta > 0 and 0 <= settings.lam <= 1):
-                raise ValueError
-            return settings
-        except (ValueError, TypeError, OSError):
-            raise RnnlmError(f"{path} is damaged; fit the cache again with evaluate --fit-cache") from None
+    def sound(self) -> bool:
+        return self.size >= 1 and self.theta > 0 and 0 <= self.lam <= 1
 
     def describe(self) -> str:
         return f"{self.size} states, theta {self.theta:g}, lambda {self.lam:g}"
+
+
+@dataclass(frozen=True)
+class DynamicSettings(FittedSettings):
+    """How a run's text is scored by dynamic evaluation (:mod:`keras_rnnlm.dynamic`): the
+    gradient step's ``learning_rate`` (0: off) and the ``decay`` toward the trained
+    weights; and the validation cross-entropies (nats per token) with and without it
+    that chose them."""
+
+    FILE: typing.ClassVar[str] = DYNAMIC_FILE
+    FLAG: typing.ClassVar[str] = "--fit-dynamic"
+    WHAT: typing.ClassVar[str] = "dynamic evaluation"
+
+    learning_rate: float
+    decay: float
+    valid_cross_entropy: float = math.nan
+    valid_cross_entropy_without: float = math.nan
+
+    def sound(self) -> bool:
+        return self.learning_rate >= 0 and 0 <= self.decay < 1
+
+    def describe(self) -> str:
+        return f"learning rate {self.learning_rate:g}, decay {self.decay:g}"

@@ -1,0 +1,115 @@
+"""Dynamic evaluation (Krause et al. 2018, "Dynamic evaluation of neural sequence
+models"): scoring a bptt-mode model's text while it goes on learning from it.
+
+The model reads the text in order, as :func:`keras_rnnlm.evaluate.score_lanes` does.
+After each step is scored, the model takes one gradient step on the tokens it has just
+scored, so a name, a topic or a turn of phrase seen a few lines back is likelier next
+time: ``w <- w - learning_rate * grad + decay * (w_start - w)``, the decay pulling the
+weights back toward the trained ones (the paper's SGD rule). Every token is scored
+before any step has learned from it, so the figure is a fair held-out one. The run's
+weights are left as they were.
+
+The two settings are fitted on validation text by a small grid (a pass each), kept in
+the run folder (``dynamic.json``) by ``evaluate --fit-dynamic``; ``evaluate --dynamic``
+scores with them.
+
+Example:
+    >>> settings = fit_dynamic(model, validation_lanes)       # a pass per setting of the grid
+    >>> cross_entropy, accuracy = dynamic_scores(model, test_lanes, settings)
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_rnnlm.backup import stateful_layers
+from keras_rnnlm.data import Lanes, lanes_dataset
+from keras_rnnlm.model import carried_state_model
+from keras_rnnlm.runs import DynamicSettings
+
+# The grid the settings are fitted on. The gradient is that of the mean cross-entropy
+# of a step's tokens: the step sizes span a model trained by Adam (small steps) to one
+# trained by SGD at 20 (large ones).
+LEARNING_RATES = (0.03, 0.1, 0.3, 1.0, 3.0)
+DECAYS = (0.0, 0.003, 0.03)
+
+
+def dynamic_scores(model: keras.Model, text: Lanes, settings: DynamicSettings, attention_memory: int = 0) -> tuple[float, float]:
+    """Scores the text in order, a gradient step on each step's tokens after scoring them.
+
+    Args:
+        model: A bptt-mode model; its weights are restored when this returns.
+        text: The text in lanes; padding targets count for nothing.
+        settings: The step size and the decay toward the trained weights.
+        attention_memory: A model with attention: outputs each lane remembers.
+
+    Returns:
+        (mean cross-entropy in nats per token, accuracy), each token scored before any
+        step learned from it; the cross-entropy is inf if the steps diverged.
+    """
+    return _LearningReader(model, text, attention_memory).scores(text, settings)
+
+
+def fit_dynamic(model: keras.Model, valid: Lanes, without: float, attention_memory: int = 0,
+                learning_rates=LEARNING_RATES, decays=DECAYS) -> DynamicSettings:
+    """The grid's best settings on the validation text (lowest cross-entropy), a pass
+    each: every step size without decay, then the decays at the best one. ``without``:
+    the text's cross-entropy read without learning (:func:`keras_rnnlm.evaluate.score_lanes`);
+    if no setting beats it, the settings say so with ``learning_rate`` 0 (off)."""
+    reader = _LearningReader(model, valid, attention_memory)
+    scores = {(rate, 0.0): reader.scores(valid, DynamicSettings(rate, 0.0))[0] for rate in learning_rates}
+    best_rate = min(scores, key=scores.get)[0]
+    for decay in decays:
+        if (best_rate, decay) not in scores:
+            scores[(best_rate, decay)] = reader.scores(valid, DynamicSettings(best_rate, decay))[0]
+    (rate, decay), best = min(scores.items(), key=lambda item: item[1])
+    if not best < without:
+        return DynamicSettings(0.0, 0.0, without, without)
+    return DynamicSettings(rate, decay, best, without)
+
+
+class _LearningReader:
+    """``model`` reading lanes in order (:func:`~keras_rnnlm.model.carried_state_model`,
+    the same weights), a step function that scores a step and then learns from it, and
+    the trained weights to return to."""
+
+    def __init__(self, model: keras.Model, text: Lanes, attention_memory: int):
+        self.reader = carried_state_model(model, text.num_lanes, text.bptt_steps, attention_memory)
+        self.variables = list({id(variable): variable for variable in self.reader.trainable_variables}.values())  # tied: once
+        self.trained = [np.array(variable.numpy()) for variable in self.variables]
+        self.starts = [tf.constant(values) for values in self.trained]
+        self.step = tf.function(self._step)  # traced once for every setting
+
+    def _step(self, inputs, targets, weights, learning_rate, decay):  # (lanes, steps) each; two float32 scalars
+        with tf.GradientTape() as tape:  # the logits are the step's scores; the loss is the step's to learn
+            logits = self.reader(inputs, training=False)  # (lanes, steps, vocabulary), float32
+            cross_entropy = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits) * weights)
+            loss = cross_entropy / tf.maximum(tf.reduce_sum(weights), 1.0)
+        gradients = tape.gradient(loss, self.variables)
+        for variable, gradient, start in zip(self.variables, gradients, self.starts):
+            gradient = tf.convert_to_tensor(gradient)  # the embedding's rows (IndexedSlices) made whole
+            variable.assign(variable - learning_rate * gradient + decay * (start - variable))
+        correct = tf.math.in_top_k(tf.reshape(targets, [-1]), tf.reshape(logits, [-1, logits.shape[-1]]), 1)
+        return cross_entropy, tf.reduce_sum(tf.cast(correct, tf.float32) * tf.reshape(weights, [-1]))
+
+    def scores(self, text: Lanes, settings: DynamicSettings) -> tuple[float, float]:
+        """As :func:`dynamic_scores`, every lane from zero state."""
+        for layer in stateful_layers(self.reader):
+            layer.reset_states()
+        learning_rate, decay = tf.constant(settings.learning_rate, tf.float32), tf.constant(settings.decay, tf.float32)
+        total_cross_entropy, total_correct = 0.0, 0.0
+        try:
+            for inputs, targets, weights in lanes_dataset(text):
+                cross_entropy, correct = self.step(inputs, targets, weights, learning_rate, decay)
+                total_cross_entropy += float(cross_entropy)
+                total_correct += float(correct)
+                if not math.isfinite(total_cross_entropy):
+                    return math.inf, total_correct / text.num_targets
+        finally:
+            for variable, values in zip(self.variables, self.trained):
+                variable.assign(values)
+        return total_cross_entropy / text.num_targets, total_correct / text.num_targets

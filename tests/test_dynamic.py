@@ -1,0 +1,97 @@
+"""Dynamic evaluation: each token is scored before the model learns from it, the run's
+weights come back unchanged, it helps where the text repeats, and evaluate fits, keeps
+and uses its settings."""
+
+import math
+import shutil
+
+import keras
+import numpy as np
+import pytest
+from conftest import ALTERNATING
+
+from keras_rnnlm import cli
+from keras_rnnlm.config import ModelConfig
+from keras_rnnlm.data import lanes
+from keras_rnnlm.dynamic import dynamic_scores, fit_dynamic
+from keras_rnnlm.evaluate import score_lanes
+from keras_rnnlm.model import build_model
+from keras_rnnlm.runs import DynamicSettings
+
+
+@pytest.fixture()
+def untrained():
+    keras.utils.set_random_seed(5)
+    return build_model(ModelConfig(embedding_dim=16, units=16, dropout=0.0, tie_embeddings=True), None, vocabulary_size=12)
+
+
+SONG = np.tile(np.arange(3, 12, dtype=np.int32), 30)  # a text that repeats every 9 tokens
+
+
+def test_without_a_step_it_is_the_in_order_score_and_the_weights_come_back(untrained):
+    text = lanes([SONG], 2, 10)
+    before = [weight.copy() for weight in untrained.get_weights()]
+    _, without, accuracy = score_lanes(untrained, text)
+    assert dynamic_scores(untrained, text, DynamicSettings(0.0, 0.0)) == pytest.approx((without, accuracy), rel=1e-6)
+    learned, _ = dynamic_scores(untrained, text, DynamicSettings(1.0, 0.0))
+    assert learned != pytest.approx(without, rel=1e-3)
+    for old, new in zip(before, untrained.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert score_lanes(untrained, text)[1] == pytest.approx(without, rel=1e-7)
+
+
+def test_each_step_is_scored_before_the_model_learns_from_it(untrained):
+    one_step = lanes([SONG[:20]], 2, 10)  # a single step per lane: nothing learned before it is scored
+    assert dynamic_scores(untrained, one_step, DynamicSettings(3.0, 0.0))[0] == pytest.approx(score_lanes(untrained, one_step)[1],
+                                                                                              rel=1e-6)
+    # Two steps: the second's score moves with the step size (the first step's update reached it).
+    two_steps = lanes([SONG[:40]], 2, 10)
+    slow, fast = (dynamic_scores(untrained, two_steps, DynamicSettings(rate, 0.0))[0] for rate in (0.1, 1.0))
+    assert slow != pytest.approx(fast, rel=1e-4)
+
+
+def test_where_the_text_repeats_learning_from_it_scores_better_and_fitting_picks_the_best(untrained):
+    text = lanes([SONG], 2, 9)
+    _, without, _ = score_lanes(untrained, text)
+    settings = fit_dynamic(untrained, text, without, learning_rates=(0.3, 3.0), decays=(0.0, 0.5))
+    assert math.exp(settings.valid_cross_entropy) < 0.7 * math.exp(without)  # an untrained model learns the song
+    assert settings.valid_cross_entropy_without == without
+    tried = {(rate, decay): dynamic_scores(untrained, text, DynamicSettings(rate, decay))[0]
+             for rate, decay in ((0.3, 0.0), (3.0, 0.0), (settings.learning_rate, 0.5))}
+    assert settings.valid_cross_entropy == pytest.approx(min(tried.values()), rel=1e-6)
+    assert tried[(settings.learning_rate, 0.5)] > tried[(settings.learning_rate, 0.0)]  # pulled back, it forgets the song
+
+
+def test_fitting_turns_it_off_where_no_step_helps(untrained):
+    text = lanes([SONG[:40]], 2, 10)
+    settings = fit_dynamic(untrained, text, without=-1.0, learning_rates=(0.1,), decays=(0.0,))  # nothing beats -1 nats
+    assert settings.learning_rate == 0 and settings.valid_cross_entropy == -1.0
+
+
+def test_evaluate_fits_keeps_and_scores_with_dynamic_evaluation(bptt_run, tmp_path, capfd):
+    run = shutil.copytree(bptt_run, tmp_path / "run")
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text(ALTERNATING * 5)
+    assert cli.main("evaluate", ["--model", str(run), "--text", str(held_out), "--dynamic"]) == 2
+    assert "has no fitted dynamic evaluation (dynamic.json); fit one on validation text first" in capfd.readouterr().err
+    assert cli.main("evaluate", ["--model", str(run), "--text", str(held_out), "--fit-dynamic"]) == 0
+    out = capfd.readouterr().out
+    settings = DynamicSettings.load(run)
+    assert "dynamic evaluation fitted:" in out and settings.describe() in out
+    assert cli.main("evaluate", ["--model", str(run), "--text", str(held_out), "--dynamic", "--cache"]) == 0
+    out = capfd.readouterr().out
+    dynamic_line = next(line for line in out.splitlines() if line.startswith("dynamic:"))
+    assert f"perplexity {math.exp(settings.valid_cross_entropy):.2f}" in dynamic_line and "with the cache:" in out
+    (run / "dynamic.json").write_text("{not json")
+    assert cli.main("evaluate", ["--model", str(run), "--text", str(held_out), "--dynamic"]) == 2
+    assert "dynamic.json is damaged; fit the dynamic evaluation again with evaluate --fit-dynamic" in capfd.readouterr().err
+
+
+def test_dynamic_evaluation_of_a_windows_run_or_with_a_fit_flag_is_refused_in_one_line(song_run, bptt_run, tmp_path, capfd):
+    text = tmp_path / "text.txt"
+    text.write_text(ALTERNATING)
+    for flag in ("--dynamic", "--fit-dynamic"):
+        assert cli.main("evaluate", ["--model", str(song_run), "--text", str(text), flag]) == 2
+        assert f"{flag} needs a bptt-mode run" in capfd.readouterr().err
+    assert cli.main("evaluate", ["--model", str(bptt_run), "--text", str(text), "--dynamic", "--fit-cache"]) == 2
+    assert "give one of them at a time" in capfd.readouterr().err
