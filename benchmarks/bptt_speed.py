@@ -12,8 +12,6 @@ Paths:
   ``python -m keras_rnnlm.train`` runs it (lanes from ``keras_rnnlm.data``, the training
   model of ``keras_rnnlm.model.training_model`` fed to ``fit``), in float32 and in mixed
   precision (bfloat16 on a CPU).
-- ``keras_rnnlm_keras_loop``: as ``keras_rnnlm_float32``, the LSTM layers stepping
-  through Keras' own loop (``keras.layers.RNN``) instead of ``speedups.CarriedLSTM``.
 - ``torch`` and ``torch_bfloat16``: the example's ``RNNModel`` and ``train()`` loop
   (``batchify``, ``get_batch``, ``repackage_hidden``, ``clip_grad_norm_``, the manual SGD
   update), default threads; the second under ``torch.autocast("cpu", dtype=torch.bfloat16)``,
@@ -24,7 +22,6 @@ Usage:
     python benchmarks/bptt_speed.py [--repeats 5] [--steps 100] [--paths keras_rnnlm_float32 torch ...]
     python benchmarks/bptt_speed.py --paths keras_rnnlm_float32 keras_rnnlm_layer_norm keras_rnnlm_attention \\
         keras_rnnlm_attention_layer_norm    # issue 28's options, against without, in one run
-    python benchmarks/bptt_speed.py --paths keras_rnnlm_float32 keras_rnnlm_keras_loop   # speedups.CarriedLSTM against Keras' loop
 """
 
 from __future__ import annotations
@@ -42,7 +39,6 @@ import tensorflow as tf  # noqa: E402
 
 from train_speed import _Turns, measure, token_stream, training_flops_per_window  # noqa: E402
 
-from keras_rnnlm import speedups  # noqa: E402
 from keras_rnnlm.callbacks import ResetStates  # noqa: E402
 from keras_rnnlm.config import ModelConfig, TrainConfig  # noqa: E402
 from keras_rnnlm.data import lanes, training_lanes  # noqa: E402
@@ -50,7 +46,7 @@ from keras_rnnlm.devices import select_strategy, set_precision  # noqa: E402
 from keras_rnnlm.model import build_model, compile_model, training_model  # noqa: E402
 
 PATHS = ("keras_rnnlm_float32", "keras_rnnlm_mixed", "torch", "torch_bfloat16",
-         "keras_rnnlm_layer_norm", "keras_rnnlm_attention", "keras_rnnlm_attention_layer_norm", "keras_rnnlm_keras_loop")
+         "keras_rnnlm_layer_norm", "keras_rnnlm_attention", "keras_rnnlm_attention_layer_norm")
 # The architecture options of issue 28, in float32: not part of the default paths.
 DEFAULT_PATHS = PATHS[:4]
 
@@ -60,12 +56,9 @@ def model_config(args, **options) -> ModelConfig:
                        **options)
 
 
-def keras_rnnlm_training(ids, args, precision: str, keras_loop: bool = False, **options):
+def keras_rnnlm_training(ids, args, precision: str, **options):
     """keras_rnnlm's bptt training (``options``: more ModelConfig fields, such as
-    attention or layer_norm; ``keras_loop``: the LSTM steps through Keras' own loop
-    instead of ``speedups.CarriedLSTM``); returns (tokens per epoch, train(epochs, callback))."""
-    if keras_loop:
-        speedups.takes_carried_path = lambda cell: False  # this worker's process only
+    attention or layer_norm); returns (tokens per epoch, train(epochs, callback))."""
     train_config = TrainConfig(optimizer="sgd", learning_rate=20.0, clipnorm=0.25)
     strategy = select_strategy("cpu")
     set_precision(precision, strategy)
@@ -156,7 +149,6 @@ def _worker(connection, path: str, settings: dict) -> None:
                                                               attention_memory=args.attention_memory),
         "keras_rnnlm_attention_layer_norm": lambda: keras_rnnlm_training(ids, args, "float32", attention=True, layer_norm=True,
                                                                          attention_memory=args.attention_memory),
-        "keras_rnnlm_keras_loop": lambda: keras_rnnlm_training(ids, args, "float32", keras_loop=True),
     }
     tokens, train = builders[path]()
     train(args.repeats + 1, _Turns(connection, tokens))

@@ -333,8 +333,7 @@ def _parts(model: keras.Model, lanes: int | None, bptt_steps: int | None, memory
     for layer in body:
         if lanes is not None and isinstance(layer, keras.layers.RNN):
             # The stock layer's cell (its weights), in a layer that keeps its state.
-            carried = speedups.CarriedLSTM if speedups.takes_carried_path(layer.cell) else keras.layers.RNN
-            layer = carried(layer.cell, return_sequences=True, stateful=True, name=f"{layer.name}_carried")
+            layer = keras.layers.RNN(layer.cell, return_sequences=True, stateful=True, name=f"{layer.name}_carried")
         elif speedups.takes_window_path(layer):
             layer = speedups.WindowLSTM(layer)  # stock: the LSTM layer itself
         stack.append(layer)

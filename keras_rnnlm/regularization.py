@@ -33,7 +33,6 @@ import keras
 from keras import layers, ops
 
 from keras_rnnlm.keras_private import PerCallMasks
-from keras_rnnlm import speedups
 from keras_rnnlm.speedups import lstm_cell
 
 
@@ -82,10 +81,8 @@ def weight_dropped(layer: layers.RNN, rate: float, seed: int, stateful: bool) ->
     """A ``keras.layers.RNN`` computing ``layer`` (a stock LSTM layer, or an RNN of an
     ``LSTMCell``) with its recurrent kernel DropConnect-dropped in training; its weights
     are ``layer``'s."""
-    cell = WeightDroppedLSTMCell(layer.cell, rate, seed)
-    carried = speedups.CarriedLSTM if stateful and speedups.takes_carried_path(cell) else layers.RNN
-    return carried(
-        cell,
+    return layers.RNN(
+        WeightDroppedLSTMCell(layer.cell, rate, seed),
         return_sequences=layer.return_sequences,
         stateful=stateful,
         unroll=layer.unroll,

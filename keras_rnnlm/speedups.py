@@ -96,61 +96,6 @@ class WindowLSTM(keras.layers.Layer):
         return self.lstm.compute_output_shape(input_shape)
 
 
-def takes_carried_path(cell: keras.layers.Layer) -> bool:
-    """Whether :class:`CarriedLSTM` computes a bptt lane reader of ``cell``: a plain
-    ``LSTMCell`` (or the weight-dropped one of :mod:`keras_rnnlm.regularization`, which
-    reads one) without Keras' own dropout."""
-    stock = getattr(cell, "cell", cell)
-    return (
-        type(stock) is keras.layers.LSTMCell
-        and stock.activation is keras.activations.tanh
-        and stock.recurrent_activation is keras.activations.sigmoid
-        and stock.use_bias
-        and stock.dropout == 0
-        and stock.recurrent_dropout == 0
-    )
-
-
-class CarriedLSTM(keras.layers.RNN):
-    """A stateful ``keras.layers.RNN`` of an LSTM cell whose loop over a step's tokens is
-    computed as :class:`WindowLSTM` computes a window: one input matmul for all positions,
-    then the recurrent matmuls unrolled, the gate arithmetic in float32.
-
-    Keras runs the loop as a ``tf.while_loop`` of cell calls, each with its own input
-    matmul; unrolled over a bptt step of 35 this measured faster (``benchmarks/bptt_speed.py``).
-    Everything else is Keras' RNN: the carried state (its ``states``, ``reset_state``), the
-    dropout masks a cell draws once per call (the weight-dropped cell's DropConnect mask
-    multiplies the recurrent kernel here, once). A masked input falls back to Keras' loop.
-
-    Args:
-        cell: The cell, for which :func:`takes_carried_path` holds; its weights are read.
-        **kwargs: ``keras.layers.RNN``'s (``return_sequences``, ``stateful``, ``name``).
-    """
-
-    def inner_loop(self, sequences, initial_state, mask, training=False):
-        if mask is not None:
-            return super().inner_loop(sequences, initial_state, mask, training=training)
-        stock = getattr(self.cell, "cell", self.cell)  # the LSTMCell whose weights these are
-        hidden, memory = initial_state  # (batch, units) each, in the compute dtype
-        recurrent_kernel = stock.recurrent_kernel  # (units, 4 * units)
-        if stock is not self.cell and training:  # weight-dropped: the call's one mask
-            drop = self.cell.get_recurrent_dropout_mask(hidden)
-            if drop is not None:
-                recurrent_kernel = recurrent_kernel * drop
-        recurrent_kernel = tf.cast(recurrent_kernel, self.compute_dtype)
-        steps, inputs = sequences.shape[1], sequences.shape[2]
-        by_position = tf.transpose(sequences, [1, 0, 2])  # (steps, batch, inputs)
-        projected = tf.matmul(tf.reshape(by_position, [-1, inputs]), tf.cast(stock.kernel, self.compute_dtype))
-        projected = tf.cast(projected, tf.float32) + tf.cast(stock.bias, tf.float32)  # (steps * batch, 4 * units)
-        memory, hiddens = tf.cast(memory, tf.float32), []
-        for gates in tf.unstack(tf.reshape(projected, [steps, -1, 4 * stock.units])):  # steps x (batch, 4 * units)
-            gates += tf.cast(tf.matmul(tf.cast(hidden, self.compute_dtype), recurrent_kernel), tf.float32)
-            hidden, memory = lstm_cell(gates, memory)
-            hiddens.append(hidden)
-        outputs = tf.stack(hiddens, axis=1)  # (batch, steps, units)
-        return hidden, outputs, [hidden, memory]
-
-
 def lstm_cell(gates, memory=None):
     """Keras' LSTM cell (gates input, forget, cell, output; sigmoid and tanh): the new
     (hidden, memory) states from the summed input and recurrent projections. ``memory``

@@ -112,7 +112,7 @@ def test_the_training_model_applies_the_regularization_and_the_saved_model_stays
     model, trainer = regularized_lanes_model(weight_dropout=0.5, word_dropout=0.1, activation_regularization=2.0,
                                              temporal_activation_regularization=1.0)
     kinds = [type(layer).__name__ for layer in trainer.layers]
-    assert kinds[:2] == ["WordDroppedEmbedding", "CarriedLSTM"]
+    assert kinds[:2] == ["WordDroppedEmbedding", "RNN"]
     assert kinds[kinds.index("Dropout", 3) - 1:][:3] == ["ActivationPenalty", "Dropout", "ActivationPenalty"]
     assert all(isinstance(layer.cell, WeightDroppedLSTMCell) for layer in trainer.layers if isinstance(layer, keras.layers.RNN))
     assert {type(layer).__name__ for layer in model.layers} == {"Embedding", "LSTM", "Dropout", "Dense", "Activation"}
@@ -129,7 +129,7 @@ def test_the_training_model_applies_the_regularization_and_the_saved_model_stays
 
 def test_turned_off_the_training_model_is_unchanged():
     _, plain = regularized_lanes_model()
-    assert [type(layer).__name__ for layer in plain.layers] == ["Embedding", "CarriedLSTM", "Dropout", "CarriedLSTM", "Dropout", "RowsOutput", "Activation"]
+    assert [type(layer).__name__ for layer in plain.layers] == ["Embedding", "RNN", "Dropout", "RNN", "Dropout", "RowsOutput", "Activation"]
 
 
 @pytest.mark.parametrize(
@@ -151,6 +151,6 @@ def test_layer_norm_follows_each_lstm_and_the_penalties_read_its_output():
     model, trainer = regularized_lanes_model(layer_norm=True, activation_regularization=2.0,
                                              temporal_activation_regularization=1.0)
     kinds = [type(layer).__name__ for layer in trainer.layers]
-    assert kinds == ["Embedding", "CarriedLSTM", "LayerNormalization", "Dropout", "CarriedLSTM", "LayerNormalization",
+    assert kinds == ["Embedding", "RNN", "LayerNormalization", "Dropout", "RNN", "LayerNormalization",
                      "ActivationPenalty", "Dropout", "ActivationPenalty", "RowsOutput", "Activation"]
     assert [type(layer).__name__ for layer in model.layers].count("LayerNormalization") == 2

@@ -8,12 +8,9 @@ import tensorflow as tf
 from keras_rnnlm import speedups
 from keras_rnnlm.config import ModelConfig, TrainConfig
 from keras_rnnlm.model import build_model, compile_model, training_model
-from keras_rnnlm.regularization import WeightDroppedLSTMCell, weight_dropped
 from keras_rnnlm.speedups import (
-    CarriedLSTM,
     NextTokenCrossEntropy,
     WindowLSTM,
-    takes_carried_path,
     takes_window_path,
 )
 
@@ -69,61 +66,6 @@ def test_window_lstm_computes_keras_lstm(policy, tolerance, return_sequences, mo
     for ours, keras_result in zip(*results, strict=True):
         scale = float(tf.reduce_max(tf.abs(keras_result)))
         np.testing.assert_allclose(np.asarray(ours), np.asarray(keras_result), atol=tolerance * scale)
-
-
-@pytest.mark.parametrize("policy, tolerance", [("float32", 1e-5), ("mixed_bfloat16", 3e-2)])
-def test_carried_lstm_computes_keras_stateful_lstm_step_after_step(policy, tolerance):
-    cell = built_under(policy, lambda: keras.layers.LSTMCell(16))
-    stock = keras.layers.RNN(cell, return_sequences=True, stateful=True)
-    carried = CarriedLSTM(cell, return_sequences=True, stateful=True)
-    rng = np.random.default_rng(0)
-    steps = [tf.constant(rng.normal(size=(4, 7, 12)), tf.float32) for _ in range(3)]
-    stock(steps[0]), carried(steps[0])  # built: the same cell, its weights
-    for weight in cell.weights:  # larger than initial weights, and a bias, so every gate matters
-        weight.assign(weight + rng.normal(0, 0.3, weight.shape))
-    assert carried.trainable_weights == stock.trainable_weights == cell.trainable_weights
-    for layer in (stock, carried):
-        layer.reset_states()
-    for inputs in steps:  # each step starts from the state the one before left
-        results = []
-        for layer in (carried, stock):
-            with tf.GradientTape() as tape:
-                tape.watch(inputs)
-                outputs = tf.cast(layer(inputs, training=True), tf.float32)
-                value = tf.reduce_sum(outputs * tf.range(outputs.shape[-1], dtype=tf.float32))
-            results.append([outputs, *layer.states, *tape.gradient(value, [inputs, *cell.trainable_weights])])
-        for ours, keras_result in zip(*results, strict=True):
-            scale = float(tf.reduce_max(tf.abs(tf.cast(keras_result, tf.float32))))
-            np.testing.assert_allclose(np.asarray(tf.cast(ours, tf.float32)), np.asarray(tf.cast(keras_result, tf.float32)),
-                                       atol=tolerance * scale)
-    carried.reset_states()
-    assert not np.any(np.asarray(carried.states[0]))
-
-
-def test_carried_lstm_weight_dropped_multiplies_the_recurrent_kernel_by_the_calls_one_mask():
-    keras.utils.set_random_seed(0)
-    stock = keras.layers.LSTM(6, return_sequences=True)
-    stock.build((None, None, 4))
-    layer = weight_dropped(stock, rate=0.5, seed=7, stateful=True)
-    assert isinstance(layer, CarriedLSTM)
-    inputs = np.random.default_rng(1).normal(size=(3, 5, 4)).astype(np.float32)
-    dropped = layer(inputs, training=True)
-    mask = np.asarray(WeightDroppedLSTMCell(stock.cell, 0.5, seed=7).get_recurrent_dropout_mask(None))  # the same seed's first
-    copy = keras.layers.LSTM(6, return_sequences=True)
-    copy.build((None, None, 4))
-    copy.set_weights([stock.cell.kernel.numpy(), stock.cell.recurrent_kernel.numpy() * mask, stock.cell.bias.numpy()])
-    np.testing.assert_allclose(dropped, copy(inputs), atol=1e-5)
-    assert set(np.unique(mask)) == {0.0, 2.0}
-
-
-def test_the_carried_path_is_chosen_for_plain_lstm_cells_in_a_bptt_training_model():
-    assert takes_carried_path(keras.layers.LSTMCell(4))
-    assert not takes_carried_path(keras.layers.LSTMCell(4, recurrent_dropout=0.2))
-    assert not takes_carried_path(keras.layers.GRUCell(4))
-    trainer = training_model(build_model(ModelConfig(embedding_dim=8, units=8, layers=2), None, 30), TrainConfig(), lanes=2, bptt_steps=5)
-    assert sum(isinstance(layer, CarriedLSTM) for layer in trainer.layers) == 2
-    gru = training_model(build_model(ModelConfig(embedding_dim=8, units=8, cell="gru"), None, 30), TrainConfig(), lanes=2, bptt_steps=5)
-    assert not any(isinstance(layer, CarriedLSTM) for layer in gru.layers)
 
 
 @pytest.mark.parametrize("policy, tolerance", [("float32", 1e-6), ("mixed_bfloat16", 1e-2)])
