@@ -34,7 +34,7 @@ from keras_rnnlm.runs import DynamicSettings
 # The grid the settings are fitted on. The gradient is that of the mean cross-entropy
 # of a step's tokens: the step sizes span a model trained by Adam (small steps) to one
 # trained by SGD at 20 (large ones).
-LEARNING_RATES = (0.03, 0.1, 0.3, 1.0, 3.0)
+LEARNING_RATES = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 DECAYS = (0.0, 0.003, 0.03)
 
 
