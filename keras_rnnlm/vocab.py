@@ -145,7 +145,8 @@ def vocabulary_from_counts(
     # Most frequent first; a stable sort keeps first-appearance order among ties.
     candidates = np.arange(len(RESERVED_TOKENS), len(types))
     candidates = candidates[(counts[candidates] >= min_count) & (known[candidates] == UNK_ID)]
-    candidates = candidates[np.argsort(-counts[candidates], kind="stable")][: max(max_size - first, 0)]
+    candidates = candidates[np.argsort(-counts[candidates], kind="stable")]
+    left_out, candidates = len(candidates[max(max_size - first, 0):]), candidates[: max(max_size - first, 0)]
     vocabulary = Vocabulary([*(base.tokens if base else RESERVED_TOKENS), *(types[number] for number in candidates)])
 
     final_ids = known.copy()
@@ -156,6 +157,10 @@ def vocabulary_from_counts(
                     "with its vocabulary, %.2f%% now", f"{len(vocabulary) - first:,}", f"{first:,}",
                     100.0 * unknown_before / max(int(counts.sum()), 1),
                     100.0 * int(counts[final_ids == UNK_ID].sum() - counts[UNK_ID]) / max(int(counts.sum()), 1))
+        if left_out:
+            logger.info("vocabulary: %s more of your text's tokens (seen vocab.min_count times) were left out as <unk>: "
+                        "the vocabulary may hold vocab.max_size = %s tokens; --set vocab.max_size=%s adds them all",
+                        f"{left_out:,}", f"{max_size:,}", len(vocabulary) + left_out)
 
     if base:
         return vocabulary, final_ids

@@ -55,4 +55,9 @@ def test_extending_a_trained_models_vocabulary_keeps_its_ids_and_adds_the_freque
     assert final_ids.tolist() == [0, 1, 2, 5, 3, 6, UNK_ID]
     assert "2 tokens added to the 5 of the model started from; <unk> 64.29% of the corpus with its vocabulary, 7.14% now" in caplog.text
     assert vocabulary_from_counts(types, counts, max_size=6, min_count=2, base=base)[0].tokens[-1] == "c"  # the most frequent
-    assert vocabulary_from_counts(types, counts, max_size=5, min_count=1, base=base)[0] == base  # full: nothing added
+    assert "left out" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="keras_rnnlm"):
+        assert vocabulary_from_counts(types, counts, max_size=5, min_count=1, base=base)[0] == base  # full: nothing added
+    assert ("3 more of your text's tokens (seen vocab.min_count times) were left out as <unk>: the vocabulary may hold "
+            "vocab.max_size = 5 tokens; --set vocab.max_size=8 adds them all") in caplog.text
