@@ -6,8 +6,9 @@ Four pairs from ``../shared/data``:
   ``python benchmarks/wikitext2.py --config configs/wikitext2_awd.toml`` leaves) fine-tuned
   on Shakespeare's sonnets. The sonnets are first cut as WikiText-2 is (punctuation
   apart from words, case kept) so the base reads them as it read its own text.
-- word level (``word_kjv``): a model of the built-in corpus (``--base word_kjv=RUN``, for
-  example ``python -m keras_rnnlm.train``'s), whose English is the sonnets' age,
+- word level (``word_kjv``): a model of the King James text (``--base word_kjv=RUN``, for
+  example ``python -m keras_rnnlm.train --config configs/kjv.toml --set train.max_minutes=30``'s,
+  or the built-in corpus' ``python -m keras_rnnlm.train``), whose English is the sonnets' age,
   fine-tuned on the sonnets as they are (the base's own tokenizer cuts them);
 - character level: a baby-name model (``--base char=RUN``; without it, ``configs/names.toml``
   is trained here for ``--base-minutes``) fine-tuned on the dinosaur names;
