@@ -40,6 +40,16 @@ def test_without_a_step_it_is_the_in_order_score_and_the_weights_come_back(untra
     assert score_lanes(untrained, text)[1] == pytest.approx(without, rel=1e-7)
 
 
+def test_a_model_with_attention_carries_its_memory_and_learns_the_same_way():
+    keras.utils.set_random_seed(6)
+    config = ModelConfig(embedding_dim=8, units=8, dropout=0.0, attention=True, attention_memory=6)
+    model = build_model(config, None, vocabulary_size=12)
+    text = lanes([SONG[:120]], 2, 5)
+    _, without, accuracy = score_lanes(model, text, config.memory)
+    assert dynamic_scores(model, text, DynamicSettings(0.0, 0.0), config.memory) == pytest.approx((without, accuracy), rel=1e-6)
+    assert dynamic_scores(model, text, DynamicSettings(0.3, 0.0), config.memory)[0] < without
+
+
 def test_each_step_is_scored_before_the_model_learns_from_it(untrained):
     one_step = lanes([SONG[:20]], 2, 10)  # a single step per lane: nothing learned before it is scored
     assert dynamic_scores(untrained, one_step, DynamicSettings(3.0, 0.0))[0] == pytest.approx(score_lanes(untrained, one_step)[1],
