@@ -59,6 +59,8 @@ def main() -> None:
     print(f"dynamic evaluation fitted: {dynamic.describe()} ({fitting:.0f} s); cache fitted: {cache.describe()}")
     print(f"judged half, perplexity: {math.exp(without):.2f} the model alone, {math.exp(with_cache):.2f} with the cache, "
           f"{math.exp(with_dynamic):.2f} with dynamic evaluation ({scoring:.0f} s)")
+    print(f"judged half, nats a token: {without:.4f} the model alone, {with_cache:.4f} with the cache, "
+          f"{with_dynamic:.4f} with dynamic evaluation")
 
 
 if __name__ == "__main__":
