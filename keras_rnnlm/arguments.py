@@ -327,6 +327,9 @@ def evaluate(argv: list[str] | None = None) -> argparse.Namespace:
         CacheSettings.load(run.path)
     if args.dynamic:
         DynamicSettings.load(run.path)
+    for fits, settings in ((args.fit_cache, CacheSettings), (args.fit_dynamic, DynamicSettings)):
+        if fits:  # before the passes over the text, not after them
+            Owned(run.path, "run").check_names(settings.FILE)
     check_readable(find_documents(args.text))
     return args
 

@@ -239,9 +239,24 @@ class Owned:
         except OSError as error:
             raise RnnlmError(f"cannot read the folder {self.path} ({error.strerror}); check its permissions") from None
 
+    def check_names(self, *names: str) -> None:
+        """Refuses to write ``names`` into the folder where one of them is already a file
+        keras_rnnlm did not write (the user's, of the same name).
+
+        Raises:
+            RnnlmError: Naming the file.
+        """
+        for name in names:
+            path = self.path / name
+            if path.exists() and not _owned_file(self.path, self.kind, path):
+                raise RnnlmError(f"{path} is a file keras_rnnlm did not write, and this would replace it; "
+                                 "move it out of the folder first")
+
     def claim(self, *names: str) -> None:
         """Creates the folder if needed and writes its marker: this kind, its layout, and
-        ``names`` (more of the folder's files a command is about to write)."""
+        ``names`` (more of the folder's files a command is about to write), none of them
+        a file of the user's (:meth:`check_names`)."""
+        self.check_names(*names)
         self.path.mkdir(parents=True, exist_ok=True)
         marker = _read_marker(self.path) or {"tool": "keras_rnnlm", "kind": self.kind, "files": list(LAYOUTS[self.kind])}
         marker["files"] += [name for name in names if name not in marker["files"]]

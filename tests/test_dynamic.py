@@ -16,6 +16,7 @@ from keras_rnnlm.data import lanes
 from keras_rnnlm.dynamic import dynamic_scores, fit_dynamic
 from keras_rnnlm.evaluate import score_lanes
 from keras_rnnlm.model import build_model
+from keras_rnnlm.errors import RnnlmError
 from keras_rnnlm.runs import DynamicSettings
 
 
@@ -105,3 +106,17 @@ def test_dynamic_evaluation_of_a_windows_run_or_with_a_fit_flag_is_refused_in_on
         assert f"{flag} needs a bptt-mode run" in capfd.readouterr().err
     assert cli.main("evaluate", ["--model", str(bptt_run), "--text", str(text), "--dynamic", "--fit-cache"]) == 2
     assert "give one of them at a time" in capfd.readouterr().err
+
+
+def test_fitting_never_replaces_a_file_of_the_users_of_the_same_name(bptt_run, tmp_path, capfd):
+    run = shutil.copytree(bptt_run, tmp_path / "run")
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text(ALTERNATING)
+    (run / "dynamic.json").write_text("my notes\n")
+    assert cli.main("evaluate", ["--model", str(run), "--text", str(held_out), "--fit-dynamic"]) == 2
+    err = capfd.readouterr().err
+    assert "dynamic.json is a file keras_rnnlm did not write, and this would replace it; move it out of the folder first" in err
+    assert len(err.strip().splitlines()) == 1 and (run / "dynamic.json").read_text() == "my notes\n"
+    with pytest.raises(RnnlmError, match="did not write"):
+        DynamicSettings(1.0, 0.0).save(run)  # the settings' own write checks too
+    assert (run / "dynamic.json").read_text() == "my notes\n"
