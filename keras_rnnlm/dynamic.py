@@ -14,7 +14,8 @@ the run folder (``dynamic.json``) by ``evaluate --fit-dynamic``; ``evaluate --dy
 scores with them.
 
 Example:
-    >>> settings = fit_dynamic(model, validation_lanes)       # a pass per setting of the grid
+    >>> _, without, _ = score_lanes(model, validation_lanes)   # keras_rnnlm.evaluate's
+    >>> settings = fit_dynamic(model, validation_lanes, without)  # a pass per setting of the grid
     >>> cross_entropy, accuracy = dynamic_scores(model, test_lanes, settings)
 """
 

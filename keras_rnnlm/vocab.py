@@ -145,8 +145,9 @@ def vocabulary_from_counts(
     # Most frequent first; a stable sort keeps first-appearance order among ties.
     candidates = np.arange(len(RESERVED_TOKENS), len(types))
     candidates = candidates[(counts[candidates] >= min_count) & (known[candidates] == UNK_ID)]
-    candidates = candidates[np.argsort(-counts[candidates], kind="stable")]
-    left_out, candidates = len(candidates[max(max_size - first, 0):]), candidates[: max(max_size - first, 0)]
+    room = max(max_size - first, 0)
+    left_out = max(len(candidates) - room, 0)
+    candidates = candidates[np.argsort(-counts[candidates], kind="stable")][:room]
     vocabulary = Vocabulary([*(base.tokens if base else RESERVED_TOKENS), *(types[number] for number in candidates)])
 
     final_ids = known.copy()
