@@ -1,5 +1,6 @@
 """Dynamic evaluation on a bptt run's own held-out text (issue 27): its settings fitted
-on the first half, scored on the second, beside the model alone and the continuous cache.
+on the first half, scored on the second, beside the model alone and the continuous cache,
+and with the two together (the cache mixed into the dynamic pass).
 
 A run's held-out text is its validation text, whose cache the run fitted on all of it;
 so the cache here is fitted again on the first half too, and both are judged on the
@@ -54,13 +55,14 @@ def main() -> None:
     cache = fit_cache(model, fit_text, memory)
     without, with_cache, _ = cache_scores(model, judged, cache, memory)
     started = time.perf_counter()
-    with_dynamic = dynamic_scores(model, judged, dynamic, memory)[0] if dynamic.learning_rate else without
+    with_dynamic, _, both = dynamic_scores(model, judged, dynamic, memory, cache) if dynamic.learning_rate else (
+        without, None, with_cache)
     scoring = time.perf_counter() - started
     print(f"dynamic evaluation fitted: {dynamic.describe()} ({fitting:.0f} s); cache fitted: {cache.describe()}")
     print(f"judged half, perplexity: {math.exp(without):.2f} the model alone, {math.exp(with_cache):.2f} with the cache, "
-          f"{math.exp(with_dynamic):.2f} with dynamic evaluation ({scoring:.0f} s)")
+          f"{math.exp(with_dynamic):.2f} with dynamic evaluation, {math.exp(both):.2f} with both ({scoring:.0f} s)")
     print(f"judged half, nats a token: {without:.4f} the model alone, {with_cache:.4f} with the cache, "
-          f"{with_dynamic:.4f} with dynamic evaluation")
+          f"{with_dynamic:.4f} with dynamic evaluation, {both:.4f} with both")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The regularization of issue 27 (AWD-LSTM's parts and weight averaging), each on and
-off, at equal wall time; and the architecture options of issue 28 (layer normalization)
-the same way.
+off, at equal wall time; and the architecture options of issue 28 (layer normalization,
+attention) the same way.
 
 Trains one bptt config once per variant, each for the same minutes
 (``train.max_minutes``: it stops after the first epoch that ends past the budget), the
@@ -14,6 +14,8 @@ Usage (from the project root):
     python benchmarks/regularization.py [--config configs/psalms_bptt.toml] [--minutes 6]
         [--variants none,locked,weight,word,ar_tar,averaging,all,layer_norm] [--corpus FILE --valid FILE --test FILE]
         [--output-dir /tmp/keras_rnnlm_regularization] [--set key=value ...]
+    python benchmarks/regularization.py --config configs/wikitext2_awd.toml \
+        --variants none,without_weight,without_ar_tar,without_all,attention,layer_norm ...   # the parts on, each taken away
 
 Rerunning the same command skips the variants already trained (their run folders are kept).
 """
@@ -41,9 +43,20 @@ VARIANTS = {
     # average of about the last 100 steps, all along.
     "averaging": ["train.weight_averaging=0.99"],
 }
-VARIANTS["all"] = [override for overrides in VARIANTS.values() for override in overrides]
-# Architecture options (issue 28), not part of "all": with --set, on top of any variant.
+PARTS = [name for name in VARIANTS if name != "none"]
+VARIANTS["all"] = [override for name in PARTS for override in VARIANTS[name]]
+# For a config that has the parts on (configs/wikitext2_awd.toml): each taken away, as
+# AWD-LSTM's ablation does, and all of them.
+OFF = {"model.locked_dropout": "false", "model.weight_dropout": "0", "model.word_dropout": "0",
+       "model.activation_regularization": "0", "model.temporal_activation_regularization": "0",
+       "train.weight_averaging": "0"}
+for name in PARTS:
+    VARIANTS[f"without_{name}"] = [f"{override.split('=')[0]}={OFF[override.split('=')[0]]}" for override in VARIANTS[name]]
+VARIANTS["without_all"] = [override for name in PARTS for override in VARIANTS[f"without_{name}"]]
+# Architecture options (issue 28), not part of "all": on top of the config as it is.
 VARIANTS["layer_norm"] = ["model.layer_norm=true"]
+VARIANTS["attention"] = ["model.attention=true"]
+VARIANTS["attention_layer_norm"] = ["model.attention=true", "model.layer_norm=true"]
 
 
 def evaluate(run: Path, text: str) -> tuple[float, float | None]:

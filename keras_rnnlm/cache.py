@@ -63,57 +63,86 @@ def cache_cross_entropies(
     return without, grid
 
 
-def _read_in_order(model, text: Lanes, sizes, thetas, lambdas, attention_memory: int) -> tuple[float, float, np.ndarray]:
-    """:func:`cache_cross_entropies`, and the model's accuracy without the cache."""
-    features_model = carried_state_features(model, text.num_lanes, text.bptt_steps, attention_memory)
-    memory_size = max(sizes)
-    units = features_model.outputs[0].shape[-1]
-    size_limits = tf.constant(sizes, tf.int32)
-    theta_values = tf.constant(thetas, tf.float32)
-    log_lambdas = tf.math.log(tf.constant(lambdas, tf.float32))
-    log_rest = tf.math.log1p(-tf.constant(lambdas, tf.float32))
+class CacheMemory:
+    """The cache's arithmetic for one grid of settings, a step of lanes at a time: the
+    mixture's cross-entropy at every setting and the memory carried to the next step.
+    Scoring with fixed weights (:func:`cache_cross_entropies`) and while the model learns
+    (:mod:`keras_rnnlm.dynamic`) both read through it."""
 
-    @tf.function
-    def step(inputs, targets, weights, keys, ids, filled):
-        features, logits = features_model(inputs, training=False)
-        features = tf.cast(features, tf.float32)  # (lanes, steps, units)
-        log_model = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)  # (lanes, steps)
-        correct = tf.reshape(tf.math.in_top_k(tf.reshape(targets, [-1]), tf.reshape(logits, [-1, logits.shape[-1]]), 1),
-                             tf.shape(targets))
+    def __init__(self, sizes, thetas, lambdas):
+        self.sizes = tuple(sizes)
+        self.memory_size = max(self.sizes)
+        self.size_limits = tf.constant(self.sizes, tf.int32)
+        self.thetas = tf.constant(thetas, tf.float32)
+        self.log_lambdas = tf.math.log(tf.constant(lambdas, tf.float32))
+        self.log_rest = tf.math.log1p(-tf.constant(lambdas, tf.float32))
+
+    def empty(self, lanes: int, units: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Every lane's memory, empty: (states, the tokens that followed them, filled)."""
+        return (tf.zeros([lanes, self.memory_size, units]), tf.zeros([lanes, self.memory_size], tf.int32),
+                tf.zeros([lanes, self.memory_size], tf.bool))
+
+    def step(self, features, log_model, targets, weights, memory):
+        """Mixes the cache into a step's scores (inside a ``tf.function``).
+
+        Args:
+            features: (lanes, steps, units) the states the output layer read.
+            log_model: (lanes, steps) the model's log-probability of each target.
+            targets, weights: (lanes, steps) the tokens and whether each counts.
+            memory: As :meth:`empty`, from the step before.
+
+        Returns:
+            (the summed cross-entropy with the cache at every setting: shape (sizes,
+            thetas, lambdas), the memory for the next step).
+        """
+        keys, ids, filled = memory
+        features = tf.cast(features, tf.float32)
         keys = tf.concat([keys, features], axis=1)  # (lanes, memory + steps, units): the state...
         ids = tf.concat([ids, targets], axis=1)  # ...and the token that followed it
         filled = tf.concat([filled, weights > 0], axis=1)
         steps = tf.shape(targets)[1]
-        query = tf.range(steps)[:, None] + memory_size  # a query's own index among the keys
-        key = tf.range(memory_size + steps)[None, :]
+        query = tf.range(steps)[:, None] + self.memory_size  # a query's own index among the keys
+        key = tf.range(self.memory_size + steps)[None, :]
         age = query - key  # 1 for the state just before: only states whose next token is known
         scores = tf.einsum("lsu,lku->lsk", features, keys)  # (lanes, steps, keys)
         votes = tf.equal(ids[:, None, :], targets[:, :, None])  # the key's next token is the target
         by_size = []
-        for index in range(len(sizes)):
-            usable = (age >= 1) & (age <= size_limits[index])  # (steps, keys)
+        for index in range(len(self.sizes)):
+            usable = (age >= 1) & (age <= self.size_limits[index])  # (steps, keys)
             usable = usable[None] & filled[:, None, :]  # (lanes, steps, keys)
             by_theta = []
-            for theta_index in range(len(thetas)):
-                scaled = tf.where(usable, theta_values[theta_index] * scores, -math.inf)
+            for theta_index in range(self.thetas.shape[0]):
+                scaled = tf.where(usable, self.thetas[theta_index] * scores, -math.inf)
                 normalizer = tf.reduce_logsumexp(scaled, axis=-1)  # -inf: nothing remembered yet
                 log_cache = tf.reduce_logsumexp(tf.where(votes, scaled, -math.inf), axis=-1) - normalizer
-                mixed = tf.reduce_logsumexp(tf.stack([log_rest[:, None, None] + log_model,
-                                                      log_lambdas[:, None, None] + log_cache]), axis=0)
+                mixed = tf.reduce_logsumexp(tf.stack([self.log_rest[:, None, None] + log_model,
+                                                      self.log_lambdas[:, None, None] + log_cache]), axis=0)
                 # (lambdas, lanes, steps); an empty memory leaves the model alone
                 mixed = tf.where(tf.math.is_finite(normalizer)[None], mixed, log_model[None])
                 by_theta.append(-tf.reduce_sum(mixed * weights[None], axis=[1, 2]))
             by_size.append(tf.stack(by_theta))
-        return (-tf.reduce_sum(log_model * weights), tf.reduce_sum(tf.cast(correct, tf.float32) * weights), tf.stack(by_size),
-                keys[:, -memory_size:], ids[:, -memory_size:], filled[:, -memory_size:])
+        memory = keys[:, -self.memory_size:], ids[:, -self.memory_size:], filled[:, -self.memory_size:]
+        return tf.stack(by_size), memory
 
-    lanes = text.num_lanes
-    keys = tf.zeros([lanes, memory_size, units])
-    ids = tf.zeros([lanes, memory_size], tf.int32)
-    filled = tf.zeros([lanes, memory_size], tf.bool)
+
+def _read_in_order(model, text: Lanes, sizes, thetas, lambdas, attention_memory: int) -> tuple[float, float, np.ndarray]:
+    """:func:`cache_cross_entropies`, and the model's accuracy without the cache."""
+    features_model = carried_state_features(model, text.num_lanes, text.bptt_steps, attention_memory)
+    cache = CacheMemory(sizes, thetas, lambdas)
+
+    @tf.function
+    def step(inputs, targets, weights, memory):
+        features, logits = features_model(inputs, training=False)
+        log_model = -tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)  # (lanes, steps)
+        correct = tf.math.in_top_k(tf.reshape(targets, [-1]), tf.reshape(logits, [-1, logits.shape[-1]]), 1)
+        with_cache, memory = cache.step(features, log_model, targets, weights, memory)
+        return (-tf.reduce_sum(log_model * weights), tf.reduce_sum(tf.cast(correct, tf.float32) * tf.reshape(weights, [-1])),
+                with_cache, memory)
+
+    memory = cache.empty(text.num_lanes, features_model.outputs[0].shape[-1])
     without, correct, with_cache = 0.0, 0.0, np.zeros((len(sizes), len(thetas), len(lambdas)))
     for inputs, targets, weights in lanes_dataset(text):
-        plain, right, cached, keys, ids, filled = step(inputs, targets, weights, keys, ids, filled)
+        plain, right, cached, memory = step(inputs, targets, weights, memory)
         without += float(plain)
         correct += float(right)
         with_cache += cached.numpy()

@@ -11,12 +11,16 @@ weights are left as they were.
 
 The two settings are fitted on validation text by a small grid (a pass each), kept in
 the run folder (``dynamic.json``) by ``evaluate --fit-dynamic``; ``evaluate --dynamic``
-scores with them.
+scores with them. Given the run's continuous cache too (``evaluate --dynamic --cache``),
+the same pass also scores each token with the cache mixed in (:class:`keras_rnnlm.cache.CacheMemory`,
+its states those of the model as it learns): the two gains add up, as Krause et al.
+report.
 
 Example:
     >>> _, without, _ = score_lanes(model, validation_lanes)   # keras_rnnlm.evaluate's
     >>> settings = fit_dynamic(model, validation_lanes, without)  # a pass per setting of the grid
-    >>> cross_entropy, accuracy = dynamic_scores(model, test_lanes, settings)
+    >>> cross_entropy, accuracy, _ = dynamic_scores(model, test_lanes, settings)
+    >>> cross_entropy, accuracy, with_cache = dynamic_scores(model, test_lanes, settings, cache=cache_settings)
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.backup import stateful_layers
+from keras_rnnlm.cache import CacheMemory
 from keras_rnnlm.data import Lanes, lanes_dataset
-from keras_rnnlm.model import carried_state_model
-from keras_rnnlm.runs import DynamicSettings
+from keras_rnnlm.model import carried_state_features
+from keras_rnnlm.runs import CacheSettings, DynamicSettings
 
 # The grid the settings are fitted on. The gradient is that of the mean cross-entropy
 # of a step's tokens: the step sizes span a model trained by Adam (small steps) to one
@@ -39,7 +44,8 @@ LEARNING_RATES = (0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 DECAYS = (0.0, 0.003, 0.03)
 
 
-def dynamic_scores(model: keras.Model, text: Lanes, settings: DynamicSettings, attention_memory: int = 0) -> tuple[float, float]:
+def dynamic_scores(model: keras.Model, text: Lanes, settings: DynamicSettings, attention_memory: int = 0,
+                   cache: CacheSettings | None = None) -> tuple[float, float, float | None]:
     """Scores the text in order, a gradient step on each step's tokens after scoring them.
 
     Args:
@@ -47,12 +53,14 @@ def dynamic_scores(model: keras.Model, text: Lanes, settings: DynamicSettings, a
         text: The text in lanes; padding targets count for nothing.
         settings: The step size and the decay toward the trained weights.
         attention_memory: A model with attention: outputs each lane remembers.
+        cache: Also score each token with this continuous cache mixed in.
 
     Returns:
-        (mean cross-entropy in nats per token, accuracy), each token scored before any
-        step learned from it; the cross-entropy is inf if the steps diverged.
+        (mean cross-entropy in nats per token, accuracy, the cross-entropy with the
+        cache or None without one), each token scored before any step learned from it;
+        the cross-entropies are inf if the steps diverged.
     """
-    return _LearningReader(model, text, attention_memory).scores(text, settings)
+    return _LearningReader(model, text, attention_memory, cache).scores(text, settings)
 
 
 def fit_dynamic(model: keras.Model, valid: Lanes, without: float, attention_memory: int = 0,
@@ -74,43 +82,50 @@ def fit_dynamic(model: keras.Model, valid: Lanes, without: float, attention_memo
 
 
 class _LearningReader:
-    """``model`` reading lanes in order (:func:`~keras_rnnlm.model.carried_state_model`,
-    the same weights), a step function that scores a step and then learns from it, and
-    the trained weights to return to."""
+    """``model`` reading lanes in order (:func:`~keras_rnnlm.model.carried_state_features`,
+    the same weights), a step function that scores a step (and, given ``cache``, the
+    cache's mixture) and then learns from it, and the trained weights to return to."""
 
-    def __init__(self, model: keras.Model, text: Lanes, attention_memory: int):
-        self.reader = carried_state_model(model, text.num_lanes, text.bptt_steps, attention_memory)
+    def __init__(self, model: keras.Model, text: Lanes, attention_memory: int, cache: CacheSettings | None = None):
+        self.reader = carried_state_features(model, text.num_lanes, text.bptt_steps, attention_memory)
         self.variables = list({id(variable): variable for variable in self.reader.trainable_variables}.values())  # tied: once
         self.trained = [np.array(variable.numpy()) for variable in self.variables]
         self.starts = [tf.constant(values) for values in self.trained]
+        self.cache = CacheMemory([cache.size], [cache.theta], [cache.lam]) if cache else None
         self.step = tf.function(self._step)  # traced once for every setting
 
-    def _step(self, inputs, targets, weights, learning_rate, decay):  # (lanes, steps) each; two float32 scalars
+    def _step(self, inputs, targets, weights, memory, learning_rate, decay):  # (lanes, steps) each; two float32 scalars
         with tf.GradientTape() as tape:  # the logits are the step's scores; the loss is the step's to learn
-            logits = self.reader(inputs, training=False)  # (lanes, steps, vocabulary), float32
-            cross_entropy = tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits) * weights)
+            features, logits = self.reader(inputs, training=False)  # logits (lanes, steps, vocabulary), float32
+            token_cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits)
+            cross_entropy = tf.reduce_sum(token_cross_entropy * weights)
             loss = cross_entropy / tf.maximum(tf.reduce_sum(weights), 1.0)
+        with_cache, memory = (self.cache.step(features, -token_cross_entropy, targets, weights, memory)
+                              if self.cache else (tf.zeros([1, 1, 1]), memory))  # memory: () without a cache
         gradients = tape.gradient(loss, self.variables)
         for variable, gradient, start in zip(self.variables, gradients, self.starts):
             gradient = tf.convert_to_tensor(gradient)  # the embedding's rows (IndexedSlices) made whole
             variable.assign(variable - learning_rate * gradient + decay * (start - variable))
         correct = tf.math.in_top_k(tf.reshape(targets, [-1]), tf.reshape(logits, [-1, logits.shape[-1]]), 1)
-        return cross_entropy, tf.reduce_sum(tf.cast(correct, tf.float32) * tf.reshape(weights, [-1]))
+        return cross_entropy, tf.reduce_sum(tf.cast(correct, tf.float32) * tf.reshape(weights, [-1])), with_cache[0, 0, 0], memory
 
-    def scores(self, text: Lanes, settings: DynamicSettings) -> tuple[float, float]:
+    def scores(self, text: Lanes, settings: DynamicSettings) -> tuple[float, float, float | None]:
         """As :func:`dynamic_scores`, every lane from zero state."""
         for layer in stateful_layers(self.reader):
             layer.reset_states()
         learning_rate, decay = tf.constant(settings.learning_rate, tf.float32), tf.constant(settings.decay, tf.float32)
-        total_cross_entropy, total_correct = 0.0, 0.0
+        memory = self.cache.empty(text.num_lanes, self.reader.outputs[0].shape[-1]) if self.cache else ()
+        total_cross_entropy, total_correct, total_with_cache = 0.0, 0.0, 0.0
         try:
             for inputs, targets, weights in lanes_dataset(text):
-                cross_entropy, correct = self.step(inputs, targets, weights, learning_rate, decay)
+                cross_entropy, correct, with_cache, memory = self.step(inputs, targets, weights, memory, learning_rate, decay)
                 total_cross_entropy += float(cross_entropy)
                 total_correct += float(correct)
+                total_with_cache += float(with_cache)
                 if not math.isfinite(total_cross_entropy):
-                    return math.inf, total_correct / text.num_targets
+                    return math.inf, total_correct / text.num_targets, math.inf if self.cache else None
         finally:
             for variable, values in zip(self.variables, self.trained):
                 variable.assign(values)
-        return total_cross_entropy / text.num_targets, total_correct / text.num_targets
+        return (total_cross_entropy / text.num_targets, total_correct / text.num_targets,
+                total_with_cache / text.num_targets if self.cache else None)

@@ -12,7 +12,8 @@ With ``--cache`` a bptt run is also scored with its continuous cache
 (:mod:`keras_rnnlm.cache`), whose settings a bptt run fits on its validation text when it
 finishes, or ``--fit-cache`` fits on the text given. With ``--dynamic`` it is also scored
 by dynamic evaluation (:mod:`keras_rnnlm.dynamic`: the model goes on learning from the
-text it has scored), whose settings ``--fit-dynamic`` fits on the (validation) text given.
+text it has scored), whose settings ``--fit-dynamic`` fits on the (validation) text given;
+with both, the dynamic pass is also scored with the cache mixed in.
 
 Example:
     python -m keras_rnnlm.evaluate --model saved_models/psalms --text my_psalm.txt
@@ -65,7 +66,8 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
         (how the tokens were read, in words); with ``cache``, also ``cache`` (its
         settings, in words), ``cache_cross_entropy`` and ``cache_perplexity``; with
         ``dynamic``, ``dynamic`` (its settings), ``dynamic_cross_entropy`` and
-        ``dynamic_perplexity``.
+        ``dynamic_perplexity``; with both, also ``dynamic_cache_cross_entropy`` and
+        ``dynamic_cache_perplexity`` (the cache mixed into the dynamic pass).
 
     Raises:
         RnnlmError: The run folder or a text file is missing or unreadable; with
@@ -77,12 +79,15 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
     config, model, segments = _read(run, text_paths)
     scores = score(model, config, segments, batch_size, cache_settings)
     if dynamic_settings is not None:
-        cross_entropy = scores["cross_entropy"]  # learning rate 0: fitted as off
+        # learning rate 0: fitted as off, the static scores stand
+        cross_entropy, with_cache = scores["cross_entropy"], scores.get("cache_cross_entropy")
         if dynamic_settings.learning_rate:
             text = lanes(segments, EVALUATION_LANES, config.data.bptt_steps)
-            cross_entropy, _ = dynamic_scores(model, text, dynamic_settings, config.model.memory)
+            cross_entropy, _, with_cache = dynamic_scores(model, text, dynamic_settings, config.model.memory, cache_settings)
         scores.update(dynamic=dynamic_settings.describe(), dynamic_cross_entropy=cross_entropy,
                       dynamic_perplexity=math.exp(min(cross_entropy, 700.0)))
+        if cache_settings is not None:
+            scores.update(dynamic_cache_cross_entropy=with_cache, dynamic_cache_perplexity=math.exp(min(with_cache, 700.0)))
     return scores
 
 
@@ -223,4 +228,7 @@ def main(args: argparse.Namespace) -> int:
     if args.dynamic:
         print(f"dynamic:          {scores['dynamic_cross_entropy']:.4f} nats/{unit}, perplexity "
               f"{scores['dynamic_perplexity']:.2f} ({scores['dynamic']})")
+    if args.cache and args.dynamic:
+        print(f"dynamic + cache:  {scores['dynamic_cache_cross_entropy']:.4f} nats/{unit}, perplexity "
+              f"{scores['dynamic_cache_perplexity']:.2f}")
     return 0

@@ -1,8 +1,9 @@
 """Dynamic evaluation: each token is scored before the model learns from it, the run's
-weights come back unchanged, it helps where the text repeats, and evaluate fits, keeps
-and uses its settings."""
+weights come back unchanged, it helps where the text repeats, it mixes in the cache in
+the same pass, and evaluate fits, keeps and uses its settings."""
 
 import math
+import re
 import shutil
 
 import keras
@@ -12,12 +13,13 @@ from conftest import ALTERNATING
 
 from keras_rnnlm import cli
 from keras_rnnlm.config import ModelConfig
+from keras_rnnlm.cache import cache_scores
 from keras_rnnlm.data import lanes
 from keras_rnnlm.dynamic import dynamic_scores, fit_dynamic
 from keras_rnnlm.evaluate import score_lanes
 from keras_rnnlm.model import build_model
 from keras_rnnlm.errors import RnnlmError
-from keras_rnnlm.runs import DynamicSettings
+from keras_rnnlm.runs import CacheSettings, DynamicSettings
 
 
 @pytest.fixture()
@@ -33,8 +35,9 @@ def test_without_a_step_it_is_the_in_order_score_and_the_weights_come_back(untra
     text = lanes([SONG], 2, 10)
     before = [weight.copy() for weight in untrained.get_weights()]
     _, without, accuracy = score_lanes(untrained, text)
-    assert dynamic_scores(untrained, text, DynamicSettings(0.0, 0.0)) == pytest.approx((without, accuracy), rel=1e-6)
-    learned, _ = dynamic_scores(untrained, text, DynamicSettings(1.0, 0.0))
+    assert dynamic_scores(untrained, text, DynamicSettings(0.0, 0.0))[:2] == pytest.approx((without, accuracy), rel=1e-6)
+    learned, _, no_cache = dynamic_scores(untrained, text, DynamicSettings(1.0, 0.0))
+    assert no_cache is None
     assert learned != pytest.approx(without, rel=1e-3)
     for old, new in zip(before, untrained.get_weights()):
         np.testing.assert_array_equal(old, new)
@@ -47,8 +50,20 @@ def test_a_model_with_attention_carries_its_memory_and_learns_the_same_way():
     model = build_model(config, None, vocabulary_size=12)
     text = lanes([SONG[:120]], 2, 5)
     _, without, accuracy = score_lanes(model, text, config.memory)
-    assert dynamic_scores(model, text, DynamicSettings(0.0, 0.0), config.memory) == pytest.approx((without, accuracy), rel=1e-6)
+    assert dynamic_scores(model, text, DynamicSettings(0.0, 0.0), config.memory)[:2] == pytest.approx((without, accuracy), rel=1e-6)
     assert dynamic_scores(model, text, DynamicSettings(0.3, 0.0), config.memory)[0] < without
+
+
+def test_with_the_cache_the_same_pass_scores_the_mixture_of_the_learning_model(untrained):
+    text = lanes([SONG], 2, 9)
+    cache = CacheSettings(size=20, theta=0.5, lam=0.3)
+    _, static_cache, _ = cache_scores(untrained, text, cache)
+    alone, accuracy, _ = dynamic_scores(untrained, text, DynamicSettings(0.3, 0.0))
+    # Without a step, the static cache's figure; with steps, the dynamic figure is the same with or without the cache.
+    assert dynamic_scores(untrained, text, DynamicSettings(0.0, 0.0), cache=cache)[2] == pytest.approx(static_cache, rel=1e-5)
+    learned, learned_accuracy, both = dynamic_scores(untrained, text, DynamicSettings(0.3, 0.0), cache=cache)
+    assert (learned, learned_accuracy) == pytest.approx((alone, accuracy), rel=1e-5)
+    assert both < static_cache and both != pytest.approx(learned, rel=1e-3)  # the song repeats: both gains count
 
 
 def test_each_step_is_scored_before_the_model_learns_from_it(untrained):
@@ -93,6 +108,7 @@ def test_evaluate_fits_keeps_and_scores_with_dynamic_evaluation(bptt_run, tmp_pa
     out = capfd.readouterr().out
     dynamic_line = next(line for line in out.splitlines() if line.startswith("dynamic:"))
     assert f"perplexity {math.exp(settings.valid_cross_entropy):.2f}" in dynamic_line and "with the cache:" in out
+    assert re.search(r"^dynamic \+ cache:\s+[\d.]+ nats/token, perplexity [\d.]+$", out, re.M)
     (run / "dynamic.json").write_text("{not json")
     assert cli.main("evaluate", ["--model", str(run), "--text", str(held_out), "--dynamic"]) == 2
     assert "dynamic.json is damaged; fit the dynamic evaluation again with evaluate --fit-dynamic" in capfd.readouterr().err
