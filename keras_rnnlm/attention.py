@@ -4,12 +4,18 @@ before them, carried from step to step with the gradient stopped (as Transformer
 carries its segments and SHA-RNN its memory; Merity 2019).
 
 The saved model holds the block in stock layers: ``MultiHeadAttention`` over the text it
-is given, causally, then ``Dropout`` and a residual ``Add``. What reads a text in order
-(bptt training, ``evaluate``, the cache) reads it in steps, so there the same layers sit
-in :class:`CarriedMemoryAttention`, which keeps the last ``memory`` outputs of each lane
-between steps, as a stateful LSTM keeps its state: a step attends to them and to its own
-positions up to each query. Generation reads one token a step (:func:`attend_one`).
-``tests/test_attention.py`` holds all three equal.
+is given, causally, then ``Dropout`` and a residual ``Add``. What reads a text in steps
+(bptt training, ``evaluate``, the cache, generation a token a step) runs the same
+layers' arithmetic through :func:`attend`, which keeps each remembered output's key and
+value projections rather than the output: a step projects only its own positions, where
+calling the layer would project the whole memory again at every step (in training, 2-3
+times the LSTM's own multiply-adds at a memory of 512). Reading with fixed weights
+(evaluation, generation) this is exact; in training the remembered keys and values are
+the ones the weights of their own step made, and the key and value projections learn
+from each step's positions (as a kNN memory keeps its keys: Wu et al. 2022, Memorizing
+Transformers). :class:`CarriedMemoryAttention` carries the memory between steps as a
+stateful LSTM carries its state. ``tests/test_attention.py`` holds them equal to the
+stock block.
 """
 
 from __future__ import annotations
@@ -37,11 +43,48 @@ def memory_mask(steps: int, memory: int, filled, valid):
     return ops.logical_and(causal[None], keys_valid[:, None, :])
 
 
+def attend(attention: layers.MultiHeadAttention, features, keys, values, filled, valid=None):
+    """The attention block's attention (without its residual add) for a step of
+    positions, reading a memory of projected keys and values and the step's own
+    positions up to each query: the arithmetic of the layer's own call (its public
+    ``query_dense``, ``key_dense``, ``value_dense`` and ``output_dense``, the scores
+    scaled by 1 / sqrt(key_dim), softmax in float32), the memory projected once.
+
+    Args:
+        attention: The saved model's ``MultiHeadAttention`` (built; its attention
+            dropout is 0, as :func:`keras_rnnlm.model.build_model` makes it).
+        features: (batch, steps, units): the step's outputs of the last recurrent layer.
+        keys, values: (batch, memory, heads, key_dim) and (batch, memory, heads,
+            value_dim): the remembered outputs' projections.
+        filled: bool (batch, memory): the slots that hold an output.
+        valid: bool (batch, steps): the positions that hold a token; None: all.
+
+    Returns:
+        (the attention's output (batch, steps, units), the memory with the step's valid
+        positions added and the oldest dropped: keys, values, filled).
+    """
+    steps, memory = ops.shape(features)[1], keys.shape[1]
+    features = ops.copy(features)  # without the Keras mask it carries: valid says which positions count
+    if valid is None:
+        valid = ops.ones(ops.shape(features)[:2], "bool")
+    keys = ops.concatenate([keys, ops.cast(attention.key_dense(features), keys.dtype)], axis=1)  # (batch, memory + steps, heads, key_dim)
+    values = ops.concatenate([values, ops.cast(attention.value_dense(features), values.dtype)], axis=1)
+    query = attention.query_dense(features) / ops.cast(ops.sqrt(float(attention.key_dim)), features.dtype)  # (batch, steps, heads, key_dim)
+    scores = ops.einsum("bqhd,bkhd->bhqk", query, ops.cast(keys, features.dtype))  # (batch, heads, steps, memory + steps)
+    allowed = memory_mask(steps, memory, filled, valid)  # (batch, steps, memory + steps)
+    scores = ops.where(allowed[:, None], ops.cast(scores, "float32"), -1e9)
+    weights = ops.cast(ops.softmax(scores, axis=-1), features.dtype)
+    attended = attention.output_dense(ops.einsum("bhqk,bkhd->bqhd", weights, ops.cast(values, features.dtype)))
+    filled = ops.concatenate([filled, valid], axis=1)
+    return attended, keys[:, -memory:], values[:, -memory:], filled[:, -memory:]
+
+
 class CarriedMemoryAttention(layers.Layer):
     """The saved model's attention block (``attention`` -> ``dropout`` -> residual add)
     reading, besides each step's positions, the last ``memory`` outputs of the steps
-    before it, per lane, carried like a stateful recurrent layer's state: the gradient
-    stops at the step's start, ``reset_states`` empties every lane's memory.
+    before it, per lane (:func:`attend`: their keys and values), carried like a stateful
+    recurrent layer's state: the gradient stops at the step's start, ``reset_states``
+    empties every lane's memory.
 
     Args:
         attention: The saved model's ``MultiHeadAttention`` (its weights).
@@ -57,27 +100,27 @@ class CarriedMemoryAttention(layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
-        units = input_shape[-1]
-        self.kept = self.add_weight(shape=(self.lanes, self.memory, units), initializer="zeros", trainable=False,
-                                    dtype=self.variable_dtype, name="memory")  # (lanes, memory, units)
+        heads, key_dim = self.attention.num_heads, self.attention.key_dim
+        value_dim = self.attention.value_dim or key_dim
+        self.keys = self.add_weight(shape=(self.lanes, self.memory, heads, key_dim), initializer="zeros", trainable=False,
+                                    dtype=self.variable_dtype, name="memory_keys")
+        self.values = self.add_weight(shape=(self.lanes, self.memory, heads, value_dim), initializer="zeros", trainable=False,
+                                      dtype=self.variable_dtype, name="memory_values")
         self.filled = self.add_weight(shape=(self.lanes, self.memory), initializer="zeros", trainable=False,
                                       dtype="float32", name="filled")  # 1 where a slot holds an output
-        self.states = [self.kept, self.filled]
+        self.states = [self.keys, self.values, self.filled]
 
     def reset_states(self):
         for state in self.states:
             state.assign(ops.zeros_like(state))
 
     def call(self, features, mask=None, training=False):  # features: (lanes, steps, units)
-        steps = ops.shape(features)[1]
-        valid = ops.ones(ops.shape(features)[:2], "bool") if mask is None else ops.cast(mask, "bool")
-        remembered = ops.stop_gradient(ops.cast(self.kept, features.dtype))
-        keys = ops.concatenate([remembered, features], axis=1)  # (lanes, memory + steps, units)
-        allowed = memory_mask(steps, self.memory, ops.cast(self.filled, "bool"), valid)
-        attended = self.attention(features, keys, attention_mask=allowed, training=training)
-        self.kept.assign(ops.cast(keys[:, -self.memory:], self.kept.dtype))
-        filled = ops.concatenate([ops.cast(self.filled, "bool"), valid], axis=1)
-        self.filled.assign(ops.cast(filled[:, -self.memory:], "float32"))
+        valid = None if mask is None else ops.cast(mask, "bool")
+        attended, keys, values, filled = attend(self.attention, features, ops.stop_gradient(self.keys),
+                                                ops.stop_gradient(self.values), ops.cast(self.filled, "bool"), valid)
+        self.keys.assign(ops.stop_gradient(keys))
+        self.values.assign(ops.stop_gradient(values))
+        self.filled.assign(ops.cast(filled, "float32"))
         return features + self.dropout(attended, training=training)
 
     def compute_mask(self, features, mask=None):
@@ -85,27 +128,13 @@ class CarriedMemoryAttention(layers.Layer):
 
 
 def attend_one(attention: layers.MultiHeadAttention, features, keys, values, filled):
-    """One token's attention block in generation: ``features`` (batch, units), the output
-    of the token just read, attends to the memory and to itself.
-
-    The memory keeps each remembered output's key and value projections, (batch, memory,
-    heads, key_dim) and (batch, memory, heads, value_dim), with ``filled`` (batch, memory)
-    bool: a token projects only itself, where calling the layer would project the whole
-    memory again at every token. The arithmetic is the layer's own (its public
-    ``query_dense``, ``key_dense``, ``value_dense`` and ``output_dense``, the scores scaled
-    by 1 / sqrt(key_dim)); a test holds the two equal.
+    """One token's attention block in generation (:func:`attend` for a step of one,
+    with the residual add): ``features`` (batch, units), the output of the token just
+    read, attends to the memory and to itself.
 
     Returns:
         (the block's output (batch, units), the memory with this token added and the
         oldest dropped: keys, values, filled).
     """
-    query = features[:, None]  # (batch, 1, units)
-    keys = ops.concatenate([keys, ops.cast(attention.key_dense(query), keys.dtype)], axis=1)  # (batch, memory + 1, heads, key_dim)
-    values = ops.concatenate([values, ops.cast(attention.value_dense(query), values.dtype)], axis=1)
-    projected = attention.query_dense(query) / ops.cast(ops.sqrt(float(attention.key_dim)), features.dtype)  # (batch, 1, heads, key_dim)
-    scores = ops.einsum("bqhd,bkhd->bhqk", projected, ops.cast(keys, features.dtype))  # (batch, heads, 1, memory + 1)
-    allowed = ops.concatenate([filled, ops.ones_like(filled[:, :1])], axis=1)  # (batch, memory + 1)
-    scores = ops.where(allowed[:, None, None, :], ops.cast(scores, "float32"), -1e9)
-    weights = ops.cast(ops.softmax(scores, axis=-1), features.dtype)
-    attended = attention.output_dense(ops.einsum("bhqk,bkhd->bqhd", weights, ops.cast(values, features.dtype)))
-    return features + attended[:, 0], keys[:, 1:], values[:, 1:], allowed[:, 1:]
+    attended, keys, values, filled = attend(attention, features[:, None], keys, values, filled)
+    return features + attended[:, 0], keys, values, filled
