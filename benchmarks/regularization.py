@@ -51,7 +51,7 @@ OFF = {"model.locked_dropout": "false", "model.weight_dropout": "0", "model.word
        "model.activation_regularization": "0", "model.temporal_activation_regularization": "0",
        "train.weight_averaging": "0"}
 for name in PARTS:
-    VARIANTS[f"without_{name}"] = [f"{override.split('=')[0]}={OFF[override.split('=')[0]]}" for override in VARIANTS[name]]
+    VARIANTS[f"without_{name}"] = [f"{key}={OFF[key]}" for key in (override.split("=")[0] for override in VARIANTS[name])]
 VARIANTS["without_all"] = [override for name in PARTS for override in VARIANTS[f"without_{name}"]]
 # Architecture options (issue 28), not part of "all": on top of the config as it is.
 VARIANTS["layer_norm"] = ["model.layer_norm=true"]

@@ -8,8 +8,9 @@ is given, causally, then ``Dropout`` and a residual ``Add``. What reads a text i
 (bptt training, ``evaluate``, the cache, generation a token a step) runs the same
 layers' arithmetic through :func:`attend`, which keeps each remembered output's key and
 value projections rather than the output: a step projects only its own positions, where
-calling the layer would project the whole memory again at every step (in training, 2-3
-times the LSTM's own multiply-adds at a memory of 512). Reading with fixed weights
+calling the layer would project the whole memory again at every step (training with a
+memory of 512 ran at 0.78x the plain LSTM's speed that way, 0.88x this way, for words;
+benchmarks/RESULTS.md). Reading with fixed weights
 (evaluation, generation) this is exact; in training the remembered keys and values are
 the ones the weights of their own step made, and the key and value projections learn
 from each step's positions (as a kNN memory keeps its keys: Wu et al. 2022, Memorizing
@@ -41,6 +42,13 @@ def memory_mask(steps: int, memory: int, filled, valid):
     causal = query >= key  # (steps, memory + steps)
     keys_valid = ops.concatenate([filled, valid], axis=1)  # (lanes, memory + steps)
     return ops.logical_and(causal[None], keys_valid[:, None, :])
+
+
+def memory_shapes(attention: layers.MultiHeadAttention, batch: int, size: int) -> tuple[tuple, tuple]:
+    """The shapes of :func:`attend`'s memory of ``size`` projected keys and values per
+    sequence: (batch, size, heads, key_dim) and (batch, size, heads, value_dim)."""
+    heads = attention.num_heads
+    return (batch, size, heads, attention.key_dim), (batch, size, heads, attention.value_dim or attention.key_dim)
 
 
 def attend(attention: layers.MultiHeadAttention, features, keys, values, filled, valid=None):
@@ -100,12 +108,11 @@ class CarriedMemoryAttention(layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape):
-        heads, key_dim = self.attention.num_heads, self.attention.key_dim
-        value_dim = self.attention.value_dim or key_dim
-        self.keys = self.add_weight(shape=(self.lanes, self.memory, heads, key_dim), initializer="zeros", trainable=False,
-                                    dtype=self.variable_dtype, name="memory_keys")
-        self.values = self.add_weight(shape=(self.lanes, self.memory, heads, value_dim), initializer="zeros", trainable=False,
-                                      dtype=self.variable_dtype, name="memory_values")
+        keys_shape, values_shape = memory_shapes(self.attention, self.lanes, self.memory)
+        self.keys = self.add_weight(shape=keys_shape, initializer="zeros", trainable=False, dtype=self.variable_dtype,
+                                    name="memory_keys")
+        self.values = self.add_weight(shape=values_shape, initializer="zeros", trainable=False, dtype=self.variable_dtype,
+                                      name="memory_values")
         self.filled = self.add_weight(shape=(self.lanes, self.memory), initializer="zeros", trainable=False,
                                       dtype="float32", name="filled")  # 1 where a slot holds an output
         self.states = [self.keys, self.values, self.filled]
@@ -118,8 +125,8 @@ class CarriedMemoryAttention(layers.Layer):
         valid = None if mask is None else ops.cast(mask, "bool")
         attended, keys, values, filled = attend(self.attention, features, ops.stop_gradient(self.keys),
                                                 ops.stop_gradient(self.values), ops.cast(self.filled, "bool"), valid)
-        self.keys.assign(ops.stop_gradient(keys))
-        self.values.assign(ops.stop_gradient(values))
+        self.keys.assign(keys)
+        self.values.assign(values)
         self.filled.assign(ops.cast(filled, "float32"))
         return features + self.dropout(attended, training=training)
 

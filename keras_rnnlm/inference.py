@@ -47,7 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm.attention import attend_one
+from keras_rnnlm.attention import attend_one, memory_shapes
 from keras_rnnlm.runs import CacheSettings
 from keras_rnnlm.sampling import BLOCK
 from keras_rnnlm.speedups import lstm_cell
@@ -317,10 +317,8 @@ def cached_steps(steps: TokenSteps, settings: CacheSettings) -> TokenSteps:
 def _empty_memory(attention: keras.layers.MultiHeadAttention, batch_size: int, size: int, dtype) -> tuple:
     """The attention memory of :func:`~keras_rnnlm.attention.attend_one`, nothing in it:
     keys, values, filled."""
-    heads = attention.num_heads
-    return (tf.zeros([batch_size, size, heads, attention.key_dim], dtype),
-            tf.zeros([batch_size, size, heads, attention.value_dim or attention.key_dim], dtype),
-            tf.zeros([batch_size, size], tf.bool))
+    keys_shape, values_shape = memory_shapes(attention, batch_size, size)
+    return tf.zeros(keys_shape, dtype), tf.zeros(values_shape, dtype), tf.zeros([batch_size, size], tf.bool)
 
 
 def _window_steps(logits_from_windows) -> TokenSteps:
