@@ -71,6 +71,7 @@ def test_a_model_trained_with_sampling_validates_with_the_full_softmax(song_file
     assert scores["accuracy"] == pytest.approx(np.mean(probabilities.argmax(axis=1) == targets))
 
 
+@pytest.mark.slow  # a rarer path (mixed precision and the sampled softmax together); CI runs it with the slow set
 def test_a_sampled_softmax_run_in_mixed_precision_saves_the_stock_model_and_generates(song_file, tmp_path):
     config = small_config([song_file], model={"softmax": "sampled", "sampled_candidates": 8},
                           train={"epochs": 8, "precision": "mixed"})

@@ -192,7 +192,7 @@ def uninterrupted(tmp_path_factory):
      # The rarer paths run with the slow tests (CI runs them after the README's command).
      pytest.param("windows, backups inside epochs", {"at_epoch": 2, "training_batch": 10}, marks=pytest.mark.slow),
      pytest.param("windows, backups inside epochs", {"at_epoch": 1, "validation_batch": 1}, marks=pytest.mark.slow),
-     ("bptt", {"at_epoch": 2, "training_batch": 6}),
+     pytest.param("bptt", {"at_epoch": 2, "training_batch": 6}, marks=pytest.mark.slow),  # the lanes' state: windows' mechanism
      pytest.param("windows, epochs of 10 steps", {"at_epoch": 3, "training_batch": 6}, marks=pytest.mark.slow),
      pytest.param("bptt, sampled softmax, tied embeddings", {"at_epoch": 2, "training_batch": 6}, marks=pytest.mark.slow),
      pytest.param("bptt, attention, layer norm", {"at_epoch": 2, "training_batch": 6}, marks=pytest.mark.slow)],
