@@ -112,6 +112,31 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class WarmUp(keras.callbacks.Callback):
+    """Raises the step size linearly from ``learning_rate / steps`` to ``learning_rate``
+    over the first ``steps`` training steps (``train.warmup_steps``), counted by the
+    optimizer, so a resumed run goes on where it was. Adam's first steps move every
+    weight by about the full step size whatever its gradient; an attention block's
+    scores, products of two such weights, then swing far (warm-up as transformers use it;
+    Liu et al. 2020). ``keras.callbacks.LearningRateScheduler`` sets the rate per epoch,
+    not per step, so this is its own callback.
+
+    Args:
+        steps: Steps to reach the full step size.
+        learning_rate: The full step size (``train.learning_rate``: a run resumed during
+            the warm-up finds its optimizer's rate lowered).
+    """
+
+    def __init__(self, steps: int, learning_rate: float):
+        super().__init__()
+        self.steps, self.target = steps, learning_rate
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations)
+        if step <= self.steps:  # the last assignment restores the full rate
+            self.model.optimizer.learning_rate.assign(self.target * min(1.0, (step + 1) / self.steps))
+
+
 class Perplexity(keras.callbacks.Callback):
     """Logs ``perplexity`` beside ``loss`` and ``val_perplexity`` beside ``val_loss``.
 

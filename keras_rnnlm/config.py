@@ -185,6 +185,9 @@ class TrainConfig:
     early_stopping_patience: int = 3
     # Halve the learning rate after this many epochs without a better validation loss; 0 = off.
     reduce_lr_patience: int = 0
+    # Raise the learning rate linearly from near 0 over the first this many steps (a
+    # warm-up, as attention needs with Adam: docs/long-context.md); 0 = off.
+    warmup_steps: int = 0
     # Validate, save and sample with an exponential moving average of the weights (Polyak
     # averaging, as AWD-LSTM's averaged SGD); this is its momentum per step (0.999 averages
     # about the last 1,000 steps); 0 = off. Training goes on from the raw weights.
@@ -312,6 +315,7 @@ RANGES = {
     "train.clipnorm": (lambda value: 0.0 <= value < math.inf, "0 (off) or above, and finite"),
     "train.early_stopping_patience": (lambda value: value >= 0, "0 (off) or above"),
     "train.reduce_lr_patience": (lambda value: value >= 0, "0 (off) or above"),
+    "train.warmup_steps": (lambda value: value >= 0, "0 (off) or above"),
     "train.weight_averaging": (lambda value: 0.0 <= value < 1.0, "0 (off) or in (0, 1), e.g. 0.999"),
     "train.max_minutes": (lambda value: 0.0 <= value < math.inf, "0 (off) or above, and finite"),
     "train.seed": (lambda value: 0 <= value < 2**31, "between 0 and 2,147,483,647"),

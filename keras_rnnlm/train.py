@@ -41,7 +41,7 @@ import tensorflow as tf
 from keras_rnnlm.backup import RunBackup, TrainingState, restore_training_state
 from keras_rnnlm.callbacks import (
     AveragedWeights, BestModelCheckpoint, CurvesPlot, EpochTensorBoard, FirstStepLog, OutputKernel, Perplexity, ResetStates, SampleText,
-    StopOnNaN, TimeBudget,
+    StopOnNaN, TimeBudget, WarmUp,
 )
 from keras_rnnlm.cache import fit_cache
 from keras_rnnlm.config import Config
@@ -260,7 +260,8 @@ def build_models(
         keras.mixed_precision.set_global_policy(caller_policy)
     model.summary(print_fn=lambda line, **_: logger.info(line))
     train = config.train
-    logger.info("optimizer: %s at %g (train.optimizer, train.learning_rate)%s", train.optimizer, train.learning_rate,
+    logger.info("optimizer: %s at %g (train.optimizer, train.learning_rate)%s%s", train.optimizer, train.learning_rate,
+                f", reached over {train.warmup_steps} steps (train.warmup_steps)" if train.warmup_steps else "",
                 f", the gradient norm clipped at {train.clipnorm:g}" if train.clipnorm > 0 else "")
     if resumed:
         logger.info("resuming at epoch %d, step %d, from %s", resumed.epoch + 1, resumed.step, backup)
@@ -422,6 +423,7 @@ def run_callbacks(
     averaged = AveragedWeights(trainer) if train.weight_averaging else None
     callbacks = [
         *([averaged.average_in] if averaged else []),
+        *([WarmUp(train.warmup_steps, train.learning_rate)] if train.warmup_steps else []),
         Perplexity(),
         *([ResetStates()] if config.data.mode == "bptt" else []),
         *([OutputKernel(model, rows)] if rows is not None else []),

@@ -70,3 +70,16 @@ def test_weight_averaging_judges_with_the_average_and_trains_on_the_raw_weights(
     for ours, theirs in zip(weights(averaged_model), raw_at_end[-1]):  # and training went on from the raw weights
         np.testing.assert_allclose(ours, theirs, rtol=1e-5)
     assert not np.allclose(judged[-1][0], raw_at_end[-1][0])
+
+
+def test_warm_up_raises_the_step_size_over_its_steps_and_a_resumed_fit_goes_on_where_it_was():
+    from keras_rnnlm.callbacks import WarmUp
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    rates = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: rates.append(float(model.optimizer.learning_rate.numpy())))
+    model.fit(np.ones((24, 3)), np.zeros((24, 1)), batch_size=8, epochs=1, verbose=0, callbacks=[WarmUp(4, 0.01), record])
+    model.fit(np.ones((24, 3)), np.zeros((24, 1)), batch_size=8, epochs=1, verbose=0, callbacks=[WarmUp(4, 0.01), record])
+    np.testing.assert_allclose(rates, [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01], rtol=1e-6)
