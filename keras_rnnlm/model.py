@@ -109,10 +109,14 @@ def build_model(
     features = stack[0]
     for layer in stack[1:]:
         features = layer(features)  # (batch, time, units)
+    normalized = layers.LayerNormalization(name="attention_norm")(features)
     attention = layers.MultiHeadAttention(config.attention_heads, key_dim=config.units // config.attention_heads, name="attention")
-    attended = attention(features, features, use_causal_mask=True)
+    attended = attention(normalized, normalized, use_causal_mask=True)
     attended = layers.Dropout(config.dropout, name="attention_dropout")(attended)
     outputs = layers.Add(name="attention_residual")([features, attended])
+    # A final norm of what the output layer reads (GPT-2's ln_f): unlike an LSTM's
+    # output, the block's has no bound, and with Adam it grew until training diverged.
+    outputs = layers.LayerNormalization(name="attention_output_norm")(outputs)
     for layer in head:
         outputs = layer(outputs)
     return keras.Model(stack[0], outputs, name="rnnlm")
@@ -292,9 +296,15 @@ def regularized(body: list[layers.Layer], config: ModelConfig, stateful: bool, s
     embedding dropping word types, each LSTM's recurrent kernel weight-dropped (in place
     of a speed path: stock Keras' LSTM step, with the dropped kernel), and the penalties
     on the top layer's output around its dropout (TAR before it, AR after it; after its
-    layer normalization, if any)."""
+    layer normalization, if any), or both on the attention block's output, which the
+    output layer reads: on the recurrent output under the block, the LSTM shrinks its
+    output to please them and the block's norm scales it back up, dividing the gradient
+    through it by as much (the collapse on WikiText-2 in benchmarks/RESULTS.md)."""
     recurrent = [index for index, layer in enumerate(body) if isinstance(layer, (keras.layers.RNN, speedups.WindowLSTM))]
     top_dropout = next(index for index in range(recurrent[-1], len(body)) if isinstance(body[index], layers.Dropout))
+    tar_before, ar_after = top_dropout, top_dropout
+    if any(isinstance(layer, CarriedMemoryAttention) for layer in body):
+        tar_before, ar_after = None, len(body) - 1  # both after the block (and its output norm), TAR first
     stack = []
     for index, layer in enumerate(body):
         if isinstance(layer, layers.Embedding) and config.word_dropout:
@@ -302,10 +312,12 @@ def regularized(body: list[layers.Layer], config: ModelConfig, stateful: bool, s
         elif index in recurrent and config.weight_dropout:
             stock = layer.lstm if isinstance(layer, speedups.WindowLSTM) else layer
             layer = regularization.weight_dropped(stock, config.weight_dropout, seed=seed + index, stateful=stateful)
-        if index == top_dropout and config.temporal_activation_regularization:
+        if index == tar_before and config.temporal_activation_regularization:
             stack.append(regularization.ActivationPenalty(beta=config.temporal_activation_regularization, name="tar"))
         stack.append(layer)
-        if index == top_dropout and config.activation_regularization:
+        if index == ar_after and tar_before is None and config.temporal_activation_regularization:
+            stack.append(regularization.ActivationPenalty(beta=config.temporal_activation_regularization, name="tar"))
+        if index == ar_after and config.activation_regularization:
             stack.append(regularization.ActivationPenalty(alpha=config.activation_regularization, name="ar"))
     return stack
 
@@ -324,11 +336,16 @@ def _parts(model: keras.Model, lanes: int | None, bptt_steps: int | None, memory
     if not (isinstance(softmax, layers.Activation) and isinstance(dense, layers.Dense)):
         raise ValueError(f"{model.name} does not end in a Dense layer and a softmax; build it with build_model")
     block = []
-    if isinstance(body[-1], layers.Add):  # the attention block: attention, its dropout, the residual add
+    if isinstance(body[-1], layers.LayerNormalization) and isinstance(body[-2], layers.Add):
+        *body, final_norm = body  # the attention block's output norm (models saved before it have none)
+        block = [final_norm]
+    if isinstance(body[-1], layers.Add):  # the attention block: [its norm,] attention, its dropout, the residual add
         *body, attention, attention_dropout, _ = body
+        # Every other norm of the stack is followed by a Dropout; a model saved before the block had one has none.
+        norm = body.pop() if isinstance(body[-1], layers.LayerNormalization) else None
         if lanes is None or not memory:
             raise ValueError(f"{model.name} attends over a memory: read it in lanes, with the memory's size")
-        block = [CarriedMemoryAttention(attention, attention_dropout, memory, lanes)]
+        block = [CarriedMemoryAttention(attention, attention_dropout, memory, lanes, norm=norm), *block]
     stack = []
     for layer in body:
         if lanes is not None and isinstance(layer, keras.layers.RNN):
