@@ -11,16 +11,19 @@ weights are left as they were.
 
 The two settings are fitted on validation text by a small grid (a pass each), kept in
 the run folder (``dynamic.json``) by ``evaluate --fit-dynamic``; ``evaluate --dynamic``
-scores with them. Given the run's continuous cache too (``evaluate --dynamic --cache``),
-the same pass also scores each token with the cache mixed in (:class:`keras_rnnlm.cache.CacheMemory`,
-its states those of the model as it learns): the two gains add up, as Krause et al.
-report.
+scores with them. With ``evaluate --dynamic --cache`` the same pass also scores each
+token with the continuous cache mixed in (:class:`keras_rnnlm.cache.CacheMemory`, its
+states those of the model as it learns): the two gains add up, as Krause et al. report.
+The cache for that mixture is fitted on the dynamic pass itself (one more pass, the
+cache's whole grid at the chosen step size), as a model that learns from the text
+already does part of what the cache does; a ``dynamic.json`` without one mixes in the
+run's static cache.
 
 Example:
     >>> _, without, _ = score_lanes(model, validation_lanes)   # keras_rnnlm.evaluate's
     >>> settings = fit_dynamic(model, validation_lanes, without)  # a pass per setting of the grid
     >>> cross_entropy, accuracy, _ = dynamic_scores(model, test_lanes, settings)
-    >>> cross_entropy, accuracy, with_cache = dynamic_scores(model, test_lanes, settings, cache=cache_settings)
+    >>> cross_entropy, accuracy, with_cache = dynamic_scores(model, test_lanes, settings, cache=settings.cache())
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.backup import stateful_layers
-from keras_rnnlm.cache import CacheMemory
+from keras_rnnlm.cache import LAMBDAS, SIZES, THETAS, CacheMemory
 from keras_rnnlm.data import Lanes, lanes_dataset
 from keras_rnnlm.model import carried_state_features
 from keras_rnnlm.runs import CacheSettings, DynamicSettings
@@ -60,13 +63,17 @@ def dynamic_scores(model: keras.Model, text: Lanes, settings: DynamicSettings, a
         cache or None without one), each token scored before any step learned from it;
         the cross-entropies are inf if the steps diverged.
     """
-    return _LearningReader(model, text, attention_memory, cache).scores(text, settings)
+    cache_memory = CacheMemory([cache.size], [cache.theta], [cache.lam]) if cache else None
+    cross_entropy, accuracy, with_cache = _LearningReader(model, text, attention_memory, cache_memory).scores(text, settings)
+    return cross_entropy, accuracy, None if with_cache is None else float(with_cache[0, 0, 0])
 
 
 def fit_dynamic(model: keras.Model, valid: Lanes, without: float, attention_memory: int = 0,
-                learning_rates=LEARNING_RATES, decays=DECAYS) -> DynamicSettings:
+                learning_rates=LEARNING_RATES, decays=DECAYS, cache_grid=(SIZES, THETAS, LAMBDAS)) -> DynamicSettings:
     """The grid's best settings on the validation text (lowest cross-entropy), a pass
-    each: every step size without decay, then the decays at the best one. ``without``:
+    each: every step size without decay, then the decays at the best one; then the
+    continuous cache's grid (``cache_grid``: sizes, thetas, lambdas; None: no cache)
+    mixed into the best one's pass (one more pass). ``without``:
     the text's cross-entropy read without learning (:func:`keras_rnnlm.evaluate.score_lanes`);
     if no setting beats it, the settings say so with ``learning_rate`` 0 (off)."""
     reader = _LearningReader(model, valid, attention_memory)
@@ -78,20 +85,27 @@ def fit_dynamic(model: keras.Model, valid: Lanes, without: float, attention_memo
     (rate, decay), best = min(scores.items(), key=lambda item: item[1])
     if not best < without:
         return DynamicSettings(0.0, 0.0, without, without)
-    return DynamicSettings(rate, decay, best, without)
+    if cache_grid is None:
+        return DynamicSettings(rate, decay, best, without)
+    _, _, grid = _LearningReader(model, valid, attention_memory, CacheMemory(*cache_grid)).scores(valid, DynamicSettings(rate, decay))
+    size, theta, lam = (values[index] for values, index in zip(cache_grid, np.unravel_index(np.argmin(grid), grid.shape)))
+    if not grid.min() < best:
+        return DynamicSettings(rate, decay, best, without)
+    return DynamicSettings(rate, decay, best, without, int(size), float(theta), float(lam), float(grid.min()))
 
 
 class _LearningReader:
     """``model`` reading lanes in order (:func:`~keras_rnnlm.model.carried_state_features`,
     the same weights), a step function that scores a step (and, given ``cache``, the
-    cache's mixture) and then learns from it, and the trained weights to return to."""
+    cache's mixture at each of its settings) and then learns from it, and the trained
+    weights to return to."""
 
-    def __init__(self, model: keras.Model, text: Lanes, attention_memory: int, cache: CacheSettings | None = None):
+    def __init__(self, model: keras.Model, text: Lanes, attention_memory: int, cache: CacheMemory | None = None):
         self.reader = carried_state_features(model, text.num_lanes, text.bptt_steps, attention_memory)
         self.variables = list({id(variable): variable for variable in self.reader.trainable_variables}.values())  # tied: once
         self.trained = [np.array(variable.numpy()) for variable in self.variables]
         self.starts = [tf.constant(values) for values in self.trained]
-        self.cache = CacheMemory([cache.size], [cache.theta], [cache.lam]) if cache else None
+        self.cache = cache
         self.step = tf.function(self._step)  # traced once for every setting
 
     def _step(self, inputs, targets, weights, memory, learning_rate, decay):  # (lanes, steps) each; two float32 scalars
@@ -107,23 +121,27 @@ class _LearningReader:
             gradient = tf.convert_to_tensor(gradient)  # the embedding's rows (IndexedSlices) made whole
             variable.assign(variable - learning_rate * gradient + decay * (start - variable))
         correct = tf.math.in_top_k(tf.reshape(targets, [-1]), tf.reshape(logits, [-1, logits.shape[-1]]), 1)
-        return cross_entropy, tf.reduce_sum(tf.cast(correct, tf.float32) * tf.reshape(weights, [-1])), with_cache[0, 0, 0], memory
+        return cross_entropy, tf.reduce_sum(tf.cast(correct, tf.float32) * tf.reshape(weights, [-1])), with_cache, memory
 
-    def scores(self, text: Lanes, settings: DynamicSettings) -> tuple[float, float, float | None]:
-        """As :func:`dynamic_scores`, every lane from zero state."""
+    def scores(self, text: Lanes, settings: DynamicSettings) -> tuple[float, float, np.ndarray | None]:
+        """As :func:`dynamic_scores`, every lane from zero state; with the cache, its
+        cross-entropy at every setting of its grid: (sizes, thetas, lambdas)."""
         for layer in stateful_layers(self.reader):
             layer.reset_states()
         learning_rate, decay = tf.constant(settings.learning_rate, tf.float32), tf.constant(settings.decay, tf.float32)
         memory = self.cache.empty(text.num_lanes, self.reader.outputs[0].shape[-1]) if self.cache else ()
-        total_cross_entropy, total_correct, total_with_cache = 0.0, 0.0, 0.0
+        total_cross_entropy, total_correct = 0.0, 0.0
+        total_with_cache = (np.zeros((len(self.cache.sizes), self.cache.thetas.shape[0], self.cache.log_lambdas.shape[0]))
+                            if self.cache else None)
         try:
             for inputs, targets, weights in lanes_dataset(text):
                 cross_entropy, correct, with_cache, memory = self.step(inputs, targets, weights, memory, learning_rate, decay)
                 total_cross_entropy += float(cross_entropy)
                 total_correct += float(correct)
-                total_with_cache += float(with_cache)
+                if self.cache:
+                    total_with_cache += with_cache.numpy()
                 if not math.isfinite(total_cross_entropy):
-                    return math.inf, total_correct / text.num_targets, math.inf if self.cache else None
+                    return math.inf, total_correct / text.num_targets, np.full_like(total_with_cache, math.inf) if self.cache else None
         finally:
             for variable, values in zip(self.variables, self.trained):
                 variable.assign(values)

@@ -66,8 +66,9 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
         (how the tokens were read, in words); with ``cache``, also ``cache`` (its
         settings, in words), ``cache_cross_entropy`` and ``cache_perplexity``; with
         ``dynamic``, ``dynamic`` (its settings), ``dynamic_cross_entropy`` and
-        ``dynamic_perplexity``; with both, also ``dynamic_cache_cross_entropy`` and
-        ``dynamic_cache_perplexity`` (the cache mixed into the dynamic pass).
+        ``dynamic_perplexity``; with both, also ``dynamic_cache`` (the settings of the
+        cache mixed into the dynamic pass: those fitted with it, else the run's),
+        ``dynamic_cache_cross_entropy`` and ``dynamic_cache_perplexity``.
 
     Raises:
         RnnlmError: The run folder or a text file is missing or unreadable; with
@@ -81,13 +82,15 @@ def evaluate(run_dir: str | Path, text_paths: list[str | Path], batch_size: int 
     if dynamic_settings is not None:
         # learning rate 0: fitted as off, the static scores stand
         cross_entropy, with_cache = scores["cross_entropy"], scores.get("cache_cross_entropy")
+        mixed = cache_settings and (dynamic_settings.cache() or cache_settings)  # the cache fitted on the dynamic pass, if any
         if dynamic_settings.learning_rate:
             text = lanes(segments, EVALUATION_LANES, config.data.bptt_steps)
-            cross_entropy, _, with_cache = dynamic_scores(model, text, dynamic_settings, config.model.memory, cache_settings)
+            cross_entropy, _, with_cache = dynamic_scores(model, text, dynamic_settings, config.model.memory, mixed)
         scores.update(dynamic=dynamic_settings.describe(), dynamic_cross_entropy=cross_entropy,
                       dynamic_perplexity=math.exp(min(cross_entropy, 700.0)))
         if cache_settings is not None:
-            scores.update(dynamic_cache_cross_entropy=with_cache, dynamic_cache_perplexity=math.exp(min(with_cache, 700.0)))
+            scores.update(dynamic_cache=mixed.describe(), dynamic_cache_cross_entropy=with_cache,
+                          dynamic_cache_perplexity=math.exp(min(with_cache, 700.0)))
     return scores
 
 
@@ -215,6 +218,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"{settings.WHAT} fitted: {settings.describe()} (kept in {Path(args.model) / settings.FILE})")
         print(f"perplexity:       {math.exp(settings.valid_cross_entropy_without):.2f} without it, "
               f"{math.exp(settings.valid_cross_entropy):.2f} with it")
+        if args.fit_dynamic and settings.cache():
+            print(f"with the cache:   {math.exp(settings.valid_cross_entropy_with_cache):.2f} "
+                  f"({settings.cache().describe()}, fitted on the dynamic pass: evaluate --dynamic --cache)")
         return 0
     scores = evaluate(args.model, args.text, args.batch_size, cache=args.cache, dynamic=args.dynamic)
     unit = "character" if scores["level"] == "char" else "token"
@@ -230,5 +236,5 @@ def main(args: argparse.Namespace) -> int:
               f"{scores['dynamic_perplexity']:.2f} ({scores['dynamic']})")
     if args.cache and args.dynamic:
         print(f"dynamic + cache:  {scores['dynamic_cache_cross_entropy']:.4f} nats/{unit}, perplexity "
-              f"{scores['dynamic_cache_perplexity']:.2f}")
+              f"{scores['dynamic_cache_perplexity']:.2f} ({scores['dynamic_cache']})")
     return 0

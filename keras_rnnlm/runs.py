@@ -356,7 +356,9 @@ class DynamicSettings(FittedSettings):
     """How a run's text is scored by dynamic evaluation (:mod:`keras_rnnlm.dynamic`): the
     gradient step's ``learning_rate`` (0: off) and the ``decay`` toward the trained
     weights; and the validation cross-entropies (nats per token) with and without it
-    that chose them."""
+    that chose them. ``cache_size``, ``cache_theta`` and ``cache_lam``: the continuous
+    cache fitted on the same pass, mixed into it (``cache_size`` 0: none, as in a file
+    from before they were fitted together), and the cross-entropy with it."""
 
     FILE: typing.ClassVar[str] = DYNAMIC_FILE
     FLAG: typing.ClassVar[str] = "--fit-dynamic"
@@ -366,9 +368,21 @@ class DynamicSettings(FittedSettings):
     decay: float
     valid_cross_entropy: float = math.nan
     valid_cross_entropy_without: float = math.nan
+    cache_size: int = 0
+    cache_theta: float = 0.0
+    cache_lam: float = 0.0
+    valid_cross_entropy_with_cache: float = math.nan
 
     def sound(self) -> bool:
-        return self.learning_rate >= 0 and 0 <= self.decay < 1
+        cache = self.cache_size == 0 or self.cache().sound()
+        return self.learning_rate >= 0 and 0 <= self.decay < 1 and cache
+
+    def cache(self) -> "CacheSettings | None":
+        """The cache fitted for the dynamic pass; None if there is none."""
+        if not self.cache_size:
+            return None
+        return CacheSettings(self.cache_size, self.cache_theta, self.cache_lam, self.valid_cross_entropy_with_cache,
+                             self.valid_cross_entropy)
 
     def describe(self) -> str:
         return f"learning rate {self.learning_rate:g}, decay {self.decay:g}"

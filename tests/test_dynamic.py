@@ -2,6 +2,7 @@
 weights come back unchanged, it helps where the text repeats, it mixes in the cache in
 the same pass, and evaluate fits, keeps and uses its settings."""
 
+import json
 import math
 import re
 import shutil
@@ -79,13 +80,25 @@ def test_each_step_is_scored_before_the_model_learns_from_it(untrained):
 def test_where_the_text_repeats_learning_from_it_scores_better_and_fitting_picks_the_best(untrained):
     text = lanes([SONG], 2, 9)
     _, without, _ = score_lanes(untrained, text)
-    settings = fit_dynamic(untrained, text, without, learning_rates=(0.3, 3.0), decays=(0.0, 0.5))
+    settings = fit_dynamic(untrained, text, without, learning_rates=(0.3, 3.0), decays=(0.0, 0.5), cache_grid=None)
     assert math.exp(settings.valid_cross_entropy) < 0.7 * math.exp(without)  # an untrained model learns the song
     assert settings.valid_cross_entropy_without == without
     tried = {(rate, decay): dynamic_scores(untrained, text, DynamicSettings(rate, decay))[0]
              for rate, decay in ((0.3, 0.0), (3.0, 0.0), (settings.learning_rate, 0.5))}
     assert settings.valid_cross_entropy == pytest.approx(min(tried.values()), rel=1e-6)
     assert tried[(settings.learning_rate, 0.5)] > tried[(settings.learning_rate, 0.0)]  # pulled back, it forgets the song
+
+
+def test_fitting_also_fits_the_cache_on_the_dynamic_pass(untrained):
+    text = lanes([SONG], 2, 9)
+    _, without, _ = score_lanes(untrained, text)
+    grid = (20, 40), (0.2, 1.0), (0.05, 0.3)
+    settings = fit_dynamic(untrained, text, without, learning_rates=(0.3,), decays=(0.0,), cache_grid=grid)
+    cache = settings.cache()
+    assert cache is not None and cache.valid_cross_entropy < settings.valid_cross_entropy
+    scored = {(size, theta, lam): dynamic_scores(untrained, text, settings, cache=CacheSettings(size, theta, lam))[2]
+              for size, theta, lam in ((20, 0.2, 0.05), (cache.size, cache.theta, cache.lam))}
+    assert cache.valid_cross_entropy == pytest.approx(min(scored.values()), rel=1e-5)
 
 
 def test_fitting_turns_it_off_where_no_step_helps(untrained):
@@ -104,11 +117,17 @@ def test_evaluate_fits_keeps_and_scores_with_dynamic_evaluation(bptt_run, tmp_pa
     out = capfd.readouterr().out
     settings = DynamicSettings.load(run)
     assert "dynamic evaluation fitted:" in out and settings.describe() in out
+    assert settings.cache() is None or f"{settings.cache().describe()}, fitted on the dynamic pass" in out
     assert cli.main("evaluate", ["--model", str(run), "--text", str(held_out), "--dynamic", "--cache"]) == 0
     out = capfd.readouterr().out
     dynamic_line = next(line for line in out.splitlines() if line.startswith("dynamic:"))
     assert f"perplexity {math.exp(settings.valid_cross_entropy):.2f}" in dynamic_line and "with the cache:" in out
-    assert re.search(r"^dynamic \+ cache:\s+[\d.]+ nats/token, perplexity [\d.]+$", out, re.M)
+    mixed = (settings.cache() or CacheSettings.load(run)).describe()
+    assert re.search(rf"^dynamic \+ cache:\s+[\d.]+ nats/token, perplexity [\d.]+ \({mixed}\)$", out, re.M)
+    # A dynamic.json from before the cache was fitted with it: the run's own cache is mixed in.
+    (run / "dynamic.json").write_text(json.dumps({"learning_rate": settings.learning_rate, "decay": 0.0}))
+    assert cli.main("evaluate", ["--model", str(run), "--text", str(held_out), "--dynamic", "--cache"]) == 0
+    assert f"({CacheSettings.load(run).describe()})" in capfd.readouterr().out
     (run / "dynamic.json").write_text("{not json")
     assert cli.main("evaluate", ["--model", str(run), "--text", str(held_out), "--dynamic"]) == 2
     assert "dynamic.json is damaged; fit the dynamic evaluation again with evaluate --fit-dynamic" in capfd.readouterr().err
