@@ -1,6 +1,7 @@
 """Dynamic evaluation on a bptt run's own held-out text (issue 27): its settings fitted
 on the first half, scored on the second, beside the model alone and the continuous cache,
-and with the two together (the cache mixed into the dynamic pass).
+and with the two together (the cache mixed into the dynamic pass: with the cache fitted
+for the model alone, and with the one fitted on the dynamic pass, as evaluate does).
 
 A run's held-out text is its validation text, whose cache the run fitted on all of it;
 so the cache here is fitted again on the first half too, and both are judged on the
@@ -58,11 +59,15 @@ def main() -> None:
     with_dynamic, _, both = dynamic_scores(model, judged, dynamic, memory, cache) if dynamic.learning_rate else (
         without, None, with_cache)
     scoring = time.perf_counter() - started
-    print(f"dynamic evaluation fitted: {dynamic.describe()} ({fitting:.0f} s); cache fitted: {cache.describe()}")
+    joint = dynamic.cache()
+    both_joint = dynamic_scores(model, judged, dynamic, memory, joint)[2] if joint else both
+    print(f"dynamic evaluation fitted: {dynamic.describe()} ({fitting:.0f} s, with its cache); cache fitted: {cache.describe()}; "
+          f"on the dynamic pass: {joint.describe() if joint else 'none better'}")
     print(f"judged half, perplexity: {math.exp(without):.2f} the model alone, {math.exp(with_cache):.2f} with the cache, "
-          f"{math.exp(with_dynamic):.2f} with dynamic evaluation, {math.exp(both):.2f} with both ({scoring:.0f} s)")
+          f"{math.exp(with_dynamic):.2f} with dynamic evaluation, {math.exp(both):.2f} with both ({scoring:.0f} s), "
+          f"{math.exp(both_joint):.2f} with both, the cache fitted on the dynamic pass")
     print(f"judged half, nats a token: {without:.4f} the model alone, {with_cache:.4f} with the cache, "
-          f"{with_dynamic:.4f} with dynamic evaluation, {both:.4f} with both")
+          f"{with_dynamic:.4f} with dynamic evaluation, {both:.4f} with both, {both_joint:.4f} the cache fitted on the dynamic pass")
 
 
 if __name__ == "__main__":

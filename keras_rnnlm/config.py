@@ -186,7 +186,7 @@ class TrainConfig:
     # Halve the learning rate after this many epochs without a better validation loss; 0 = off.
     reduce_lr_patience: int = 0
     # Raise the learning rate linearly from near 0 over the first this many steps (a
-    # warm-up, as attention needs with Adam: docs/long-context.md); 0 = off.
+    # warm-up, as transformers are trained with Adam); 0 = off.
     warmup_steps: int = 0
     # Validate, save and sample with an exponential moving average of the weights (Polyak
     # averaging, as AWD-LSTM's averaged SGD); this is its momentum per step (0.999 averages

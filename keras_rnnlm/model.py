@@ -302,9 +302,6 @@ def regularized(body: list[layers.Layer], config: ModelConfig, stateful: bool, s
     through it by as much (the collapse on WikiText-2 in benchmarks/RESULTS.md)."""
     recurrent = [index for index, layer in enumerate(body) if isinstance(layer, (keras.layers.RNN, speedups.WindowLSTM))]
     top_dropout = next(index for index in range(recurrent[-1], len(body)) if isinstance(body[index], layers.Dropout))
-    tar_before, ar_after = top_dropout, top_dropout
-    if any(isinstance(layer, CarriedMemoryAttention) for layer in body):
-        tar_before, ar_after = None, len(body) - 1  # both after the block (and its output norm), TAR first
     stack = []
     for index, layer in enumerate(body):
         if isinstance(layer, layers.Embedding) and config.word_dropout:
@@ -312,14 +309,13 @@ def regularized(body: list[layers.Layer], config: ModelConfig, stateful: bool, s
         elif index in recurrent and config.weight_dropout:
             stock = layer.lstm if isinstance(layer, speedups.WindowLSTM) else layer
             layer = regularization.weight_dropped(stock, config.weight_dropout, seed=seed + index, stateful=stateful)
-        if index == tar_before and config.temporal_activation_regularization:
-            stack.append(regularization.ActivationPenalty(beta=config.temporal_activation_regularization, name="tar"))
         stack.append(layer)
-        if index == ar_after and tar_before is None and config.temporal_activation_regularization:
-            stack.append(regularization.ActivationPenalty(beta=config.temporal_activation_regularization, name="tar"))
-        if index == ar_after and config.activation_regularization:
-            stack.append(regularization.ActivationPenalty(alpha=config.activation_regularization, name="ar"))
-    return stack
+    tar = [regularization.ActivationPenalty(beta=config.temporal_activation_regularization, name="tar")
+           ] if config.temporal_activation_regularization else []
+    ar = [regularization.ActivationPenalty(alpha=config.activation_regularization, name="ar")] if config.activation_regularization else []
+    if any(isinstance(layer, CarriedMemoryAttention) for layer in body):
+        return stack + tar + ar  # on the block's output (after its norm)
+    return stack[:top_dropout] + tar + [stack[top_dropout]] + ar + stack[top_dropout + 1:]
 
 
 class TrainingModel(FitAcrossWorkers, keras.Sequential):
