@@ -3,11 +3,8 @@ last recurrent layer, reading the current tokens' outputs and a memory of the ou
 before them, carried from step to step with the gradient stopped (as Transformer-XL
 carries its segments and SHA-RNN its memory; Merity 2019).
 
-The saved model holds the block in stock layers: ``LayerNormalization`` of the recurrent
-outputs, ``MultiHeadAttention`` over them, causally, then ``Dropout`` and a residual
-``Add`` onto the outputs as they were (a pre-norm block, as SHA-RNN normalizes its
-attention's inputs: without it the block diverged on WikiText-2 with Adam at 0.002,
-benchmarks/RESULTS.md; models saved before it have no norm and still load and read). What reads a text in steps
+The saved model holds the block in stock layers: ``MultiHeadAttention`` over the text it
+is given, causally, then ``Dropout`` and a residual ``Add``. What reads a text in steps
 (bptt training, ``evaluate``, the cache, generation a token a step) runs the same
 layers' arithmetic through :func:`attend`, which keeps each remembered output's key and
 value projections rather than the output: a step projects only its own positions, where
@@ -54,18 +51,7 @@ def memory_shapes(attention: layers.MultiHeadAttention, batch: int, size: int) -
     return (batch, size, heads, attention.key_dim), (batch, size, heads, attention.value_dim or attention.key_dim)
 
 
-def block_norms(stack: list) -> tuple[list, dict]:
-    """The layers of a model's stack without the attention blocks' norms, and each block's
-    norm by its attention's id: the ``LayerNormalization`` just before a
-    ``MultiHeadAttention`` (an attention block of :func:`keras_rnnlm.model.build_model`;
-    every other norm there is followed by a ``Dropout``)."""
-    norms = {id(after): layer for layer, after in zip(stack, stack[1:])
-             if isinstance(layer, layers.LayerNormalization) and isinstance(after, layers.MultiHeadAttention)}
-    kept = [layer for layer in stack if not any(layer is norm for norm in norms.values())]
-    return kept, norms
-
-
-def attend(attention: layers.MultiHeadAttention, features, keys, values, filled, valid=None, norm=None):
+def attend(attention: layers.MultiHeadAttention, features, keys, values, filled, valid=None):
     """The attention block's attention (without its residual add) for a step of
     positions, reading a memory of projected keys and values and the step's own
     positions up to each query: the arithmetic of the layer's own call (its public
@@ -80,7 +66,6 @@ def attend(attention: layers.MultiHeadAttention, features, keys, values, filled,
             value_dim): the remembered outputs' projections.
         filled: bool (batch, memory): the slots that hold an output.
         valid: bool (batch, steps): the positions that hold a token; None: all.
-        norm: The block's ``LayerNormalization`` of ``features``; None: a block without.
 
     Returns:
         (the attention's output (batch, steps, units), the memory with the step's valid
@@ -90,8 +75,6 @@ def attend(attention: layers.MultiHeadAttention, features, keys, values, filled,
     features = ops.copy(features)  # without the Keras mask it carries: valid says which positions count
     if valid is None:
         valid = ops.ones(ops.shape(features)[:2], "bool")
-    if norm is not None:
-        features = norm(features)
     keys = ops.concatenate([keys, ops.cast(attention.key_dense(features), keys.dtype)], axis=1)  # (batch, memory + steps, heads, key_dim)
     values = ops.concatenate([values, ops.cast(attention.value_dense(features), values.dtype)], axis=1)
     query = attention.query_dense(features) / ops.cast(ops.sqrt(float(attention.key_dim)), features.dtype)  # (batch, steps, heads, key_dim)
@@ -105,7 +88,7 @@ def attend(attention: layers.MultiHeadAttention, features, keys, values, filled,
 
 
 class CarriedMemoryAttention(layers.Layer):
-    """The saved model's attention block (``norm`` -> ``attention`` -> ``dropout`` -> residual add)
+    """The saved model's attention block (``attention`` -> ``dropout`` -> residual add)
     reading, besides each step's positions, the last ``memory`` outputs of the steps
     before it, per lane (:func:`attend`: their keys and values), carried like a stateful
     recurrent layer's state: the gradient stops at the step's start, ``reset_states``
@@ -116,14 +99,11 @@ class CarriedMemoryAttention(layers.Layer):
         dropout: The saved model's ``Dropout`` on the attention's output.
         memory: Outputs remembered per lane.
         lanes: Lanes read side by side (the batch size, fixed, as a stateful layer's).
-        norm: The saved model's ``LayerNormalization`` of the block's input; None for a
-            model saved before the block had one.
     """
 
-    def __init__(self, attention: layers.MultiHeadAttention, dropout: layers.Dropout, memory: int, lanes: int,
-                 norm: layers.LayerNormalization | None = None, **kwargs):
+    def __init__(self, attention: layers.MultiHeadAttention, dropout: layers.Dropout, memory: int, lanes: int, **kwargs):
         super().__init__(name=f"{attention.name}_carried", dtype=attention.dtype_policy, **kwargs)
-        self.attention, self.dropout, self.memory, self.lanes, self.norm = attention, dropout, memory, lanes, norm
+        self.attention, self.dropout, self.memory, self.lanes = attention, dropout, memory, lanes
         self.stateful = True  # found, backed up and reset with the recurrent layers (keras_rnnlm.backup)
         self.supports_masking = True
 
@@ -144,8 +124,7 @@ class CarriedMemoryAttention(layers.Layer):
     def call(self, features, mask=None, training=False):  # features: (lanes, steps, units)
         valid = None if mask is None else ops.cast(mask, "bool")
         attended, keys, values, filled = attend(self.attention, features, ops.stop_gradient(self.keys),
-                                                ops.stop_gradient(self.values), ops.cast(self.filled, "bool"), valid,
-                                                self.norm)
+                                                ops.stop_gradient(self.values), ops.cast(self.filled, "bool"), valid)
         self.keys.assign(keys)
         self.values.assign(values)
         self.filled.assign(ops.cast(filled, "float32"))
@@ -155,7 +134,7 @@ class CarriedMemoryAttention(layers.Layer):
         return mask
 
 
-def attend_one(attention: layers.MultiHeadAttention, features, keys, values, filled, norm=None):
+def attend_one(attention: layers.MultiHeadAttention, features, keys, values, filled):
     """One token's attention block in generation (:func:`attend` for a step of one,
     with the residual add): ``features`` (batch, units), the output of the token just
     read, attends to the memory and to itself.
@@ -164,5 +143,5 @@ def attend_one(attention: layers.MultiHeadAttention, features, keys, values, fil
         (the block's output (batch, units), the memory with this token added and the
         oldest dropped: keys, values, filled).
     """
-    attended, keys, values, filled = attend(attention, features[:, None], keys, values, filled, norm=norm)
+    attended, keys, values, filled = attend(attention, features[:, None], keys, values, filled)
     return features + attended[:, 0], keys, values, filled

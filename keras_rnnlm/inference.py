@@ -47,7 +47,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_rnnlm.attention import attend_one, block_norms, memory_shapes
+from keras_rnnlm.attention import attend_one, memory_shapes
 from keras_rnnlm.runs import CacheSettings
 from keras_rnnlm.sampling import BLOCK
 from keras_rnnlm.speedups import lstm_cell
@@ -212,9 +212,8 @@ class NextTokenLogits:
         ``attention_memory`` outputs and its own (:func:`~keras_rnnlm.attention.attend_one`).
         The state is each cell's and the attention's memory, then the features the output
         layer reads (the top of the stack), so the logits read ``state[-1][0]``."""
-        # The attention block's norm and residual add are attend_one's; its dropout is off.
-        body, norms = block_norms([layer for layer in self.body if not isinstance(layer, (keras.layers.Dropout, keras.layers.Add))])
-        embedding, *rest = body
+        embedding, *rest = [layer for layer in self.body if not isinstance(layer, (keras.layers.Dropout, keras.layers.Add))]
+        # The attention block's residual add is attend_one's; its dropout is off.
         top = max(index for index, layer in enumerate(rest) if isinstance(layer, keras.layers.RNN))
 
         def run(inputs, states, start):  # rest[start:] on inputs (batch, features), each stateful layer taking its state
@@ -224,7 +223,7 @@ class NextTokenLogits:
                     inputs, cell_state = layer.cell(inputs, list(next(states)), training=False)
                     new_states.append(tuple(cell_state))
                 elif isinstance(layer, keras.layers.MultiHeadAttention):
-                    inputs, *memory = attend_one(layer, inputs, *next(states), norm=norms.get(id(layer)))
+                    inputs, *memory = attend_one(layer, inputs, *next(states))
                     new_states.append(tuple(memory))
                 else:
                     inputs = layer(inputs, training=False)

@@ -109,14 +109,10 @@ def build_model(
     features = stack[0]
     for layer in stack[1:]:
         features = layer(features)  # (batch, time, units)
-    normalized = layers.LayerNormalization(name="attention_norm")(features)
     attention = layers.MultiHeadAttention(config.attention_heads, key_dim=config.units // config.attention_heads, name="attention")
-    attended = attention(normalized, normalized, use_causal_mask=True)
+    attended = attention(features, features, use_causal_mask=True)
     attended = layers.Dropout(config.dropout, name="attention_dropout")(attended)
     outputs = layers.Add(name="attention_residual")([features, attended])
-    # A final norm of what the output layer reads (GPT-2's ln_f): unlike an LSTM's
-    # output, the block's has no bound, and with Adam it grew until training diverged.
-    outputs = layers.LayerNormalization(name="attention_output_norm")(outputs)
     for layer in head:
         outputs = layer(outputs)
     return keras.Model(stack[0], outputs, name="rnnlm")
@@ -296,10 +292,7 @@ def regularized(body: list[layers.Layer], config: ModelConfig, stateful: bool, s
     embedding dropping word types, each LSTM's recurrent kernel weight-dropped (in place
     of a speed path: stock Keras' LSTM step, with the dropped kernel), and the penalties
     on the top layer's output around its dropout (TAR before it, AR after it; after its
-    layer normalization, if any), or both on the attention block's output, which the
-    output layer reads: on the recurrent output under the block, the LSTM shrinks its
-    output to please them and the block's norm scales it back up, dividing the gradient
-    through it by as much (the collapse on WikiText-2 in benchmarks/RESULTS.md)."""
+    layer normalization, if any)."""
     recurrent = [index for index, layer in enumerate(body) if isinstance(layer, (keras.layers.RNN, speedups.WindowLSTM))]
     top_dropout = next(index for index in range(recurrent[-1], len(body)) if isinstance(body[index], layers.Dropout))
     stack = []
@@ -313,8 +306,6 @@ def regularized(body: list[layers.Layer], config: ModelConfig, stateful: bool, s
     tar = [regularization.ActivationPenalty(beta=config.temporal_activation_regularization, name="tar")
            ] if config.temporal_activation_regularization else []
     ar = [regularization.ActivationPenalty(alpha=config.activation_regularization, name="ar")] if config.activation_regularization else []
-    if any(isinstance(layer, CarriedMemoryAttention) for layer in body):
-        return stack + tar + ar  # on the block's output (after its norm)
     return stack[:top_dropout] + tar + [stack[top_dropout]] + ar + stack[top_dropout + 1:]
 
 
@@ -332,16 +323,11 @@ def _parts(model: keras.Model, lanes: int | None, bptt_steps: int | None, memory
     if not (isinstance(softmax, layers.Activation) and isinstance(dense, layers.Dense)):
         raise ValueError(f"{model.name} does not end in a Dense layer and a softmax; build it with build_model")
     block = []
-    if isinstance(body[-1], layers.LayerNormalization) and isinstance(body[-2], layers.Add):
-        *body, final_norm = body  # the attention block's output norm (models saved before it have none)
-        block = [final_norm]
-    if isinstance(body[-1], layers.Add):  # the attention block: [its norm,] attention, its dropout, the residual add
+    if isinstance(body[-1], layers.Add):  # the attention block: attention, its dropout, the residual add
         *body, attention, attention_dropout, _ = body
-        # Every other norm of the stack is followed by a Dropout; a model saved before the block had one has none.
-        norm = body.pop() if isinstance(body[-1], layers.LayerNormalization) else None
         if lanes is None or not memory:
             raise ValueError(f"{model.name} attends over a memory: read it in lanes, with the memory's size")
-        block = [CarriedMemoryAttention(attention, attention_dropout, memory, lanes, norm=norm), *block]
+        block = [CarriedMemoryAttention(attention, attention_dropout, memory, lanes)]
     stack = []
     for layer in body:
         if lanes is not None and isinstance(layer, keras.layers.RNN):

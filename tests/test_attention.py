@@ -17,40 +17,24 @@ def attention():
     return layer
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["without_norm", "with_norm"])
-def norm(request):
-    """The block's input norm (gamma and beta away from 1 and 0), or none: a model saved
-    before the block had one."""
-    if not request.param:
-        return None
-    layer = keras.layers.LayerNormalization(name="attention_norm")
-    layer.build((None, None, UNITS))
-    rng = np.random.default_rng(2)
-    layer.gamma.assign(rng.normal(1, 0.5, UNITS))
-    layer.beta.assign(rng.normal(0, 0.5, UNITS))
-    return layer
-
-
 def features(length=12, seed=1):
     return np.random.default_rng(seed).normal(size=(LANES, length, UNITS)).astype(np.float32)
 
 
-def stock_block(attention, window, norm=None):
-    """The saved model's block over a window: causal self-attention over the normalized
-    window, then the residual onto the window."""
-    normalized = window if norm is None else norm(window)
-    return window + attention(normalized, normalized, use_causal_mask=True).numpy()
+def stock_block(attention, window):
+    """The saved model's block over a window: causal self-attention, then the residual."""
+    return window + attention(window, window, use_causal_mask=True).numpy()
 
 
-def test_each_step_reads_the_memory_of_the_steps_before_as_the_stock_block_reads_the_whole_window(attention, norm):
-    carried = CarriedMemoryAttention(attention, keras.layers.Dropout(0.5), memory=MEMORY, lanes=LANES, norm=norm)
+def test_each_step_reads_the_memory_of_the_steps_before_as_the_stock_block_reads_the_whole_window(attention):
+    carried = CarriedMemoryAttention(attention, keras.layers.Dropout(0.5), memory=MEMORY, lanes=LANES)
     text = features()
     for start in range(0, text.shape[1], STEPS):
         output = carried(text[:, start:start + STEPS]).numpy()
         window = text[:, max(0, start - MEMORY):start + STEPS]  # the memory, then the step
-        np.testing.assert_allclose(output, stock_block(attention, window, norm)[:, -STEPS:], atol=1e-5)
+        np.testing.assert_allclose(output, stock_block(attention, window)[:, -STEPS:], atol=1e-5)
     carried.reset_states()
-    np.testing.assert_allclose(carried(text[:, :STEPS]).numpy(), stock_block(attention, text[:, :STEPS], norm), atol=1e-5)
+    np.testing.assert_allclose(carried(text[:, :STEPS]).numpy(), stock_block(attention, text[:, :STEPS]), atol=1e-5)
 
 
 def test_padding_is_neither_read_nor_remembered(attention):
@@ -66,16 +50,16 @@ def test_padding_is_neither_read_nor_remembered(attention):
     np.testing.assert_allclose(output, stock_block(attention, np.concatenate([kept, text[:, 3:]], axis=1))[:, -3:], atol=1e-5)
 
 
-def test_one_token_at_a_time_reads_the_last_memory_outputs_and_its_own(attention, norm):
-    carried = CarriedMemoryAttention(attention, keras.layers.Dropout(0.5), memory=MEMORY, lanes=LANES, norm=norm)
+def test_one_token_at_a_time_reads_the_last_memory_outputs_and_its_own(attention):
+    carried = CarriedMemoryAttention(attention, keras.layers.Dropout(0.5), memory=MEMORY, lanes=LANES)
     text = features(9)
     expected = np.concatenate([carried(text[:, start:start + STEPS]).numpy() for start in range(0, 9, STEPS)], axis=1)
     keys, values = (np.zeros((LANES, MEMORY, 2, 4), np.float32) for _ in range(2))  # memory, heads, key_dim
     filled = np.zeros((LANES, MEMORY), bool)
     for position in range(9):
-        output, keys, values, filled = attend_one(attention, text[:, position], keys, values, filled, norm=norm)
+        output, keys, values, filled = attend_one(attention, text[:, position], keys, values, filled)
         window = text[:, max(0, position - MEMORY):position + 1]
-        np.testing.assert_allclose(output.numpy(), stock_block(attention, window, norm)[:, -1], atol=1e-5)
+        np.testing.assert_allclose(output.numpy(), stock_block(attention, window)[:, -1], atol=1e-5)
     # A step's later positions read its earlier ones besides the memory: their window is wider.
     assert not np.allclose(expected[:, -1], output.numpy())
 
@@ -134,46 +118,13 @@ def test_the_training_model_trains_the_attention_and_its_memory_is_backed_up_wit
     trainer = training_model(model, TrainConfig(), lanes=LANES, bptt_steps=STEPS, attention_memory=MEMORY)
     carried = [layer for layer in stateful_layers(trainer) if isinstance(layer, CarriedMemoryAttention)]
     assert len(carried) == 1
-    attention, norm = model.get_layer("attention"), model.get_layer("attention_norm")
+    attention = model.get_layer("attention")
     before = [weights.numpy() for weights in attention.weights]
-    norm_before = norm.gamma.numpy()
     ids = np.random.default_rng(7).integers(1, 40, (LANES, STEPS)).astype(np.int32)
     trainer.train_on_batch(ids, ids)
     changed = {new.path.split("/")[-2] + "/" + new.name for old, new in zip(before, attention.weights) if not np.allclose(old, new.numpy())}
     # All but the key's bias, which adds the same to every score of a query: its gradient is 0.
     assert changed >= {"query/kernel", "key/kernel", "value/kernel", "attention_output/kernel"}
-    assert not np.allclose(norm_before, norm.gamma.numpy())  # the block's norm trains with it
     assert carried[0].filled.numpy()[:, -STEPS:].all() and not carried[0].filled.numpy()[:, :-STEPS].any()
     carried[0].reset_states()
     assert not carried[0].filled.numpy().any()
-
-
-def saved_before_the_norm(model):
-    """``model`` as build_model made it before the attention block had its input norm:
-    the same layers, the block reading the recurrent outputs as they are."""
-    features = inputs = keras.Input((None,), dtype="int32")
-    for layer in model.layers[1:model.layers.index(model.get_layer("attention_norm"))]:
-        features = layer(features)
-    attended = model.get_layer("attention_dropout")(model.get_layer("attention")(features, features, use_causal_mask=True))
-    outputs = model.get_layer("attention_residual")([features, attended])
-    return keras.Model(inputs, model.get_layer("probabilities")(model.get_layer("next_token")(outputs)))
-
-
-def test_a_model_saved_before_the_block_had_its_norm_reads_in_steps_and_writes_as_it_reads_whole():
-    import tensorflow as tf
-
-    from keras_rnnlm.inference import NextTokenLogits
-    from keras_rnnlm.model import carried_state_model
-
-    old = saved_before_the_norm(attention_model())
-    text = np.random.default_rng(8).integers(1, 40, (LANES, 9)).astype(np.int32)
-    whole = old(text).numpy()
-    assert not np.allclose(whole, attention_model()(text).numpy(), atol=1e-3)  # the norm changes what the model says
-    reader = carried_state_model(old, LANES, STEPS, attention_memory=9)
-    logits = np.concatenate([reader(text[:, start:start + STEPS]).numpy() for start in range(0, 9, STEPS)], axis=1)
-    np.testing.assert_allclose(keras.ops.softmax(logits).numpy(), whole, atol=1e-5)
-    steps = NextTokenLogits(old, 40, [0], attention_memory=9).prepare()
-    probabilities = whole[:, -1].copy()
-    probabilities[:, 0] = 0
-    np.testing.assert_allclose(tf.nn.softmax(steps.logits(steps.start(tf.constant(text))))[:, :40],
-                               probabilities / probabilities.sum(axis=1, keepdims=True), atol=1e-5)

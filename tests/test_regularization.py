@@ -154,17 +154,3 @@ def test_layer_norm_follows_each_lstm_and_the_penalties_read_its_output():
     assert kinds == ["Embedding", "RNN", "LayerNormalization", "Dropout", "RNN", "LayerNormalization",
                      "ActivationPenalty", "Dropout", "ActivationPenalty", "RowsOutput", "Activation"]
     assert [type(layer).__name__ for layer in model.layers].count("LayerNormalization") == 2
-
-
-def test_with_attention_the_penalties_read_the_blocks_normalized_output_which_the_output_layer_reads():
-    keras.utils.set_random_seed(0)
-    config = ModelConfig(embedding_dim=16, units=16, layers=2, tie_embeddings=True, attention=True,
-                         activation_regularization=2.0, temporal_activation_regularization=1.0)
-    model = build_model(config, window_size=None, vocabulary_size=30)
-    compile_model(model, TrainConfig())
-    trainer = training_model(model, TrainConfig(), lanes=3, bptt_steps=4, tie_embeddings=True, regularize=config,
-                             attention_memory=8)
-    kinds = [type(layer).__name__ for layer in trainer.layers]
-    assert kinds == ["Embedding", "RNN", "Dropout", "RNN", "Dropout", "CarriedMemoryAttention", "LayerNormalization",
-                     "ActivationPenalty", "ActivationPenalty", "RowsOutput", "Activation"]
-    assert [layer.name for layer in trainer.layers if type(layer).__name__ == "ActivationPenalty"] == ["tar", "ar"]
