@@ -71,6 +71,7 @@ class CacheMemory:
 
     def __init__(self, sizes, thetas, lambdas):
         self.sizes = tuple(sizes)
+        self.shape = (len(sizes), len(thetas), len(lambdas))  # of a step's cross-entropies, one per setting
         self.memory_size = max(self.sizes)
         self.size_limits = tf.constant(self.sizes, tf.int32)
         self.thetas = tf.constant(thetas, tf.float32)
@@ -140,7 +141,7 @@ def _read_in_order(model, text: Lanes, sizes, thetas, lambdas, attention_memory:
                 with_cache, memory)
 
     memory = cache.empty(text.num_lanes, features_model.outputs[0].shape[-1])
-    without, correct, with_cache = 0.0, 0.0, np.zeros((len(sizes), len(thetas), len(lambdas)))
+    without, correct, with_cache = 0.0, 0.0, np.zeros(cache.shape)
     for inputs, targets, weights in lanes_dataset(text):
         plain, right, cached, memory = step(inputs, targets, weights, memory)
         without += float(plain)
@@ -154,10 +155,18 @@ def fit_cache(model: keras.Model, valid: Lanes, attention_memory: int = 0) -> Ca
     (the cache off) if none of them scores better than the model alone. A model with
     attention: ``attention_memory`` outputs remembered per lane."""
     without, grid = cache_cross_entropies(model, valid, attention_memory=attention_memory)
+    best = best_setting(grid, (SIZES, THETAS, LAMBDAS), without)
+    if best.valid_cross_entropy >= without:
+        return CacheSettings(best.size, best.theta, 0.0, without, without)
+    return best
+
+
+def best_setting(grid: np.ndarray, settings, without: float) -> CacheSettings:
+    """The setting of ``settings`` (sizes, thetas, lambdas) whose cross-entropy in ``grid``
+    (as :func:`cache_cross_entropies` gives it) is lowest; ``without``: the text's
+    cross-entropy without the cache."""
     best = np.unravel_index(np.argmin(grid), grid.shape)
-    size, theta, lam = (values[index] for values, index in zip((SIZES, THETAS, LAMBDAS), best))
-    if grid[best] >= without:
-        return CacheSettings(int(size), float(theta), 0.0, without, without)
+    size, theta, lam = (values[index] for values, index in zip(settings, best))
     return CacheSettings(int(size), float(theta), float(lam), float(grid[best]), without)
 
 

@@ -131,10 +131,16 @@ class WarmUp(keras.callbacks.Callback):
         super().__init__()
         self.steps, self.target = steps, learning_rate
 
+    def on_train_begin(self, logs=None):
+        self.warming = True
+
     def on_train_batch_begin(self, batch, logs=None):
+        if not self.warming:  # past the warm-up: no read of the step count on every step
+            return
         step = int(self.model.optimizer.iterations)
         if step <= self.steps:  # the last assignment restores the full rate
             self.model.optimizer.learning_rate.assign(self.target * min(1.0, (step + 1) / self.steps))
+        self.warming = step < self.steps
 
 
 class Perplexity(keras.callbacks.Callback):

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_rnnlm.backup import stateful_layers
-from keras_rnnlm.cache import LAMBDAS, SIZES, THETAS, CacheMemory
+from keras_rnnlm.cache import LAMBDAS, SIZES, THETAS, CacheMemory, best_setting
 from keras_rnnlm.data import Lanes, lanes_dataset
 from keras_rnnlm.model import carried_state_features
 from keras_rnnlm.runs import CacheSettings, DynamicSettings
@@ -88,10 +88,10 @@ def fit_dynamic(model: keras.Model, valid: Lanes, without: float, attention_memo
     if cache_grid is None:
         return DynamicSettings(rate, decay, best, without)
     _, _, grid = _LearningReader(model, valid, attention_memory, CacheMemory(*cache_grid)).scores(valid, DynamicSettings(rate, decay))
-    size, theta, lam = (values[index] for values, index in zip(cache_grid, np.unravel_index(np.argmin(grid), grid.shape)))
-    if not grid.min() < best:
+    cache = best_setting(grid, cache_grid, best)
+    if not cache.valid_cross_entropy < best:
         return DynamicSettings(rate, decay, best, without)
-    return DynamicSettings(rate, decay, best, without, int(size), float(theta), float(lam), float(grid.min()))
+    return DynamicSettings(rate, decay, best, without, cache.size, cache.theta, cache.lam, cache.valid_cross_entropy)
 
 
 class _LearningReader:
@@ -131,8 +131,7 @@ class _LearningReader:
         learning_rate, decay = tf.constant(settings.learning_rate, tf.float32), tf.constant(settings.decay, tf.float32)
         memory = self.cache.empty(text.num_lanes, self.reader.outputs[0].shape[-1]) if self.cache else ()
         total_cross_entropy, total_correct = 0.0, 0.0
-        total_with_cache = (np.zeros((len(self.cache.sizes), self.cache.thetas.shape[0], self.cache.log_lambdas.shape[0]))
-                            if self.cache else None)
+        total_with_cache = np.zeros(self.cache.shape) if self.cache else None
         try:
             for inputs, targets, weights in lanes_dataset(text):
                 cross_entropy, correct, with_cache, memory = self.step(inputs, targets, weights, memory, learning_rate, decay)
